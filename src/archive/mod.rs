@@ -1,0 +1,649 @@
+//! The tar writer: one source entry in, ustar + PAX blocks out, with every
+//! piece of metadata GNU tar and bsdtar restore.
+//!
+//! Third stage of the pipeline (walk → policy → **tar writer** → hash →
+//! compressor → sink). The `tar` crate builds ustar header blocks; its own
+//! `append_path*` helpers are never used on a root filesystem (they drop
+//! nanoseconds, hardlinks, device names and ACLs). Per entry this module:
+//!
+//! * opens regular files with `O_NOFOLLOW|O_NONBLOCK|O_NOATIME` and takes
+//!   the header from `fstat` of the open file, so header and body describe
+//!   the same inode, and reading does not touch the source's atimes;
+//! * writes exactly the size the header announces: a file that shrinks is
+//!   padded with zeros, one that grows is cut at the announced size, a read
+//!   error is zero-filled — each a warning, never a corrupt archive;
+//! * stores hard links as one body and link entries after it, keyed by
+//!   `(st_dev, st_ino)` (the only table that grows with the file count);
+//! * stores sparse files as GNU PAX 1.0 sparse entries ([`sparse`]);
+//! * stores every xattr as `SCHILY.xattr.<name>` (raw bytes), ACLs also as
+//!   `SCHILY.acl.access`/`.default` text with numeric ids ([`acl`]), and
+//!   `security.selinux` also as `RHT.security.selinux`.
+//!
+//! Memory per entry is one reusable 1 MiB buffer, whatever the file size.
+//! This module must never write to the source, follow a symlink, or open a
+//! device or FIFO.
+
+pub mod acl;
+pub mod header;
+pub mod sparse;
+
+use crate::error::Error;
+use crate::report::{Report, WarningKind};
+use crate::rootfs::RootFs;
+use crate::signals::Cancel;
+use crate::ui::Ui;
+use crate::walk::{SourceEntry, SyntheticDir};
+use header::{HeaderBuilder, Meta, encode_pax, pax_header, split_dev};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use tar::EntryType;
+use xattr::FileExt as _;
+
+const BUF_SIZE: usize = 1 << 20;
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// What an entry became in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file with its body.
+    File {
+        /// Stored as a sparse file.
+        sparse: bool,
+    },
+    /// A hard link to an earlier entry.
+    Hardlink,
+    /// A symbolic link.
+    Symlink,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+    /// A FIFO.
+    Fifo,
+}
+
+/// Owner and group names from the captured root's `/etc/passwd` and
+/// `/etc/group` (not the host's: a chroot has its own).
+#[derive(Debug, Default, Clone)]
+pub struct Owners {
+    users: HashMap<u64, String>,
+    groups: HashMap<u64, String>,
+}
+
+impl Owners {
+    /// Reads the root's user and group databases; empty when missing.
+    pub fn from_root(root: &RootFs) -> Owners {
+        let read = |p: &str| root.read(p, 64 << 20).ok().flatten().unwrap_or_default();
+        Owners {
+            users: parse_ids(&read("/etc/passwd")),
+            groups: parse_ids(&read("/etc/group")),
+        }
+    }
+
+    fn user(&self, uid: u64) -> Option<&str> {
+        self.users.get(&uid).map(String::as_str)
+    }
+
+    fn group(&self, gid: u64) -> Option<&str> {
+        self.groups.get(&gid).map(String::as_str)
+    }
+}
+
+/// `name:x:id:…` lines → id → name (first name wins).
+fn parse_ids(text: &[u8]) -> HashMap<u64, String> {
+    let mut map = HashMap::new();
+    for line in text.split(|&b| b == b'\n') {
+        let mut f = line.split(|&b| b == b':');
+        let (Some(name), Some(_), Some(id)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (Ok(name), Some(id)) = (
+            std::str::from_utf8(name),
+            std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()),
+        ) else {
+            continue;
+        };
+        if !name.is_empty() && !name.starts_with('#') {
+            map.entry(id).or_insert_with(|| name.to_owned());
+        }
+    }
+    map
+}
+
+/// What the writer needs from the run for each entry.
+pub struct Ctx<'a, 'u> {
+    /// Where warnings and counts go.
+    pub report: &'a mut Report<'u>,
+    /// Checked between chunks.
+    pub cancel: &'a Cancel,
+    /// Progress.
+    pub ui: &'a Ui,
+}
+
+/// Converts the metadata goldcap stores.
+pub fn meta_of(m: &Metadata) -> Meta {
+    Meta {
+        mode: m.mode() & 0o7777,
+        uid: u64::from(m.uid()),
+        gid: u64::from(m.gid()),
+        mtime: m.mtime(),
+        mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+    }
+}
+
+/// The archive name of a root-relative path: `./rel`, `./rel/` for a
+/// directory, `./` for the root.
+pub fn archive_name(rel: &[u8], is_dir: bool) -> Vec<u8> {
+    let mut n = Vec::with_capacity(rel.len() + 3);
+    n.extend_from_slice(b"./");
+    n.extend_from_slice(rel);
+    if is_dir && !rel.is_empty() {
+        n.push(b'/');
+    }
+    n
+}
+
+/// GNU's name for the header of a PAX 1.0 sparse entry:
+/// `dir/GNUSparseFile.0/base` (the real name is in `GNU.sparse.name`).
+fn sparse_name(name: &[u8]) -> Vec<u8> {
+    let cut = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    [&name[..cut], b"GNUSparseFile.0/", &name[cut..]].concat()
+}
+
+fn write_err(e: io::Error) -> Error {
+    Error::Failed(anyhow::Error::new(e).context("cannot write the archive"))
+}
+
+/// Where xattrs are read from.
+enum XSource<'a> {
+    Fd(&'a File),
+    Path(&'a Path),
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
+        || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// The tar stream writer.
+pub struct TarWriter<W: Write> {
+    out: W,
+    written: u64,
+    links: HashMap<(u64, u64), Vec<u8>>,
+    owners: Owners,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> TarWriter<W> {
+    /// A writer over `out`, naming owners from `owners`.
+    pub fn new(out: W, owners: Owners) -> Self {
+        TarWriter {
+            out,
+            written: 0,
+            links: HashMap::new(),
+            owners,
+            buf: vec![0; BUF_SIZE],
+        }
+    }
+
+    /// Bytes of tar stream written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes the end-of-archive marker and returns the inner writer. Must
+    /// be called: nothing is written on drop.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.put(&[0; 1024])?;
+        Ok(self.out)
+    }
+
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self, len: u64) -> io::Result<()> {
+        let rem = (len % 512) as usize;
+        if rem != 0 {
+            self.put(&ZEROS[..512 - rem])?;
+        }
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut n: u64) -> io::Result<()> {
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64) as usize;
+            self.put(&ZEROS[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the PAX header (if any) and the ustar header.
+    fn emit(&mut self, mut b: HeaderBuilder, meta: &Meta) -> io::Result<()> {
+        let names = (
+            self.owners.user(meta.uid).map(str::to_owned),
+            self.owners.group(meta.gid).map(str::to_owned),
+        );
+        b.set_owner_names(names.0.as_deref(), names.1.as_deref());
+        let (header, pax) = b.finish();
+        if !pax.is_empty() {
+            let body = encode_pax(&pax);
+            self.put(pax_header(body.len() as u64).as_bytes())?;
+            self.put(&body)?;
+            self.pad(body.len() as u64)?;
+        }
+        self.put(header.as_bytes())
+    }
+
+    /// Appends a synthetic directory (e.g. `curtin/`).
+    pub fn append_synthetic_dir(&mut self, s: &SyntheticDir) -> Result<(), Error> {
+        let meta = Meta {
+            mode: s.mode,
+            uid: u64::from(s.uid),
+            gid: u64::from(s.gid),
+            mtime: s.mtime,
+            mtime_nsec: 0,
+        };
+        let b = HeaderBuilder::new(EntryType::Directory, &archive_name(&s.rel, true), &meta);
+        self.emit(b, &meta).map_err(write_err)
+    }
+
+    /// Appends one source entry. `Ok(None)` when it was skipped with a
+    /// warning (vanished, unreadable); `Err` only for a failed write or an
+    /// interruption.
+    pub fn append(
+        &mut self,
+        e: &SourceEntry,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Kind>, Error> {
+        let ft = e.meta.file_type();
+        if ft.is_file() {
+            return self.append_file(e, ctx);
+        }
+        let meta = meta_of(&e.meta);
+        let name = archive_name(&e.rel, ft.is_dir());
+        if !ft.is_dir() && e.meta.nlink() > 1 && self.append_hardlink(e, &name, &meta)? {
+            return Ok(Some(Kind::Hardlink));
+        }
+        let (kind, mut b) = if ft.is_dir() {
+            (
+                Kind::Dir,
+                HeaderBuilder::new(EntryType::Directory, &name, &meta),
+            )
+        } else if ft.is_symlink() {
+            let target = match std::fs::read_link(&e.abs) {
+                Ok(t) => t,
+                Err(err) => {
+                    self.skipped(e, err, ctx);
+                    return Ok(None);
+                }
+            };
+            let mut b = HeaderBuilder::new(EntryType::Symlink, &name, &meta);
+            b.set_link(target.as_os_str().as_bytes());
+            (Kind::Symlink, b)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let (kind, et) = if ft.is_char_device() {
+                (Kind::Char, EntryType::Char)
+            } else {
+                (Kind::Block, EntryType::Block)
+            };
+            let mut b = HeaderBuilder::new(et, &name, &meta);
+            let (major, minor) = split_dev(e.meta.rdev());
+            b.set_device(major, minor);
+            (kind, b)
+        } else if ft.is_fifo() {
+            (
+                Kind::Fifo,
+                HeaderBuilder::new(EntryType::Fifo, &name, &meta),
+            )
+        } else {
+            // Sockets are dropped by the policy; anything else is unknown.
+            ctx.report.warn(
+                &e.rel,
+                WarningKind::Unreadable,
+                "unsupported file type; not archived",
+            );
+            return Ok(None);
+        };
+        self.add_xattrs(&mut b, XSource::Path(&e.abs), &e.rel, ctx);
+        self.emit(b, &meta).map_err(write_err)?;
+        if !ft.is_dir() && e.meta.nlink() > 1 {
+            self.links.insert((e.meta.dev(), e.meta.ino()), name);
+        }
+        Ok(Some(kind))
+    }
+
+    /// Writes a link entry when an earlier entry holds the body.
+    fn append_hardlink(
+        &mut self,
+        e: &SourceEntry,
+        name: &[u8],
+        meta: &Meta,
+    ) -> Result<bool, Error> {
+        let Some(target) = self.links.get(&(e.meta.dev(), e.meta.ino())) else {
+            return Ok(false);
+        };
+        let mut b = HeaderBuilder::new(EntryType::Link, name, meta);
+        b.set_link(&target.clone());
+        self.emit(b, meta).map_err(write_err)?;
+        Ok(true)
+    }
+
+    fn skipped(&self, e: &SourceEntry, err: io::Error, ctx: &mut Ctx<'_, '_>) {
+        let (kind, what) = match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => (
+                WarningKind::Vanished,
+                "vanished before it could be read".to_owned(),
+            ),
+            Some(libc::ELOOP) | Some(libc::EINVAL) => (
+                WarningKind::Changed,
+                "changed type while being read".to_owned(),
+            ),
+            _ => (WarningKind::Unreadable, format!("cannot read: {err}")),
+        };
+        ctx.report
+            .warn(&e.rel, kind, format!("{what}; not archived"));
+    }
+
+    fn append_file(
+        &mut self,
+        e: &SourceEntry,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Kind>, Error> {
+        let name = archive_name(&e.rel, false);
+        if e.meta.nlink() > 1 && self.append_hardlink(e, &name, &meta_of(&e.meta))? {
+            return Ok(Some(Kind::Hardlink));
+        }
+        let file = match open_source(&e.abs) {
+            Ok(f) => f,
+            Err(err) => {
+                self.skipped(e, err, ctx);
+                return Ok(None);
+            }
+        };
+        let before = match file.metadata() {
+            Ok(m) => m,
+            Err(err) => {
+                self.skipped(e, err, ctx);
+                return Ok(None);
+            }
+        };
+        if !before.is_file() {
+            ctx.report.warn(
+                &e.rel,
+                WarningKind::Changed,
+                "is no longer a regular file; not archived",
+            );
+            return Ok(None);
+        }
+        let mut changed = false;
+        if (before.dev(), before.ino()) != (e.meta.dev(), e.meta.ino()) {
+            ctx.report.warn(
+                &e.rel,
+                WarningKind::Changed,
+                "was replaced by another file while being read; archived the new one",
+            );
+            changed = true;
+        }
+        let size = before.len();
+        let segs = if size > 0 && before.blocks().saturating_mul(512) < size {
+            sparse::data_segments(&file, size).unwrap_or(None)
+        } else {
+            None
+        };
+        let meta = meta_of(&before);
+        let mut b;
+        let map;
+        match &segs {
+            None => {
+                b = HeaderBuilder::new(EntryType::Regular, &name, &meta);
+                b.set_size(size);
+                map = Vec::new();
+            }
+            Some(segs) => {
+                b = HeaderBuilder::new(EntryType::Regular, &sparse_name(&name), &meta);
+                map = sparse::map_block(segs, size);
+                let data: u64 = segs.iter().map(|s| s.1).sum();
+                b.set_size(map.len() as u64 + data);
+                b.push("GNU.sparse.major", "1");
+                b.push("GNU.sparse.minor", "0");
+                b.push("GNU.sparse.name", name.clone());
+                b.push("GNU.sparse.realsize", size.to_string());
+            }
+        }
+        self.add_xattrs(&mut b, XSource::Fd(&file), &e.rel, ctx);
+        self.emit(b, &meta).map_err(write_err)?;
+
+        let mut short = 0u64;
+        let mut read_error = None;
+        let body_len = match &segs {
+            None => {
+                let (s, err) = self.copy_range(&file, 0, size, ctx)?;
+                short += s;
+                read_error = read_error.or(err);
+                size
+            }
+            Some(segs) => {
+                self.put(&map).map_err(write_err)?;
+                for &(off, len) in segs {
+                    let (s, err) = self.copy_range(&file, off, len, ctx)?;
+                    short += s;
+                    read_error = read_error.or(err);
+                }
+                map.len() as u64 + segs.iter().map(|s| s.1).sum::<u64>()
+            }
+        };
+        self.pad(body_len).map_err(write_err)?;
+
+        if let Some((off, err)) = read_error {
+            ctx.report.warn(
+                &e.rel,
+                WarningKind::Unreadable,
+                format!("read error at byte {off}: {err}; the rest was archived as zeros"),
+            );
+            changed = true;
+        } else if short > 0 {
+            ctx.report.warn(&e.rel, WarningKind::Shrank, format!("shrank by {short} bytes while being read; archived padded with zeros to {size} bytes"));
+            changed = true;
+        }
+        let after = file.metadata().ok();
+        let grew = after.as_ref().is_some_and(|a| a.len() > size)
+            || (segs.is_none() && file.read_at(&mut [0u8; 1], size).is_ok_and(|n| n > 0));
+        if grew && !changed {
+            ctx.report.warn(
+                &e.rel,
+                WarningKind::Grew,
+                format!("grew while being read; archived its first {size} bytes"),
+            );
+            changed = true;
+        }
+        let same = |a: &Metadata| {
+            (a.mtime(), a.mtime_nsec(), a.ctime(), a.ctime_nsec())
+                == (
+                    before.mtime(),
+                    before.mtime_nsec(),
+                    before.ctime(),
+                    before.ctime_nsec(),
+                )
+        };
+        if !changed && !after.as_ref().is_some_and(same) {
+            ctx.report
+                .warn(&e.rel, WarningKind::Changed, "file changed as we read it");
+        }
+        if before.nlink() > 1 {
+            self.links.insert((e.meta.dev(), e.meta.ino()), name);
+        }
+        Ok(Some(Kind::File {
+            sparse: segs.is_some(),
+        }))
+    }
+
+    /// Copies `len` bytes at `off` from `file` into the stream, always
+    /// writing exactly `len` bytes. Returns how many had to be zero-filled
+    /// because the file ended early, and the first read error (zero-filled
+    /// too).
+    fn copy_range(
+        &mut self,
+        file: &File,
+        off: u64,
+        len: u64,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<(u64, Option<(u64, io::Error)>), Error> {
+        let mut done = 0u64;
+        while done < len {
+            ctx.cancel.check()?;
+            let want = (len - done).min(self.buf.len() as u64) as usize;
+            let n = match file.read_at(&mut self.buf[..want], off + done) {
+                Ok(0) => {
+                    self.zeros(len - done).map_err(write_err)?;
+                    return Ok((len - done, None));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.zeros(len - done).map_err(write_err)?;
+                    return Ok((0, Some((off + done, e))));
+                }
+            };
+            self.out.write_all(&self.buf[..n]).map_err(write_err)?;
+            self.written += n as u64;
+            done += n as u64;
+            ctx.report.stats.content_bytes += n as u64;
+            ctx.ui.add_bytes(n as u64);
+        }
+        Ok((0, None))
+    }
+
+    /// Adds `SCHILY.xattr.*`, `SCHILY.acl.*` and `RHT.security.selinux`.
+    fn add_xattrs(
+        &self,
+        b: &mut HeaderBuilder,
+        src: XSource<'_>,
+        rel: &[u8],
+        ctx: &mut Ctx<'_, '_>,
+    ) {
+        let names: Vec<OsString> = match &src {
+            XSource::Fd(f) => f.list_xattr().map(|x| x.collect()),
+            XSource::Path(p) => xattr::list(p).map(|x| x.collect()),
+        }
+        .or_else(|e| {
+            if is_unsupported(&e) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })
+        .unwrap_or_else(|e| {
+            ctx.report.warn(
+                rel,
+                WarningKind::Attributes,
+                format!("cannot list extended attributes: {e}"),
+            );
+            Vec::new()
+        });
+        let mut names = names;
+        names.sort();
+        for n in names {
+            let value = match &src {
+                XSource::Fd(f) => f.get_xattr(&n),
+                XSource::Path(p) => xattr::get(p, &n),
+            };
+            let value = match value {
+                Ok(Some(v)) => v,
+                Ok(None) => continue, // removed since listed
+                Err(e) => {
+                    let shown = crate::escape::escape(n.as_bytes());
+                    ctx.report.warn(
+                        rel,
+                        WarningKind::Attributes,
+                        format!("cannot read extended attribute {shown}: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let Some(key) = n.to_str() else {
+                let shown = crate::escape::escape(n.as_bytes());
+                ctx.report.warn(rel, WarningKind::Attributes, format!("extended attribute name {shown} is not UTF-8 and cannot be stored in PAX; skipped"));
+                continue;
+            };
+            match key {
+                "system.posix_acl_access" | "system.posix_acl_default" => {
+                    match acl::to_text(&value) {
+                        Some(text) if text.is_empty() => {}
+                        Some(text) => {
+                            let which = if key.ends_with("access") {
+                                "SCHILY.acl.access"
+                            } else {
+                                "SCHILY.acl.default"
+                            };
+                            b.push(which, text);
+                        }
+                        None => ctx.report.warn(
+                            rel,
+                            WarningKind::Attributes,
+                            format!("{key} is malformed; stored raw only"),
+                        ),
+                    }
+                }
+                "security.selinux" => {
+                    let label = value.strip_suffix(b"\0").unwrap_or(&value);
+                    b.push("RHT.security.selinux", label.to_vec());
+                }
+                _ => {}
+            }
+            b.push(format!("SCHILY.xattr.{key}"), value);
+        }
+    }
+}
+
+/// Opens a source file for reading without following a final symlink,
+/// without blocking on a FIFO that replaced it, and without updating its
+/// atime (`O_NOATIME` needs ownership or CAP_FOWNER; retried without).
+fn open_source(p: &Path) -> io::Result<File> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_NOATIME)
+        .open(p)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            OpenOptions::new().read(true).custom_flags(flags).open(p)
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(archive_name(b"", true), b"./");
+        assert_eq!(archive_name(b"etc", true), b"./etc/");
+        assert_eq!(archive_name(b"etc/passwd", false), b"./etc/passwd");
+        assert_eq!(
+            sparse_name(b"./var/lib/sparse.img"),
+            b"./var/lib/GNUSparseFile.0/sparse.img"
+        );
+    }
+
+    #[test]
+    fn id_tables() {
+        let m = parse_ids(b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/x\n#c:x:5:\nbad\nroot2:x:0:0::/:/x\nbig:x:3000000:1::/:\n");
+        assert_eq!(m.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(m.get(&1).map(String::as_str), Some("daemon"));
+        assert_eq!(m.get(&3_000_000).map(String::as_str), Some("big"));
+        assert_eq!(m.len(), 3);
+    }
+}

@@ -1,0 +1,275 @@
+//! One capture, start to finish: the only place the pipeline stages meet.
+//!
+//! walk → policy → tar writer → compressor → hash tee → atomic file, then
+//! the MANIFEST (text and JSON), then publication: artifact renamed first,
+//! manifests last, directory fsynced. Until the last rename succeeds
+//! nothing exists under a final name; an error or a signal drops the
+//! temporaries. This module must never write into the source root.
+
+use crate::archive::{Ctx, Kind, Owners, TarWriter, archive_name};
+use crate::config::CaptureConfig;
+use crate::error::{Error, Result};
+use crate::escape::{PATH_ENCODING, escape};
+use crate::facts::Facts;
+use crate::manifest::{MANIFEST_VERSION, Manifest, PathList, Source, Tool};
+use crate::report::{Report, WarningKind};
+use crate::rootfs::RootFs;
+use crate::signals::Cancel;
+use crate::sink::{AtomicFile, Compressor, HashTee, sync_dir};
+use crate::ui::Ui;
+use crate::walk::{Event, SyntheticDir, Walker};
+use anyhow::{Context as _, anyhow};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The result of a successful capture.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Published artifact.
+    pub artifact: PathBuf,
+    /// Published text manifest.
+    pub manifest: PathBuf,
+    /// Published JSON manifest.
+    pub manifest_json: PathBuf,
+    /// What the manifest says (without the path list).
+    pub data: Manifest,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs a capture.
+pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome> {
+    let started = Instant::now();
+    let rootfs = RootFs::new(&cfg.root);
+    let final_names = [
+        &cfg.artifact_name,
+        &cfg.manifest_name,
+        &cfg.manifest_json_name,
+    ];
+    if !cfg.force {
+        for name in final_names {
+            let p = cfg.output_dir.join(name);
+            if p.symlink_metadata().is_ok() {
+                return Err(
+                    anyhow!("{} already exists (use --force to replace it)", p.display()).into(),
+                );
+            }
+        }
+    }
+    let facts = Facts {
+        os: cfg.os_release.clone(),
+        kernels: crate::facts::kernels(&rootfs),
+        boot: crate::facts::boot_support(&rootfs),
+        packages: crate::facts::packages(&rootfs),
+    };
+
+    let create = |name: &str| {
+        AtomicFile::create(&cfg.output_dir, name).with_context(|| {
+            format!(
+                "cannot create files in the output directory {}",
+                cfg.output_dir.display()
+            )
+        })
+    };
+    let artifact = create(&cfg.artifact_name)?;
+    let mut paths = PathList::new(&cfg.output_dir).with_context(|| {
+        format!(
+            "cannot create files in the output directory {}",
+            cfg.output_dir.display()
+        )
+    })?;
+    let compressor = Compressor::new(HashTee::new(artifact), cfg.format, cfg.level, cfg.threads)
+        .context("cannot start the compressor")?;
+    let mut tar = TarWriter::new(compressor, Owners::from_root(&rootfs));
+
+    ui.start_progress(estimate_total(cfg), "capturing");
+    let curtin = SyntheticDir {
+        rel: b"curtin".to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: cfg.date.timestamp(),
+    };
+    let mut report = Report::new(ui);
+    let walker = Walker::new(&cfg.root, &cfg.policy, cfg.mounts.clone(), vec![curtin]);
+    let spool = |e: std::io::Error| {
+        Error::from(anyhow::Error::new(e).context("cannot write the path list"))
+    };
+    for event in walker {
+        cancel.check()?;
+        match event {
+            Event::Entry { entry, note } => {
+                if let Some(reason) = note {
+                    report.prune(&entry.rel, reason.kind(), true, reason.to_string());
+                }
+                let kind = {
+                    let mut ctx = Ctx {
+                        report: &mut report,
+                        cancel,
+                        ui,
+                    };
+                    tar.append(&entry, &mut ctx)?
+                };
+                let Some(kind) = kind else { continue };
+                count(&mut report, kind);
+                paths
+                    .push(&escape(&archive_name(&entry.rel, kind == Kind::Dir)))
+                    .map_err(spool)?;
+                ui.add_entry();
+            }
+            Event::Synthetic(s) => {
+                tar.append_synthetic_dir(&s)?;
+                report.stats.entries += 1;
+                report.stats.directories += 1;
+                report.stats.synthetic += 1;
+                paths
+                    .push(&escape(&archive_name(&s.rel, true)))
+                    .map_err(spool)?;
+                ui.add_entry();
+            }
+            Event::Dropped { rel, reason } => {
+                if reason == crate::policy::Reason::Socket {
+                    report.stats.sockets_skipped += 1;
+                }
+                report.prune(&rel, reason.kind(), false, reason.to_string());
+            }
+            Event::Problem { rel, error } => {
+                let (kind, msg) = match error.raw_os_error() {
+                    Some(libc::ENOENT) => (
+                        WarningKind::Vanished,
+                        "vanished while the directory was read".to_owned(),
+                    ),
+                    None => (WarningKind::Replaced, error.to_string()),
+                    Some(_) => (
+                        WarningKind::Unreadable,
+                        format!("cannot read: {}", crate::util::io_reason(&error)),
+                    ),
+                };
+                report.warn(&rel, kind, msg);
+            }
+        }
+    }
+
+    report.stats.tar_bytes = tar.bytes_written() + 1024;
+    let compressor = tar.finish().context("cannot finish the archive")?;
+    let tee = compressor
+        .finish()
+        .context("cannot finish the compressed stream")?;
+    let (mut artifact, digests) = tee.finish().context("cannot write the archive")?;
+    artifact.sync()?;
+    let paths = paths.finish().map_err(spool)?;
+    cancel.check()?;
+
+    let data = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        tool: Tool::current(),
+        filename: cfg.artifact_name.clone(),
+        ident: cfg.ident.clone(),
+        date: cfg.date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        date_stamp: crate::naming::date_stamp(&cfg.date),
+        digests,
+        format: cfg.format,
+        level: cfg.level,
+        upload_tarball: cfg.upload_tarball.clone(),
+        upload_manifest: cfg.upload_manifest.clone(),
+        source: Source {
+            root: escape(cfg.root.as_os_str().as_bytes()),
+            live: cfg.live,
+            os_tag: cfg.os_tag.clone(),
+            facts,
+        },
+        stats: report.stats.clone(),
+        pruned: std::mem::take(&mut report.pruned),
+        pruned_count: report.pruned_count,
+        warnings: std::mem::take(&mut report.warnings),
+        warning_count: report.warning_count,
+        path_encoding: PATH_ENCODING,
+    };
+    drop(report);
+    ui.finish_progress();
+
+    let mut text = create(&cfg.manifest_name)?;
+    data.write_text(&paths, &mut text)
+        .context("cannot write the MANIFEST")?;
+    text.sync()?;
+    let mut json = create(&cfg.manifest_json_name)?;
+    data.write_json(&paths, &mut json)
+        .context("cannot write the JSON MANIFEST")?;
+    json.sync()?;
+    cancel.check()?;
+
+    // Publication: the artifact first, the MANIFEST last. If a manifest
+    // cannot be published, the artifact is withdrawn again.
+    let artifact_path = artifact
+        .persist(cfg.force)
+        .context("cannot publish the artifact")?;
+    let published = text
+        .persist(cfg.force)
+        .and_then(|m| json.persist(cfg.force).map(|j| (m, j)))
+        .context("cannot publish the MANIFEST");
+    let (manifest, manifest_json) = match published {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&artifact_path);
+            let _ = std::fs::remove_file(cfg.output_dir.join(&cfg.manifest_name));
+            return Err(e.into());
+        }
+    };
+    sync_dir(&cfg.output_dir)
+        .with_context(|| format!("cannot sync {}", cfg.output_dir.display()))?;
+    Ok(Outcome {
+        artifact: artifact_path,
+        manifest,
+        manifest_json,
+        data,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn count(report: &mut Report<'_>, kind: Kind) {
+    let s = &mut report.stats;
+    s.entries += 1;
+    match kind {
+        Kind::Dir => s.directories += 1,
+        Kind::File { sparse } => {
+            s.files += 1;
+            s.sparse_files += u64::from(sparse);
+        }
+        Kind::Hardlink => s.hardlinks += 1,
+        Kind::Symlink => s.symlinks += 1,
+        Kind::Char => s.char_devices += 1,
+        Kind::Block => s.block_devices += 1,
+        Kind::Fifo => s.fifos += 1,
+    }
+}
+
+/// Estimated content bytes for the progress bar: the used blocks of the
+/// root's filesystem and of each crossed mount — only when the root is the
+/// top of its filesystem (a live `/` or a mounted image); a directory on a
+/// shared filesystem gets no estimate rather than a wrong one.
+fn estimate_total(cfg: &CaptureConfig) -> Option<u64> {
+    let table = cfg.mounts.as_ref()?;
+    table.at(&cfg.root)?;
+    let mut total = used_bytes(&cfg.root)?;
+    for rel in &cfg.include_mounts {
+        let p = cfg.root.join(std::ffi::OsStr::from_bytes(rel));
+        if table.at(&p).is_some() {
+            total += used_bytes(&p).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+fn used_bytes(p: &Path) -> Option<u64> {
+    let c = CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: valid path, writable struct of the right size.
+    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0.
+    let s = unsafe { s.assume_init() };
+    Some((s.f_blocks.saturating_sub(s.f_bfree)) * s.f_frsize)
+}

@@ -1,0 +1,200 @@
+//! The command line, as clap definitions and nothing else.
+//!
+//! Sits in front of everything: `main` parses a [`Cli`], [`crate::config`]
+//! turns its arguments into a validated configuration, and only that
+//! reaches the pipeline. Value parsers here reject malformed values (ident,
+//! date) so clap reports them with exit status 2. This module must never do
+//! I/O; the man pages in `man/` are generated from it (`goldcap man`).
+
+use crate::exit::EXIT_STATUS_HELP;
+use crate::naming;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// goldcap: turn a Linux system into a deployable gold image.
+#[derive(Debug, Parser)]
+#[command(
+    name = "goldcap",
+    version,
+    about = "Turn a Linux system into a deployable gold image",
+    long_about = "goldcap captures a live root (/) or a chroot directory into one full-fidelity, \
+                  curtin-ready tar archive with a MANIFEST, named for upload to Digital Rebar \
+                  Provision, MAAS/curtin or Eikon.",
+    after_help = EXIT_STATUS_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Print only errors (no progress, warnings or summary).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (every directory left out, each mount decision).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture a root into a curtin-ready tarball with a MANIFEST.
+    Capture(Box<CaptureArgs>),
+    /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into.
+        #[arg(long, default_value = "man")]
+        output_dir: PathBuf,
+    },
+}
+
+/// Compression format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// gzip (.tgz): what curtin and DRP image-deploy stream; the default.
+    Tgz,
+    /// zstd (.tar.zst): for Eikon and local use; curtin cannot stream it.
+    Tzst,
+}
+
+/// `goldcap capture`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Capture a root into one tar archive with complete fidelity (numeric owners, modes, \
+                  nanosecond mtimes, hardlinks, devices, sparse files, xattrs, file capabilities, \
+                  SELinux labels, POSIX ACLs), with a top-level curtin/ directory, plus a MANIFEST \
+                  (.txt and .json). The source is only read. Other filesystems are not crossed \
+                  except /boot and /boot/efi and those named by --include-mount; the content of \
+                  /proc /sys /dev /run /tmp /var/tmp is never archived, their directories are. \
+                  Files are written under hidden temporary names and renamed when complete, the \
+                  MANIFEST last.",
+    after_help = EXIT_STATUS_HELP
+)]
+pub struct CaptureArgs {
+    /// Root to capture: / for the running system, or a chroot directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where to write the artifact and MANIFEST (created if missing; never
+    /// archived into itself).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+    /// Compression: tgz (gzip, curtin/image-deploy) or tzst (zstd, Eikon).
+    #[arg(long, value_enum, default_value_t = FormatArg::Tgz)]
+    pub format: FormatArg,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Compression threads (zstd; default: all cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+    /// OS name for {os}/$TAG (default: ID-VERSION_ID from the root's
+    /// os-release, e.g. debian-12).
+    #[arg(long, value_name = "NAME")]
+    pub os: Option<String>,
+    /// Upload path the names are recorded under (DRP
+    /// image-builder/upload-path).
+    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH)]
+    pub upload_path: String,
+    /// Artifact name template: {os} {date} {ident}, or DRP's $TAG $DSTAMP
+    /// $RS_IMAGE_IDENT. The extension is added.
+    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_ROOTFS_TEMPLATE)]
+    pub rootfs_name: String,
+    /// MANIFEST name template (same placeholders); .txt and .json are added.
+    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_MANIFEST_TEMPLATE)]
+    pub manifest_name: String,
+    /// Leave out paths matching a glob relative to the root (repeatable).
+    /// `./etc/default/grub` and `/etc/x` are anchored at the root, `*.log`
+    /// matches at any depth; `*` does not cross `/`, `**` does. A matching
+    /// directory is left out with everything below it.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Also cross into the filesystem mounted at PATH (inside the root;
+    /// repeatable). /boot and /boot/efi are always crossed when they are
+    /// mounts; pseudo filesystems (proc, tmpfs, ...) never are.
+    #[arg(long, value_name = "PATH")]
+    pub include_mount: Vec<String>,
+    /// Image ident: 10 hex characters (default: random).
+    #[arg(long, value_name = "HEX10", value_parser = naming::parse_ident)]
+    pub ident: Option<String>,
+    /// Capture date for names and the MANIFEST, RFC 3339 (default: now).
+    /// With --ident it makes output byte-identical across runs.
+    #[arg(long, value_name = "RFC3339", value_parser = naming::parse_date)]
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
+    /// Replace existing files with the same names.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    /// -1 quiet, 0 normal, ≥1 verbose.
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            i8::try_from(self.verbose).unwrap_or(i8::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_full_capture_line() {
+        let cli = Cli::try_parse_from([
+            "goldcap",
+            "-v",
+            "capture",
+            "--root",
+            "/mnt/gold",
+            "-o",
+            "/out",
+            "--format",
+            "tzst",
+            "--exclude",
+            "./etc/default/grub",
+            "--exclude",
+            "*.log",
+            "--include-mount",
+            "/srv",
+            "--ident",
+            "CF99CD80EB",
+            "--date",
+            "2026-11-22T10:15:00Z",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbosity(), 1);
+        let Command::Capture(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.format, FormatArg::Tzst);
+        assert_eq!(a.ident.as_deref(), Some("cf99cd80eb"));
+        assert_eq!(a.exclude.len(), 2);
+        assert!(a.json);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_usage_status() {
+        for bad in [
+            vec!["goldcap", "capture", "--ident", "xyz"],
+            vec!["goldcap", "capture", "--date", "yesterday"],
+            vec!["goldcap", "capture", "--format", "zip"],
+            vec!["goldcap", "-q", "-v", "capture"],
+        ] {
+            let e = Cli::try_parse_from(&bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Exit codes: the contract between goldcap and the scripts that run it.
+//!
+//! Sits at the very end of the pipeline: `main` maps the outcome of a run to
+//! one of these and nothing else. Scripts branch on them (a DRP task with
+//! `sane-exit-codes`, a CI job), so they are few, stable and documented here,
+//! in `--help` and in the man page. This module must never grow a code that
+//! means "partly written": every failure leaves nothing under a final name.
+
+use std::process;
+
+/// Every exit status goldcap can return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// 0: the command did everything it was asked to, without warnings.
+    Success,
+    /// 1: the command failed (I/O error, full disk, output already exists,
+    /// …). Nothing was left under a final name.
+    Failure,
+    /// 2: the command line or an input is wrong (bad option, template,
+    /// ident, date, a root that is not a directory, …). Nothing was done.
+    Usage,
+    /// 3: the artifact was written and is valid, but with warnings: files
+    /// that vanished, changed or could not be read during the capture. Each
+    /// is listed on stderr and in the MANIFEST.
+    Warnings,
+    /// 128 + N: interrupted by signal N (130 for SIGINT, 143 for SIGTERM).
+    /// Temporary files were removed.
+    Interrupted(i32),
+}
+
+impl ExitCode {
+    /// The numeric status.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Success => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Usage => 2,
+            ExitCode::Warnings => 3,
+            ExitCode::Interrupted(sig) => 128 + sig,
+        }
+    }
+
+    /// Exits the process with this status.
+    pub fn exit(self) -> ! {
+        process::exit(self.code())
+    }
+}
+
+/// The table shown in `--help` and the man page.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success
+  1    failure (I/O error, full disk, output exists, ...); no file is left
+       under a final name
+  2    usage error: bad option or input (template, ident, date, root ...)
+  3    completed with warnings: the artifact is complete and valid, but files
+       vanished, changed or were unreadable during the capture (listed on
+       stderr and in the MANIFEST)
+  130  interrupted by SIGINT (143 SIGTERM, 129 SIGHUP); temporary files removed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        assert_eq!(ExitCode::Success.code(), 0);
+        assert_eq!(ExitCode::Failure.code(), 1);
+        assert_eq!(ExitCode::Usage.code(), 2);
+        assert_eq!(ExitCode::Warnings.code(), 3);
+        assert_eq!(ExitCode::Interrupted(libc::SIGINT).code(), 130);
+        assert_eq!(ExitCode::Interrupted(libc::SIGTERM).code(), 143);
+    }
+
+    #[test]
+    fn help_lists_every_code() {
+        for code in ["0 ", "1 ", "2 ", "3 ", "130 "] {
+            assert!(EXIT_STATUS_HELP.contains(&format!("\n  {code}")), "{code}");
+        }
+    }
+}

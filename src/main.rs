@@ -1,0 +1,8 @@
+//! The `goldcap` binary: parse, run, exit. Everything else is in the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = goldcap::cli::Cli::parse();
+    goldcap::app::run(cli).exit()
+}

@@ -1,0 +1,371 @@
+//! Policy: for each entry the walk finds, keep it, keep only the directory,
+//! or drop it — and say why.
+//!
+//! Sits between the walk and the tar writer. The walk describes an entry
+//! ([`Candidate`]: its root-relative path, whether it is a directory or a
+//! socket, and which mount it is, if any); [`Policy::decide`] answers with a
+//! [`Decision`] whose [`Reason`] goes into the MANIFEST. Rules, in order:
+//!
+//! 1. the root itself is always kept;
+//! 2. `--exclude` globs drop the entry and everything below it;
+//! 3. sockets are dropped (tar formats cannot carry them; counted);
+//! 4. goldcap's output directory keeps its directory entry, not its content;
+//! 5. a mount point is crossed only if it is named by `--include-mount`
+//!    (default `/boot`, `/boot/efi`), and never if it is a pseudo or
+//!    volatile filesystem (proc, sysfs, tmpfs, …): the directory stays, with
+//!    its mode, so the deployed system has its mount points;
+//! 6. the content of `/proc /sys /dev /run /tmp /var/tmp` is never archived
+//!    (DRP image-builder's `--exclude` set), the directories are.
+//!
+//! Identity scrubbing (later) plugs in here as more decisions. This module is
+//! pure: it must never touch the filesystem, so every rule is table-tested
+//! below.
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Directories whose content is never archived (relative to the root).
+pub const VOLATILE_DIRS: &[&str] = &["proc", "sys", "dev", "run", "tmp", "var/tmp"];
+
+/// Mount points crossed by default when they are mounts.
+pub const DEFAULT_INCLUDE_MOUNTS: &[&str] = &["boot", "boot/efi"];
+
+/// What the walk knows about an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// Path relative to the root, no leading `./` or `/`; empty for the root.
+    pub rel: &'a [u8],
+    /// A directory (not a symlink to one).
+    pub is_dir: bool,
+    /// A Unix socket.
+    pub is_socket: bool,
+    /// Set when this directory is a mount point (another filesystem, or a
+    /// bind mount).
+    pub mount: Option<MountKind<'a>>,
+}
+
+/// The filesystem mounted at a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountKind<'a> {
+    /// Filesystem type, `""` when unknown.
+    pub fstype: &'a str,
+    /// Pseudo or volatile (proc, tmpfs, …).
+    pub pseudo: bool,
+}
+
+/// What to do with an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Archive it (and, for a directory, descend).
+    Keep,
+    /// Archive the directory entry itself, not what is below it.
+    KeepDirOnly(Reason),
+    /// Leave it and everything below it out.
+    Drop(Reason),
+}
+
+/// Why an entry was not archived in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Matched an `--exclude` pattern.
+    Excluded(String),
+    /// A Unix socket.
+    Socket,
+    /// goldcap's own output directory.
+    OutputDir,
+    /// A pseudo or volatile filesystem (proc, tmpfs, …).
+    PseudoFs(String),
+    /// Another filesystem not named by `--include-mount`.
+    OtherMount(String),
+    /// One of [`VOLATILE_DIRS`].
+    Volatile,
+}
+
+impl Reason {
+    /// A short machine-readable kind, for the JSON manifest.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Excluded(_) => "excluded",
+            Reason::Socket => "socket",
+            Reason::OutputDir => "output-dir",
+            Reason::PseudoFs(_) => "pseudo-fs",
+            Reason::OtherMount(_) => "other-mount",
+            Reason::Volatile => "volatile",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Excluded(p) => write!(f, "matches --exclude {p:?}"),
+            Reason::Socket => f.write_str("socket (cannot be archived)"),
+            Reason::OutputDir => f.write_str("goldcap's output directory"),
+            Reason::PseudoFs(t) => write!(f, "pseudo/volatile filesystem ({t}) not crossed"),
+            Reason::OtherMount(t) if t.is_empty() => {
+                f.write_str("another filesystem, not crossed (see --include-mount)")
+            }
+            Reason::OtherMount(t) => {
+                write!(
+                    f,
+                    "another filesystem ({t}), not crossed (see --include-mount)"
+                )
+            }
+            Reason::Volatile => f.write_str("volatile directory: content never archived"),
+        }
+    }
+}
+
+/// A bad `--exclude` pattern.
+#[derive(Debug)]
+pub struct PatternError(pub String);
+
+/// `--exclude` patterns, compiled.
+///
+/// Patterns are globs relative to the root. A leading `./` or `/` (DRP's
+/// `./etc/default/grub` form) or any `/` inside anchors the pattern at the
+/// root; a pattern without `/` (`*.log`) matches a name at any depth, as in
+/// tar and rsync. `*` and `?` do not cross `/`; `**` does. A trailing `/` is
+/// ignored. A matching directory is dropped with everything below it.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    set: GlobSet,
+    patterns: Vec<String>,
+}
+
+impl Excludes {
+    /// Compiles the patterns.
+    pub fn new(patterns: &[String]) -> Result<Excludes, PatternError> {
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            b.add(compile(p)?);
+        }
+        let set = b.build().map_err(|e| PatternError(e.to_string()))?;
+        Ok(Excludes {
+            set,
+            patterns: patterns.to_vec(),
+        })
+    }
+
+    /// The first pattern matching `rel`, if any.
+    pub fn matches(&self, rel: &[u8]) -> Option<&str> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        let idx = self.set.matches(Path::new(OsStr::from_bytes(rel)));
+        idx.first().map(|&i| self.patterns[i].as_str())
+    }
+}
+
+fn compile(raw: &str) -> Result<Glob, PatternError> {
+    let mut p = raw.trim_end_matches('/');
+    let mut anchored = false;
+    loop {
+        if let Some(s) = p.strip_prefix("./") {
+            p = s;
+            anchored = true;
+        } else if let Some(s) = p.strip_prefix('/') {
+            p = s;
+            anchored = true;
+        } else {
+            break;
+        }
+    }
+    if p.is_empty() || p == "." {
+        return Err(PatternError(format!(
+            "--exclude {raw:?} would exclude the whole root"
+        )));
+    }
+    let glob = if anchored || p.contains('/') {
+        p.to_owned()
+    } else {
+        format!("**/{p}")
+    };
+    GlobBuilder::new(&glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| PatternError(format!("--exclude {raw:?}: {e}")))
+}
+
+/// The capture policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    excludes: Excludes,
+    include_mounts: Vec<Vec<u8>>,
+    output_dir: Option<Vec<u8>>,
+}
+
+impl Policy {
+    /// Builds a policy. `include_mounts` and `output_dir` are
+    /// root-relative (no leading `/`).
+    pub fn new(
+        excludes: Excludes,
+        include_mounts: Vec<Vec<u8>>,
+        output_dir: Option<Vec<u8>>,
+    ) -> Policy {
+        Policy {
+            excludes,
+            include_mounts,
+            output_dir,
+        }
+    }
+
+    /// Decides for one entry (see the module docs for the rules).
+    pub fn decide(&self, c: &Candidate<'_>) -> Decision {
+        if c.rel.is_empty() {
+            return Decision::Keep;
+        }
+        if let Some(p) = self.excludes.matches(c.rel) {
+            return Decision::Drop(Reason::Excluded(p.to_owned()));
+        }
+        if c.is_socket {
+            return Decision::Drop(Reason::Socket);
+        }
+        if !c.is_dir {
+            return Decision::Keep;
+        }
+        if self.output_dir.as_deref() == Some(c.rel) {
+            return Decision::KeepDirOnly(Reason::OutputDir);
+        }
+        if let Some(m) = c.mount {
+            if m.pseudo {
+                return Decision::KeepDirOnly(Reason::PseudoFs(m.fstype.to_owned()));
+            }
+            if !self.include_mounts.iter().any(|i| i == c.rel) {
+                return Decision::KeepDirOnly(Reason::OtherMount(m.fstype.to_owned()));
+            }
+        }
+        if VOLATILE_DIRS.iter().any(|v| v.as_bytes() == c.rel) {
+            return Decision::KeepDirOnly(Reason::Volatile);
+        }
+        Decision::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(excl: &[&str]) -> Policy {
+        let ex = Excludes::new(&excl.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        Policy::new(
+            ex,
+            vec![b"boot".to_vec(), b"boot/efi".to_vec(), b"srv/data".to_vec()],
+            Some(b"root/out".to_vec()),
+        )
+    }
+
+    fn file(rel: &str) -> Candidate<'_> {
+        Candidate {
+            rel: rel.as_bytes(),
+            is_dir: false,
+            is_socket: false,
+            mount: None,
+        }
+    }
+    fn dir(rel: &str) -> Candidate<'_> {
+        Candidate {
+            rel: rel.as_bytes(),
+            is_dir: true,
+            is_socket: false,
+            mount: None,
+        }
+    }
+    fn mnt<'a>(rel: &'a str, fstype: &'a str, pseudo: bool) -> Candidate<'a> {
+        Candidate {
+            mount: Some(MountKind { fstype, pseudo }),
+            ..dir(rel)
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let p = policy(&["./etc/default/grub", "*.log", "./var/cache/*", "/opt/big/"]);
+        use Decision::*;
+        let rows: Vec<(Candidate<'_>, Decision)> = vec![
+            (dir(""), Keep),
+            (mnt("", "ext4", false), Keep),
+            (file("etc/fstab"), Keep),
+            (
+                file("etc/default/grub"),
+                Drop(Reason::Excluded("./etc/default/grub".into())),
+            ),
+            (file("etc/default/grub2"), Keep),
+            (
+                file("var/log/syslog.log"),
+                Drop(Reason::Excluded("*.log".into())),
+            ),
+            (file("x.log"), Drop(Reason::Excluded("*.log".into()))),
+            (
+                dir("var/cache/apt"),
+                Drop(Reason::Excluded("./var/cache/*".into())),
+            ),
+            (dir("var/cache"), Keep),
+            (dir("opt/big"), Drop(Reason::Excluded("/opt/big/".into()))),
+            (
+                Candidate {
+                    is_socket: true,
+                    ..file("srv/sock")
+                },
+                Drop(Reason::Socket),
+            ),
+            (dir("root/out"), KeepDirOnly(Reason::OutputDir)),
+            (dir("root/outer"), Keep),
+            (
+                mnt("proc", "proc", true),
+                KeepDirOnly(Reason::PseudoFs("proc".into())),
+            ),
+            (mnt("boot", "ext4", false), Keep),
+            (mnt("boot/efi", "vfat", false), Keep),
+            (mnt("srv/data", "xfs", false), Keep),
+            (
+                mnt("srv/data", "tmpfs", true),
+                KeepDirOnly(Reason::PseudoFs("tmpfs".into())),
+            ),
+            (
+                mnt("home", "ext4", false),
+                KeepDirOnly(Reason::OtherMount("ext4".into())),
+            ),
+            (
+                mnt("mnt/nfs", "nfs4", false),
+                KeepDirOnly(Reason::OtherMount("nfs4".into())),
+            ),
+            (dir("proc"), KeepDirOnly(Reason::Volatile)),
+            (dir("tmp"), KeepDirOnly(Reason::Volatile)),
+            (dir("var/tmp"), KeepDirOnly(Reason::Volatile)),
+            (dir("var/tmpx"), Keep),
+            (dir("srv/tmp"), Keep),
+            // /run as a symlink is kept as a symlink.
+            (file("run"), Keep),
+        ];
+        for (c, want) in rows {
+            assert_eq!(p.decide(&c), want, "{}", String::from_utf8_lossy(c.rel));
+        }
+    }
+
+    #[test]
+    fn pattern_forms() {
+        let ex = Excludes::new(&[
+            "etc/ssh/ssh_host_*".into(),
+            "**/*.pyc".into(),
+            "a\\*b".into(),
+        ])
+        .unwrap();
+        assert!(ex.matches(b"etc/ssh/ssh_host_rsa_key").is_some());
+        assert!(ex.matches(b"etc/ssh/sub/ssh_host_rsa_key").is_none());
+        assert!(ex.matches(b"x/etc/ssh/ssh_host_rsa_key").is_none());
+        assert!(ex.matches(b"usr/lib/python3/a.pyc").is_some());
+        assert!(ex.matches(b"a*b").is_some());
+        assert!(ex.matches(b"axb").is_none());
+        // Non-UTF-8 names match byte-wise.
+        let ex = Excludes::new(&["srv/caf*".into()]).unwrap();
+        assert!(ex.matches(b"srv/caf\xe9\xff.txt").is_some());
+        for bad in ["./", "/", ".", "[z-a"] {
+            assert!(Excludes::new(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
