@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::escape::{PATH_ENCODING, escape};
 use crate::facts::Facts;
 use crate::manifest::{MANIFEST_VERSION, Manifest, PathList, Source, Tool};
-use crate::report::{Report, WarningKind};
+use crate::report::Report;
 use crate::rootfs::RootFs;
 use crate::signals::Cancel;
 use crate::sink::{AtomicFile, Compressor, HashTee, sync_dir};
@@ -135,20 +135,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
                 }
                 report.prune(&rel, reason.kind(), false, reason.to_string());
             }
-            Event::Problem { rel, error } => {
-                let (kind, msg) = match error.raw_os_error() {
-                    Some(libc::ENOENT) => (
-                        WarningKind::Vanished,
-                        "vanished while the directory was read".to_owned(),
-                    ),
-                    None => (WarningKind::Replaced, error.to_string()),
-                    Some(_) => (
-                        WarningKind::Unreadable,
-                        format!("cannot read: {}", crate::util::io_reason(&error)),
-                    ),
-                };
-                report.warn(&rel, kind, msg);
-            }
+            Event::Problem { rel, kind, message } => report.warn(&rel, kind, message),
         }
     }
 

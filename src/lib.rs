@@ -41,6 +41,7 @@ pub mod report;
 pub mod rootfs;
 pub mod signals;
 pub mod sink;
+pub mod testhook;
 pub mod ui;
 pub mod util;
 pub mod walk;

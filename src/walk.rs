@@ -21,6 +21,8 @@
 
 use crate::mounts::{MountTable, pseudo_fstype_from_magic};
 use crate::policy::{Candidate, Decision, MountKind, Policy, Reason};
+use crate::report::WarningKind;
+use crate::util::io_reason;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -80,8 +82,10 @@ pub enum Event {
     Problem {
         /// Path relative to the root.
         rel: Vec<u8>,
-        /// What went wrong.
-        error: io::Error,
+        /// Category.
+        kind: WarningKind,
+        /// What happened and what it means for the archive.
+        message: String,
     },
 }
 
@@ -186,12 +190,26 @@ impl<'p> Walker<'p> {
     fn next_real(&mut self) -> Option<Event> {
         let dent = match self.it.next()? {
             Ok(d) => d,
+            // walkdir reports a directory it cannot list after yielding the
+            // directory itself, which is archived; only its content is lost.
             Err(e) => {
                 let rel = e.path().map(|p| self.rel_of(p)).unwrap_or_default();
                 let error = e
                     .into_io_error()
                     .unwrap_or_else(|| io::Error::other("filesystem loop"));
-                return Some(Event::Problem { rel, error });
+                let (kind, message) = if error.kind() == io::ErrorKind::NotFound {
+                    (
+                        WarningKind::Vanished,
+                        "vanished while its directory was listed".to_owned(),
+                    )
+                } else {
+                    let why = io_reason(&error);
+                    (
+                        WarningKind::Unreadable,
+                        format!("cannot list directory: {why}; its content is not archived"),
+                    )
+                };
+                return Some(Event::Problem { rel, kind, message });
             }
         };
         // walkdir has already opened (pushed) every directory it saw as one.
@@ -204,7 +222,18 @@ impl<'p> Walker<'p> {
                 if pushed {
                     self.it.skip_current_dir();
                 }
-                return Some(Event::Problem { rel, error });
+                let (kind, message) = if error.kind() == io::ErrorKind::NotFound {
+                    (
+                        WarningKind::Vanished,
+                        "vanished before it could be read; not archived".to_owned(),
+                    )
+                } else {
+                    (
+                        WarningKind::Unreadable,
+                        format!("cannot stat: {}; not archived", io_reason(&error)),
+                    )
+                };
+                return Some(Event::Problem { rel, kind, message });
             }
         };
         self.devs.truncate(depth);
@@ -284,9 +313,9 @@ impl Iterator for Walker<'_> {
                     self.peeked = synth;
                     Some(Event::Problem {
                         rel: entry.rel,
-                        error: io::Error::other(
-                            "not a directory; replaced by an empty directory in the archive",
-                        ),
+                        kind: WarningKind::Replaced,
+                        message: "not a directory; replaced by an empty directory in the archive"
+                            .into(),
                     })
                 }
                 // Dropped by --exclude or unreadable: the synthetic one follows.
@@ -350,8 +379,8 @@ mod tests {
                     format!("X {} ({})", String::from_utf8_lossy(&rel), reason.kind())
                 }
                 Event::Synthetic(s) => format!("S {}", String::from_utf8_lossy(&s.rel)),
-                Event::Problem { rel, error } => {
-                    format!("P {} {error}", String::from_utf8_lossy(&rel))
+                Event::Problem { rel, message, .. } => {
+                    format!("P {} {message}", String::from_utf8_lossy(&rel))
                 }
             })
             .collect()

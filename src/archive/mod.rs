@@ -349,7 +349,10 @@ impl<W: Write> TarWriter<W> {
                 WarningKind::Changed,
                 "changed type while being read".to_owned(),
             ),
-            _ => (WarningKind::Unreadable, format!("cannot read: {err}")),
+            _ => (
+                WarningKind::Unreadable,
+                format!("cannot read: {}", crate::util::io_reason(&err)),
+            ),
         };
         ctx.report
             .warn(&e.rel, kind, format!("{what}; not archived"));
@@ -364,6 +367,7 @@ impl<W: Write> TarWriter<W> {
         if e.meta.nlink() > 1 && self.append_hardlink(e, &name, &meta_of(&e.meta))? {
             return Ok(Some(Kind::Hardlink));
         }
+        crate::testhook::pause("open", &e.rel);
         let file = match open_source(&e.abs) {
             Ok(f) => f,
             Err(err) => {
@@ -423,6 +427,7 @@ impl<W: Write> TarWriter<W> {
         }
         self.add_xattrs(&mut b, XSource::Fd(&file), &e.rel, ctx);
         self.emit(b, &meta).map_err(write_err)?;
+        crate::testhook::pause("read", &e.rel);
 
         let mut short = 0u64;
         let mut read_error = None;

@@ -1,0 +1,290 @@
+//! Test environment: sample roots built at test time, the goldcap binary run
+//! hermetically, and independent read-back tools (GNU tar, bsdtar,
+//! treesnap.py, md5sum, getfattr/getfacl/getcap).
+//!
+//! These tests need root (mknod, chown, setcap, trusted.* xattrs, mounts)
+//! and the tools `scripts/install-deps` installs; they fail loudly, never
+//! skip, when either is missing.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const IDENT: &str = "cf99cd80eb";
+pub const DATE: &str = "2026-11-22T10:15:00Z";
+pub const ARTIFACT: &str = "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz";
+pub const MANIFEST: &str = "debian-12-MANIFEST-20261122-101500-cf99cd80eb.txt";
+pub const MANIFEST_JSON: &str = "debian-12-MANIFEST-20261122-101500-cf99cd80eb.json";
+
+/// Volatile directories whose content a capture leaves out.
+pub const VOLATILE: &[&str] = &["proc", "sys", "dev", "run", "tmp", "var/tmp"];
+
+pub fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests need root (mknod, chown, setcap, mounts); CI runs as root"
+    );
+}
+
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(found, "{tool} is missing: run scripts/install-deps");
+}
+
+/// A temporary directory holding a sample root and output directories.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Builds the sample root from `fixtures/make-sample-root.sh`.
+    pub fn new() -> Env {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("goldcap-test-")
+            .tempdir()
+            .unwrap();
+        let env = Env { dir };
+        let out = Command::new("bash")
+            .arg(project().join("fixtures/make-sample-root.sh"))
+            .arg(env.root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fixture failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `goldcap capture --root ROOT -o OUT --ident --date` plus `extra`.
+    pub fn capture(&self, out: &str, extra: &[&str]) -> Run {
+        let out_dir = self.path(out);
+        let mut args: Vec<OsString> = vec![
+            "capture".into(),
+            "--root".into(),
+            self.root().into(),
+            "-o".into(),
+            out_dir.clone().into(),
+        ];
+        args.extend(["--ident", IDENT, "--date", DATE].map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
+        Run {
+            out: out_dir,
+            output: goldcap(&args),
+        }
+    }
+}
+
+/// A finished goldcap run.
+pub struct Run {
+    pub out: PathBuf,
+    pub output: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code(), 0, "goldcap failed:\n{}", self.stderr());
+        self
+    }
+    pub fn artifact(&self) -> PathBuf {
+        self.out.join(ARTIFACT)
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.out.join(name)
+    }
+    pub fn manifest_json(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.out.join(MANIFEST_JSON)).unwrap()).unwrap()
+    }
+    pub fn manifest_text(&self) -> String {
+        std::fs::read_to_string(self.out.join(MANIFEST)).unwrap()
+    }
+    /// Every name in the output directory.
+    pub fn listing(&self) -> Vec<String> {
+        list_dir(&self.out)
+    }
+}
+
+pub fn list_dir(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(p) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Runs the goldcap binary with a clean environment.
+pub fn goldcap<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    goldcap_cmd(args).output().unwrap()
+}
+
+pub fn goldcap_cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_goldcap"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LC_ALL", "C")
+        .args(args);
+    c
+}
+
+/// Runs a command, asserting success; returns stdout.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Extracts with GNU tar using curtin's exact flags, plus `extra`.
+pub fn gnu_extract(archive: &Path, dest: &Path, extra: &[&str]) -> Output {
+    std::fs::create_dir_all(dest).unwrap();
+    Command::new("tar")
+        .arg("-C")
+        .arg(dest)
+        .args(["--xattrs", "--xattrs-include=*"])
+        .args(extra)
+        .arg("-Sxpf")
+        .arg(archive)
+        .arg("--numeric-owner")
+        .output()
+        .unwrap()
+}
+
+/// Extracts with bsdtar.
+pub fn bsd_extract(archive: &Path, dest: &Path) -> Output {
+    std::fs::create_dir_all(dest).unwrap();
+    Command::new("bsdtar")
+        .arg("-C")
+        .arg(dest)
+        .args(["--xattrs", "--acls", "--numeric-owner", "-xpf"])
+        .arg(archive)
+        .output()
+        .unwrap()
+}
+
+/// treesnap.py of a tree: path → metadata.
+pub fn snapshot(root: &Path, skip: &[&str]) -> BTreeMap<String, Value> {
+    let mut c = Command::new("python3");
+    c.arg(project().join("tests/tools/treesnap.py")).arg(root);
+    for s in skip {
+        c.args(["--skip", s]);
+    }
+    let v: Value = serde_json::from_str(&sh(&mut c)).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Differences between two snapshots, one line each, ignoring `ignore`
+/// (path → field, or path → "*" for the whole entry).
+pub fn diff(
+    a: &BTreeMap<String, Value>,
+    b: &BTreeMap<String, Value>,
+    ignore: &[(&str, &str)],
+) -> Vec<String> {
+    let ignored = |p: &str, f: &str| {
+        ignore
+            .iter()
+            .any(|(ip, iff)| *ip == p && (*iff == "*" || *iff == f))
+    };
+    let mut out = Vec::new();
+    for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+        match (a.get(k), b.get(k)) {
+            (Some(_), None) if !ignored(k, "*") => out.push(format!("missing after: {k}")),
+            (None, Some(_)) if !ignored(k, "*") => out.push(format!("extra after: {k}")),
+            (Some(x), Some(y)) => {
+                for (f, xv) in x.as_object().unwrap() {
+                    let yv = y.get(f).unwrap_or(&Value::Null);
+                    if xv != yv && !ignored(k, f) {
+                        out.push(format!("{k}: {f}: {xv} -> {yv}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn md5sum(p: &Path) -> String {
+    sh(Command::new("md5sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn sha256sum(p: &Path) -> String {
+    sh(Command::new("sha256sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `tar -tf` names, in archive order.
+pub fn tar_list(archive: &Path) -> Vec<String> {
+    sh(Command::new("tar").arg("-tf").arg(archive))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Unmounts on drop.
+pub struct MountGuard(pub PathBuf);
+
+impl MountGuard {
+    pub fn mount(args: &[&str], at: &Path) -> MountGuard {
+        std::fs::create_dir_all(at).unwrap();
+        sh(Command::new("mount").args(args).arg(at));
+        MountGuard(at.to_path_buf())
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,222 @@
+//! The MANIFEST and the names: what an operator and DRP read.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn checksums_and_size_match_independent_tools() {
+    let env = Env::new();
+    let run = env.capture("out", &["--json"]);
+    run.ok();
+    let a = run.artifact();
+    let (md5, sha, size) = (
+        md5sum(&a),
+        sha256sum(&a),
+        std::fs::metadata(&a).unwrap().len(),
+    );
+
+    let text = run.manifest_text();
+    assert!(
+        text.contains(&format!("\n          md5sum:  {md5}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n       sha256sum:  {sha}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n            size:  {size}\n")),
+        "{text}"
+    );
+
+    let j = run.manifest_json();
+    assert_eq!(
+        (j["md5"].as_str(), j["sha256"].as_str(), j["size"].as_u64()),
+        (Some(md5.as_str()), Some(sha.as_str()), Some(size))
+    );
+
+    let out: Value =
+        serde_json::from_str(run.stdout().trim()).expect("--json prints one JSON object");
+    assert_eq!(out["md5"], md5);
+    assert_eq!(out["sha256"], sha);
+    assert_eq!(out["size"], size);
+    assert_eq!(out["artifact"], a.to_str().unwrap());
+    assert_eq!(out["manifest"], run.file(MANIFEST).to_str().unwrap());
+    assert_eq!(
+        out["manifest_json"],
+        run.file(MANIFEST_JSON).to_str().unwrap()
+    );
+    assert_eq!(out["ident"], IDENT);
+    assert_eq!(out["date"], DATE);
+    assert_eq!(out["upload_tarball"], format!("images/{ARTIFACT}"));
+    assert_eq!(out["upload_manifest"], format!("images/{MANIFEST}"));
+    assert_eq!(out["warnings"], 0);
+    assert_eq!(out["entries"].as_u64().unwrap(), tar_list(&a).len() as u64);
+}
+
+#[test]
+fn text_manifest_has_drp_block_facts_packages_and_paths() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let text = run.manifest_text();
+    let head: Vec<&str> = text.lines().take(9).collect();
+    assert_eq!(head[0], "Image Builder created image information: ");
+    assert_eq!(head[1], "-".repeat(80));
+    assert_eq!(head[2], format!("        filename:  {ARTIFACT}"));
+    assert_eq!(head[3], format!("           ident:  {IDENT}"));
+    assert_eq!(head[4], "            date:  Sun Nov 22 10:15:00 UTC 2026");
+    assert_eq!(head[7], format!("  upload tarball:  images/{ARTIFACT}"));
+    assert_eq!(head[8], format!(" upload manifest:  images/{MANIFEST}"));
+    assert!(
+        text.contains("              os:  Debian GNU/Linux 12 (bookworm) [debian-12]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("          kernel:  6.1.0-13-amd64 (image, initramfs, modules)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("      boot modes:  BIOS grub: yes, EFI grub: yes, EFI shim: yes"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "            tool:  goldcap {}",
+        env!("CARGO_PKG_VERSION")
+    )));
+    // Installed packages only: the removed kernel (config-files) is not listed.
+    assert!(text.contains("\nPackages (dpkg, 6 installed)\n"), "{text}");
+    assert!(
+        text.contains("\nopenssh-server 1:9.2p1-2+deb12u1 amd64\n"),
+        "{text}"
+    );
+    assert!(!text.contains("linux-image-6.1.0-12-amd64"), "{text}");
+    // The path list is the archive's, in order, escaped like GNU tar.
+    let listed: Vec<&str> = text
+        .split_once("\nArchived paths (")
+        .unwrap()
+        .1
+        .lines()
+        .skip(2)
+        .collect();
+    assert_eq!(listed, tar_list(&run.artifact()));
+    assert!(
+        listed.contains(&"./srv/caf\\351\\377.txt"),
+        "non-UTF-8 names are octal-escaped"
+    );
+}
+
+#[test]
+fn json_manifest_carries_the_same_data() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let j = run.manifest_json();
+    assert_eq!(j["manifest_version"], 1);
+    assert_eq!(j["filename"], ARTIFACT);
+    assert_eq!(j["date_stamp"], "20261122-101500");
+    assert_eq!(j["format"], "tgz");
+    assert_eq!(j["source"]["os_tag"], "debian-12");
+    assert_eq!(j["source"]["os"]["version_id"], "12");
+    assert_eq!(j["source"]["live"], false);
+    assert_eq!(j["source"]["kernels"][0]["version"], "6.1.0-13-amd64");
+    assert_eq!(j["source"]["boot"]["bios_grub"], true);
+    assert_eq!(j["source"]["packages"]["database"], "dpkg");
+    assert_eq!(j["source"]["packages"]["list"].as_array().unwrap().len(), 6);
+    assert_eq!(j["stats"]["sockets_skipped"], 1);
+    assert_eq!(j["stats"]["sparse_files"], 1);
+    assert_eq!(j["stats"]["hardlinks"], 2);
+    assert_eq!(j["stats"]["synthetic"], 1);
+    let paths: Vec<String> = j["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, tar_list(&run.artifact()));
+    assert_eq!(j["stats"]["entries"].as_u64().unwrap(), paths.len() as u64);
+    let pruned: Vec<(&str, &str)> = j["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["kind"].as_str().unwrap()))
+        .collect();
+    assert!(pruned.contains(&("./proc", "volatile")), "{pruned:?}");
+    assert!(pruned.contains(&("./srv/sock", "socket")), "{pruned:?}");
+    assert!(j["path_encoding"].as_str().unwrap().contains("octal"));
+}
+
+#[test]
+fn names_follow_drp_templates_and_flags() {
+    let env = Env::new();
+    // DRP's own param values, pasted verbatim, and an upload path with slashes.
+    let run = env.capture(
+        "out",
+        &[
+            "--rootfs-name",
+            "$TAG-rootfs-$DSTAMP-$RS_IMAGE_IDENT",
+            "--manifest-name",
+            "gold-${RS_IMAGE_IDENT}.txt",
+            "--upload-path",
+            "/images/gold/",
+        ],
+    );
+    run.ok();
+    assert_eq!(
+        run.listing(),
+        vec![
+            ARTIFACT.to_owned(),
+            "gold-cf99cd80eb.json".into(),
+            "gold-cf99cd80eb.txt".into()
+        ]
+    );
+    let j: Value =
+        serde_json::from_slice(&std::fs::read(run.file("gold-cf99cd80eb.json")).unwrap()).unwrap();
+    assert_eq!(j["upload_tarball"], format!("images/gold/{ARTIFACT}"));
+    assert_eq!(j["upload_manifest"], "images/gold/gold-cf99cd80eb.txt");
+
+    // --os overrides os-release; zstd gets .tar.zst.
+    let run = env.capture("out2", &["--os", "Gold Linux 1", "--format", "tzst"]);
+    run.ok();
+    assert_eq!(
+        run.listing(),
+        vec![
+            "gold-linux-1-MANIFEST-20261122-101500-cf99cd80eb.json".to_owned(),
+            "gold-linux-1-MANIFEST-20261122-101500-cf99cd80eb.txt".into(),
+            "gold-linux-1-rootfs-20261122-101500-cf99cd80eb.tar.zst".into(),
+        ]
+    );
+}
+
+#[test]
+fn default_ident_is_random_hex_and_date_is_now() {
+    let env = Env::new();
+    let out = env.path("out");
+    let o = goldcap(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        env.root().as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ident = j["ident"].as_str().unwrap();
+    assert!(
+        ident.len() == 10
+            && ident
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{ident}"
+    );
+    let name = j["artifact"].as_str().unwrap();
+    let stamp = chrono::Utc::now().format("%Y%m%d").to_string();
+    assert!(
+        name.contains(&format!("/debian-12-rootfs-{stamp}-"))
+            && name.ends_with(&format!("-{ident}.tgz")),
+        "{name}"
+    );
+}

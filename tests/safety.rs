@@ -1,0 +1,527 @@
+//! Safety: the source is never modified, output is atomic and private, the
+//! same input gives the same bytes, a live system changing under the
+//! capture gives warnings and a valid archive, bad input gives a clear error
+//! and no output.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Content and metadata of every entry, plus ctime (which any write, chmod,
+/// chown or xattr change would bump).
+fn digest(
+    root: &std::path::Path,
+) -> (
+    std::collections::BTreeMap<String, serde_json::Value>,
+    String,
+) {
+    let ctimes = sh(Command::new("find")
+        .arg(root)
+        .args(["-printf", "%P %C@ %i\n"]));
+    (snapshot(root, &[]), ctimes)
+}
+
+#[test]
+fn capture_never_modifies_the_source() {
+    let env = Env::new();
+    // Let ctime/mtime granularity pass so a change could not hide in the same tick.
+    std::thread::sleep(Duration::from_millis(20));
+    let before = digest(&env.root());
+    env.capture("out", &[]).ok();
+    env.capture("out-z", &["--format", "tzst"]).ok();
+    let after = digest(&env.root());
+    let d = diff(&before.0, &after.0, &[]);
+    assert!(d.is_empty(), "source changed:\n{}", d.join("\n"));
+    assert_eq!(before.1, after.1, "ctimes or inodes changed");
+}
+
+#[test]
+fn outputs_are_private_and_complete() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    assert_eq!(
+        run.listing(),
+        vec![MANIFEST_JSON.to_owned(), MANIFEST.into(), ARTIFACT.into()]
+    );
+    for name in run.listing() {
+        let mode = std::fs::metadata(run.file(&name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name} holds /etc/shadow and must be 0600");
+    }
+    sh(Command::new("gzip").arg("-t").arg(run.artifact()));
+}
+
+#[test]
+fn same_tree_same_ident_and_date_gives_identical_bytes() {
+    let env = Env::new();
+    for (fmt, ext) in [("tgz", ".tgz"), ("tzst", ".tar.zst")] {
+        let a = env.capture(&format!("a-{fmt}"), &["--format", fmt]);
+        let b = env.capture(&format!("b-{fmt}"), &["--format", fmt, "--threads", "1"]);
+        a.ok();
+        b.ok();
+        let name = ARTIFACT.replace(".tgz", ext);
+        assert_eq!(
+            sha256sum(&a.out.join(&name)),
+            sha256sum(&b.out.join(&name)),
+            "{fmt} output differs between runs"
+        );
+    }
+}
+
+#[test]
+fn existing_output_is_never_replaced_without_force() {
+    let env = Env::new();
+    env.capture("out", &[]).ok();
+    let first = sha256sum(&env.path("out").join(ARTIFACT));
+    std::fs::write(env.root().join("srv/new-file"), "changed").unwrap();
+    let again = env.capture("out", &[]);
+    assert_eq!(again.code(), 1, "{}", again.stderr());
+    assert!(
+        again.stderr().contains("already exists (use --force"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(sha256sum(&again.artifact()), first);
+    assert_eq!(
+        again.listing().len(),
+        3,
+        "no temporary files left: {:?}",
+        again.listing()
+    );
+    let forced = env.capture("out", &["--force"]);
+    forced.ok();
+    assert_ne!(sha256sum(&forced.artifact()), first);
+    assert!(tar_list(&forced.artifact()).contains(&"./srv/new-file".to_owned()));
+}
+
+/// A root with a big incompressible file, so a capture takes a while.
+fn slow_env() -> Env {
+    let env = Env::new();
+    sh(Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=384", "status=none"])
+        .arg(format!("of={}", env.root().join("srv/big.bin").display())));
+    env
+}
+
+fn start_capture(env: &Env, out: &str) -> std::process::Child {
+    let out = env.path(out);
+    goldcap_cmd(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        env.root().as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "-q".as_ref(),
+    ])
+    .spawn()
+    .unwrap()
+}
+
+/// Waits until a temporary artifact with data appears in `dir`.
+fn wait_for_partial(dir: &std::path::Path, child: &mut std::process::Child) {
+    let start = Instant::now();
+    loop {
+        let partial = list_dir(dir).into_iter().any(|n| {
+            n.starts_with(".goldcap-")
+                && std::fs::metadata(dir.join(&n))
+                    .map(|m| m.len() > (1 << 20))
+                    .unwrap_or(false)
+        });
+        if partial {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "capture finished before it could be interrupted"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no partial output appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_capture_leaves_nothing_under_a_final_name() {
+    let env = slow_env();
+    let mut child = start_capture(&env, "out");
+    wait_for_partial(&env.path("out"), &mut child);
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    let left = list_dir(&env.path("out"));
+    assert!(
+        !left.is_empty(),
+        "the partial file should still be there to prove the kill hit mid-capture"
+    );
+    assert!(
+        left.iter()
+            .all(|n| n.starts_with(".goldcap-") && n.ends_with(".part")),
+        "final names after a kill: {left:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_capture_removes_its_temporary_files() {
+    let env = slow_env();
+    let mut child = start_capture(&env, "out");
+    wait_for_partial(&env.path("out"), &mut child);
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "SIGINT exits 130");
+    assert_eq!(list_dir(&env.path("out")), Vec::<String>::new());
+}
+
+/// Runs a capture paused at `point` for `rel`, applies `change`, resumes.
+fn capture_with_change(env: &Env, point: &str, rel: &str, change: impl FnOnce()) -> Run {
+    let out = env.path("out");
+    let flag = env.path("pause-flag");
+    let child = goldcap_cmd(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        env.root().as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--ident".as_ref(),
+        IDENT.as_ref(),
+        "--date".as_ref(),
+        DATE.as_ref(),
+    ])
+    .env("GOLDCAP_TEST_PAUSE", format!("{point}:{rel}"))
+    .env("GOLDCAP_TEST_PAUSE_FILE", &flag)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !flag.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "capture never reached the pause point"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    change();
+    std::fs::remove_file(&flag).unwrap();
+    Run {
+        out,
+        output: child.wait_with_output().unwrap(),
+    }
+}
+
+fn assert_valid_with_warning(run: &Run, env: &Env, path: &str, kind: &str) {
+    assert_eq!(
+        run.code(),
+        3,
+        "completed with warnings is exit status 3; stderr:\n{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("goldcap: warning: ./{path}: ")),
+        "{}",
+        run.stderr()
+    );
+    // The archive is valid: listing and full extraction succeed.
+    tar_list(&run.artifact());
+    let out = gnu_extract(&run.artifact(), &env.path("x"), &["--acls"]);
+    assert!(
+        out.status.success(),
+        "extraction failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = run.manifest_json();
+    assert_eq!(j["warning_count"], 1, "{}", j["warnings"]);
+    assert_eq!(j["warnings"][0]["path"], format!("./{path}"));
+    assert_eq!(j["warnings"][0]["kind"], kind);
+    assert!(run.manifest_text().contains(&format!(
+        "\nWarnings (1)\n{}\n./{path}  [{kind}]",
+        "-".repeat(80)
+    )));
+}
+
+#[test]
+fn a_file_that_vanishes_is_a_warning_and_left_out() {
+    let env = Env::new();
+    let victim = env.root().join("srv/owned-1234");
+    let run = capture_with_change(&env, "open", "srv/owned-1234", || {
+        std::fs::remove_file(&victim).unwrap()
+    });
+    assert_valid_with_warning(&run, &env, "srv/owned-1234", "vanished");
+    assert!(!tar_list(&run.artifact()).contains(&"./srv/owned-1234".to_owned()));
+}
+
+#[test]
+fn a_file_that_shrinks_is_padded_to_its_announced_size() {
+    let env = Env::new();
+    let f = env.root().join("usr/lib/libbig.so");
+    let size = std::fs::metadata(&f).unwrap().len();
+    let run = capture_with_change(&env, "read", "usr/lib/libbig.so", || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(1000)
+            .unwrap()
+    });
+    assert_valid_with_warning(&run, &env, "usr/lib/libbig.so", "shrank");
+    let got = std::fs::read(env.path("x/usr/lib/libbig.so")).unwrap();
+    assert_eq!(got.len() as u64, size);
+    assert_eq!(&got[..1000], &std::fs::read(&f).unwrap()[..]);
+    assert!(got[1000..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_file_that_grows_is_cut_at_its_announced_size() {
+    let env = Env::new();
+    let f = env.root().join("var/log/syslog");
+    let original = std::fs::read(&f).unwrap();
+    let run = capture_with_change(&env, "read", "var/log/syslog", || {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .write_all(b"a new log line\n")
+            .unwrap()
+    });
+    assert_valid_with_warning(&run, &env, "var/log/syslog", "grew");
+    assert_eq!(
+        std::fs::read(env.path("x/var/log/syslog")).unwrap(),
+        original
+    );
+}
+
+#[test]
+fn unreadable_entries_are_warnings_and_the_archive_stays_valid() {
+    let env = Env::new();
+    let out = env.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // An unprivileged user cannot read root's 0700 directories or /etc/shadow.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_goldcap"))
+        .args(["capture", "--ident", IDENT, "--date", DATE, "--root"])
+        .arg(env.root())
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "goldcap: warning: ./etc/shadow: cannot read: Permission denied; not archived\n"
+        ),
+        "{stderr}"
+    );
+    for dir in ["./root", "./srv/private"] {
+        let want = format!(
+            "goldcap: warning: {dir}: cannot list directory: Permission denied; its content is not archived\n"
+        );
+        assert!(stderr.contains(&want), "{dir}: {stderr}");
+    }
+    let run = Run { out, output: o };
+    // The unlistable directories themselves are archived, with their modes.
+    let names = tar_list(&run.artifact());
+    assert!(
+        names.contains(&"./root/".to_owned()) && !names.contains(&"./etc/shadow".to_owned()),
+        "{names:?}"
+    );
+    let j = run.manifest_json();
+    assert!(j["warning_count"].as_u64().unwrap() >= 3);
+    assert!(
+        j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["kind"] == "unreadable"),
+        "{}",
+        j["warnings"]
+    );
+}
+
+fn assert_usage_error(o: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+#[test]
+fn bad_input_is_a_clear_usage_error_with_no_output() {
+    let env = Env::new();
+    let out = env.path("out");
+    let root = env.root();
+    let file = root.join("etc/hostname");
+    let base = |extra: &[&std::ffi::OsStr]| {
+        let mut a: Vec<&std::ffi::OsStr> = vec!["capture".as_ref(), "-o".as_ref(), out.as_os_str()];
+        a.extend_from_slice(extra);
+        goldcap(&a)
+    };
+    let r = root.as_os_str();
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str)> = vec![
+        (
+            vec!["--root".as_ref(), file.as_os_str()],
+            "etc/hostname: not a directory",
+        ),
+        (
+            vec!["--root".as_ref(), "/nonexistent/x".as_ref()],
+            "--root /nonexistent/x: No such file or directory",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--rootfs-name".as_ref(),
+                "{os}-{nope}".as_ref(),
+            ],
+            "unknown placeholder \"nope\"",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--rootfs-name".as_ref(),
+                "a/b".as_ref(),
+            ],
+            "cannot contain '/'",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--manifest-name".as_ref(),
+                "$HOME".as_ref(),
+            ],
+            "unknown placeholder \"HOME\"",
+        ),
+        (
+            vec!["--root".as_ref(), r, "--ident".as_ref(), "xyz".as_ref()],
+            "must be exactly 10 hexadecimal characters",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--ident".as_ref(),
+                "cf99cd80ebb".as_ref(),
+            ],
+            "must be exactly 10 hexadecimal characters",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--date".as_ref(),
+                "yesterday".as_ref(),
+            ],
+            "is not an RFC 3339 date",
+        ),
+        (
+            vec!["--root".as_ref(), r, "--level".as_ref(), "12".as_ref()],
+            "--level 12: tgz takes 1-9",
+        ),
+        (
+            vec!["--root".as_ref(), r, "--exclude".as_ref(), "./".as_ref()],
+            "would exclude the whole root",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--include-mount".as_ref(),
+                "/srv".as_ref(),
+            ],
+            "--include-mount /srv: not a mount point",
+        ),
+        (
+            vec![
+                "--root".as_ref(),
+                r,
+                "--include-mount".as_ref(),
+                "/nope".as_ref(),
+            ],
+            "no such directory in the root",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let o = base(&extra);
+        assert_usage_error(&o, needle);
+        assert!(
+            list_dir(&out).is_empty(),
+            "output after {extra:?}: {:?}",
+            list_dir(&out)
+        );
+    }
+    // The root without os-release and a template that needs {os}.
+    std::fs::remove_file(root.join("etc/os-release")).unwrap();
+    std::fs::remove_file(root.join("usr/lib/os-release")).unwrap();
+    assert_usage_error(&base(&["--root".as_ref(), r]), "pass --os NAME");
+    // Output directory = root.
+    let o = goldcap(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        r,
+        "-o".as_ref(),
+        r,
+        "--os".as_ref(),
+        "x".as_ref(),
+    ]);
+    assert_usage_error(&o, "is the root being captured");
+}
+
+#[test]
+fn an_unwritable_output_directory_fails_before_reading_the_root() {
+    let env = Env::new();
+    let ro = env.path("ro");
+    let _m = MountGuard::mount(&["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"], &ro);
+    let run = env.capture("ro", &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!(
+            "cannot create files in the output directory {}",
+            ro.display()
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("Read-only file system"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_with_nothing_left_behind() {
+    let env = Env::new();
+    let small = env.path("small");
+    let _m = MountGuard::mount(&["-t", "tmpfs", "-o", "size=512k", "tmpfs"], &small);
+    let run = env.capture("small", &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("No space left on device"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains(ARTIFACT),
+        "the message names the file: {}",
+        run.stderr()
+    );
+    assert_eq!(
+        run.listing(),
+        Vec::<String>::new(),
+        "nothing left on the full disk"
+    );
+}
