@@ -39,6 +39,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Capture a root into a curtin-ready tarball with a MANIFEST.
+    #[command(
+        long_about = "Capture a root into one tar archive with complete fidelity (numeric owners, modes, \
+                  nanosecond mtimes, hardlinks, devices, sparse files, xattrs, file capabilities, \
+                  SELinux labels, POSIX ACLs), with a top-level curtin/ directory, plus a MANIFEST \
+                  (.txt and .json). The source is only read. Other filesystems are not crossed \
+                  except /boot and /boot/efi and those named by --include-mount; the content of \
+                  /proc /sys /dev /run /tmp /var/tmp is never archived, their directories are. \
+                  Files are written under hidden temporary names and renamed when complete, the \
+                  MANIFEST last."
+    )]
     Capture(Box<CaptureArgs>),
     /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
     #[command(hide = true)]
@@ -60,17 +70,7 @@ pub enum FormatArg {
 
 /// `goldcap capture`.
 #[derive(Debug, Clone, Args)]
-#[command(
-    long_about = "Capture a root into one tar archive with complete fidelity (numeric owners, modes, \
-                  nanosecond mtimes, hardlinks, devices, sparse files, xattrs, file capabilities, \
-                  SELinux labels, POSIX ACLs), with a top-level curtin/ directory, plus a MANIFEST \
-                  (.txt and .json). The source is only read. Other filesystems are not crossed \
-                  except /boot and /boot/efi and those named by --include-mount; the content of \
-                  /proc /sys /dev /run /tmp /var/tmp is never archived, their directories are. \
-                  Files are written under hidden temporary names and renamed when complete, the \
-                  MANIFEST last.",
-    after_help = EXIT_STATUS_HELP
-)]
+#[command(after_help = EXIT_STATUS_HELP)]
 pub struct CaptureArgs {
     /// Root to capture: / for the running system, or a chroot directory.
     #[arg(long, value_name = "DIR", default_value = "/")]
