@@ -233,16 +233,19 @@ fn count(report: &mut Report<'_>, kind: Kind) {
 }
 
 /// Estimated content bytes for the progress bar: the used blocks of the
-/// root's filesystem and of each crossed mount — only when the root is the
-/// top of its filesystem (a live `/` or a mounted image); a directory on a
-/// shared filesystem gets no estimate rather than a wrong one.
+/// root's filesystem and of each crossed mount — only when the root is a
+/// whole mounted filesystem (a live `/` or a mounted image); a directory on
+/// a shared filesystem gets no estimate (a spinner) rather than a wrong one.
 fn estimate_total(cfg: &CaptureConfig) -> Option<u64> {
     let table = cfg.mounts.as_ref()?;
-    table.at(&cfg.root)?;
+    // A bind mount of a subdirectory reports the whole filesystem's usage.
+    if table.at(&cfg.root)?.fs_root != Path::new("/") {
+        return None;
+    }
     let mut total = used_bytes(&cfg.root)?;
     for rel in &cfg.include_mounts {
         let p = cfg.root.join(std::ffi::OsStr::from_bytes(rel));
-        if table.at(&p).is_some() {
+        if table.at(&p).is_some_and(|m| m.fs_root == Path::new("/")) {
             total += used_bytes(&p).unwrap_or(0);
         }
     }

@@ -27,6 +27,9 @@ pub struct Mount {
     pub fstype: String,
     /// Mount source (device, or a pseudo name).
     pub source: String,
+    /// The directory of the filesystem that is mounted here: `/` for a whole
+    /// filesystem, a subdirectory for a bind mount of part of one.
+    pub fs_root: PathBuf,
 }
 
 impl Mount {
@@ -140,7 +143,8 @@ impl MountTable {
 /// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
 fn parse_line(line: &[u8]) -> Option<Mount> {
     let mut fields = line.split(|&b| b == b' ');
-    let point = fields.nth(4)?;
+    let fs_root = fields.nth(3)?;
+    let point = fields.next()?;
     // Optional fields end at the lone "-" separator.
     let mut rest = fields.skip_while(|f| *f != b"-");
     rest.next()?;
@@ -150,6 +154,7 @@ fn parse_line(line: &[u8]) -> Option<Mount> {
         point: PathBuf::from(OsString::from_vec(unescape_octal(point))),
         fstype: String::from_utf8_lossy(&unescape_octal(fstype)).into_owned(),
         source: String::from_utf8_lossy(&unescape_octal(source)).into_owned(),
+        fs_root: PathBuf::from(OsString::from_vec(unescape_octal(fs_root))),
     })
 }
 
@@ -207,6 +212,11 @@ mod tests {
         // Escaped space; optional fields of any count.
         assert_eq!(t.at(Path::new("/mnt/with space")).unwrap().fstype, "tmpfs");
         assert_eq!(t.at(Path::new("/mnt/bind")).unwrap().fstype, "ext4");
+        assert_eq!(
+            t.at(Path::new("/mnt/bind")).unwrap().fs_root,
+            Path::new("/srv/a")
+        );
+        assert_eq!(t.at(Path::new("/boot")).unwrap().fs_root, Path::new("/"));
         // Stacked mounts: the last one is visible.
         assert_eq!(t.at(Path::new("/run")).unwrap().source, "other");
         assert!(t.at(Path::new("/etc")).is_none());

@@ -220,3 +220,59 @@ fn default_ident_is_random_hex_and_date_is_now() {
         "{name}"
     );
 }
+
+#[test]
+fn rpm_database_is_listed_without_touching_it() {
+    require_tool("rpmbuild");
+    let env = Env::new();
+    std::fs::remove_file(env.root().join("var/lib/dpkg/status")).unwrap();
+    // A real rpm database with one package, built with rpm itself.
+    let work = env.path("rpmbuild");
+    std::fs::create_dir_all(&work).unwrap();
+    let spec = work.join("t.spec");
+    std::fs::write(&spec, "Name: gold-test\nVersion: 1.2\nRelease: 3.el9\nEpoch: 1\nSummary: t\nLicense: MIT\nBuildArch: noarch\n%description\nt\n%files\n").unwrap();
+    sh(std::process::Command::new("rpmbuild")
+        .args(["-bb", "--quiet", "--define"])
+        .arg(format!("_topdir {}", work.display()))
+        .arg(&spec));
+    let db = env.root().join("var/lib/rpm");
+    sh(std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--initdb"));
+    let rpm_file = work.join("RPMS/noarch/gold-test-1.2-3.el9.noarch.rpm");
+    sh(std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&db)
+        .args(["-i", "--justdb", "--nodeps"])
+        .arg(&rpm_file));
+    let before = (
+        snapshot(&db, &[]),
+        sh(std::process::Command::new("find")
+            .arg(&db)
+            .args(["-printf", "%P %C@\n"])),
+    );
+
+    let run = env.capture("out", &[]);
+    run.ok();
+    let p = &run.manifest_json()["source"]["packages"];
+    assert_eq!(p["database"], "rpm", "{p}");
+    assert_eq!(
+        p["list"],
+        serde_json::json!([{"name": "gold-test", "version": "1:1.2-3.el9", "arch": "noarch"}])
+    );
+    assert!(
+        run.manifest_text()
+            .contains("\nPackages (rpm, 1 installed)\n")
+    );
+    let after = (
+        snapshot(&db, &[]),
+        sh(std::process::Command::new("find")
+            .arg(&db)
+            .args(["-printf", "%P %C@\n"])),
+    );
+    assert!(
+        diff(&before.0, &after.0, &[]).is_empty() && before.1 == after.1,
+        "rpm touched the source database"
+    );
+}
