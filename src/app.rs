@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("goldcap: error: {}", format_error(&e));
+            crate::ui::eprint_line(&format!("goldcap: error: {}", format_error(&e)));
             e.exit_code()
         }
     }

@@ -93,7 +93,13 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
         mtime: cfg.date.timestamp(),
     };
     let mut report = Report::new(ui);
-    let walker = Walker::new(&cfg.root, &cfg.policy, cfg.mounts.clone(), vec![curtin]);
+    let walker = Walker::new(
+        &cfg.root,
+        &cfg.policy,
+        cfg.mounts.clone(),
+        Some(cfg.output_id),
+        vec![curtin],
+    );
     let spool = |e: std::io::Error| {
         Error::from(anyhow::Error::new(e).context("cannot write the path list"))
     };
@@ -187,25 +193,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     json.sync()?;
     cancel.check()?;
 
-    // Publication: the artifact first, the MANIFEST last. If a manifest
-    // cannot be published, the artifact is withdrawn again.
-    let artifact_path = artifact
-        .persist(cfg.force)
-        .context("cannot publish the artifact")?;
-    let published = text
-        .persist(cfg.force)
-        .and_then(|m| json.persist(cfg.force).map(|j| (m, j)))
-        .context("cannot publish the MANIFEST");
-    let (manifest, manifest_json) = match published {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = std::fs::remove_file(&artifact_path);
-            let _ = std::fs::remove_file(cfg.output_dir.join(&cfg.manifest_name));
-            return Err(e.into());
-        }
-    };
-    sync_dir(&cfg.output_dir)
-        .with_context(|| format!("cannot sync {}", cfg.output_dir.display()))?;
+    let (artifact_path, manifest, manifest_json) = publish(cfg, cancel, artifact, text, json)?;
     Ok(Outcome {
         artifact: artifact_path,
         manifest,
@@ -213,6 +201,63 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
         data,
         elapsed: started.elapsed(),
     })
+}
+
+/// Publication: the artifact first, the MANIFEST last, then the directory
+/// is fsynced. If any step fails, what this run already renamed is removed
+/// again, so a failure leaves nothing under a final name. With `--force`,
+/// old manifests are removed first, so an interruption can never pair a new
+/// artifact with an old MANIFEST. A signal during publication waits.
+fn publish(
+    cfg: &CaptureConfig,
+    cancel: &Cancel,
+    artifact: AtomicFile,
+    text: AtomicFile,
+    json: AtomicFile,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let _guard = cancel.publishing();
+    if cfg.force {
+        for name in [&cfg.manifest_name, &cfg.manifest_json_name] {
+            match std::fs::remove_file(cfg.output_dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot replace {name}"))
+                        .into());
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
+    let undo = |done: &[PathBuf]| {
+        for p in done {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    for file in [artifact, text, json] {
+        match file.persist(cfg.force) {
+            Ok(p) => done.push(p),
+            Err(e) => {
+                undo(&done);
+                return Err(anyhow::Error::new(e)
+                    .context("cannot publish the output")
+                    .into());
+            }
+        }
+    }
+    if let Err(e) = sync_dir(&cfg.output_dir) {
+        undo(&done);
+        return Err(anyhow::Error::new(e)
+            .context(format!("cannot sync {}", cfg.output_dir.display()))
+            .into());
+    }
+    let mut it = done.into_iter();
+    // Unwrap expectation: exactly three files were published above.
+    Ok((
+        it.next().expect("artifact"),
+        it.next().expect("manifest"),
+        it.next().expect("json"),
+    ))
 }
 
 fn count(report: &mut Report<'_>, kind: Kind) {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::facts::{self, OsRelease};
 use crate::mounts::MountTable;
 use crate::naming::{self, Vars};
-use crate::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy};
+use crate::policy::{Candidate, DEFAULT_INCLUDE_MOUNTS, Decision, Excludes, MountKind, Policy};
 use crate::rootfs::RootFs;
 use crate::sink::Format;
 use anyhow::Context as _;
@@ -29,6 +29,9 @@ pub struct CaptureConfig {
     pub live: bool,
     /// Canonical output directory.
     pub output_dir: PathBuf,
+    /// Its `(st_dev, st_ino)`: how the walk recognises it, whatever path
+    /// (bind mount, symlink) leads there.
+    pub output_id: (u64, u64),
     /// Compression.
     pub format: Format,
     /// Compression level.
@@ -87,33 +90,6 @@ impl CaptureConfig {
         let live = root == Path::new("/");
         let rootfs = RootFs::new(&root);
 
-        if !args.output_dir.exists() {
-            std::fs::create_dir_all(&args.output_dir).with_context(|| {
-                format!(
-                    "cannot create the output directory {}",
-                    args.output_dir.display()
-                )
-            })?;
-        }
-        let output_dir = std::fs::canonicalize(&args.output_dir)
-            .with_context(|| format!("output directory {}", args.output_dir.display()))?;
-        if !output_dir.is_dir() {
-            return Err(Error::usage(format!(
-                "--output-dir {}: not a directory",
-                args.output_dir.display()
-            )));
-        }
-        if output_dir == root {
-            return Err(Error::usage(format!(
-                "--output-dir {} is the root being captured; choose a directory outside it or below it",
-                args.output_dir.display()
-            )));
-        }
-        let output_rel = output_dir
-            .strip_prefix(&root)
-            .ok()
-            .map(|r| r.as_os_str().as_bytes().to_vec());
-
         let format = match args.format {
             FormatArg::Tgz => Format::Tgz,
             FormatArg::Tzst => Format::Tzst,
@@ -129,11 +105,11 @@ impl CaptureConfig {
             )));
         }
         let threads = args.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
+            let cores = std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
-                .unwrap_or(1)
+                .unwrap_or(1);
+            cores.min(crate::sink::MAX_DEFAULT_THREADS)
         });
-
         let ident = match &args.ident {
             Some(i) => i.clone(),
             None => naming::random_ident().context("cannot get random bytes for the ident")?,
@@ -202,12 +178,16 @@ impl CaptureConfig {
                 include_mounts.push(rel);
             }
         }
-        let policy = Policy::new(excludes, include_mounts.clone(), output_rel);
+        let policy = Policy::new(excludes, include_mounts.clone());
+        // The output directory last: a wrong command line creates nothing.
+        let (output_dir, output_id) =
+            prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref())?;
 
         Ok(CaptureConfig {
             root,
             live,
             output_dir,
+            output_id,
             format,
             level,
             threads,
@@ -226,6 +206,97 @@ impl CaptureConfig {
             force: args.force,
         })
     }
+}
+
+/// Creates the output directory if needed and checks it. Inside the root,
+/// its content is archived except goldcap's own files; a directory holding
+/// anything else (say `-o .` run from `/root`) is refused rather than
+/// silently captured with holes or with old images inside.
+fn prepare_output_dir(
+    dir: &Path,
+    root: &Path,
+    policy: &Policy,
+    mounts: Option<&MountTable>,
+) -> Result<(PathBuf, (u64, u64))> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    }
+    let out = std::fs::canonicalize(dir)
+        .with_context(|| format!("output directory {}", dir.display()))?;
+    let st =
+        crate::fsx::lstat(&out).with_context(|| format!("output directory {}", dir.display()))?;
+    if !st.is_dir() {
+        return Err(Error::usage(format!(
+            "--output-dir {}: not a directory",
+            dir.display()
+        )));
+    }
+    if out == root {
+        return Err(Error::usage(format!(
+            "--output-dir {} is the root being captured; choose a directory outside it or below it",
+            dir.display()
+        )));
+    }
+    if let Ok(rel) = out.strip_prefix(root)
+        && is_walked(rel.as_os_str().as_bytes(), root, policy, mounts)
+    {
+        let mut others: Vec<String> = std::fs::read_dir(&out)
+            .with_context(|| format!("cannot list the output directory {}", out.display()))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .filter(|n| !crate::policy::is_goldcap_output(n.as_bytes()))
+            .map(|n| crate::escape::escape(n.as_bytes()))
+            .collect();
+        if !others.is_empty() {
+            others.sort();
+            let shown = others
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if others.len() > 5 {
+                format!(" and {} more", others.len() - 5)
+            } else {
+                String::new()
+            };
+            return Err(Error::usage(format!(
+                "--output-dir {} is inside the captured root and holds other files ({shown}{more}); \
+                 use an empty or dedicated directory, or one outside the root",
+                dir.display()
+            )));
+        }
+    }
+    Ok((out, (st.dev, st.ino)))
+}
+
+/// Whether the walk would descend into `rel` (every ancestor kept).
+fn is_walked(rel: &[u8], root: &Path, policy: &Policy, mounts: Option<&MountTable>) -> bool {
+    let root_storage = mounts.and_then(|t| t.containing(root));
+    let mut prefix = Vec::new();
+    for part in rel.split(|&b| b == b'/') {
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(part);
+        let host = root.join(std::ffi::OsStr::from_bytes(&prefix));
+        let mount = mounts.and_then(|t| t.at(&host)).map(|m| MountKind {
+            fstype: &m.fstype,
+            pseudo: m.is_pseudo(),
+            same_storage: root_storage.is_some_and(|r| m.same_storage(r)),
+        });
+        let c = Candidate {
+            rel: &prefix,
+            is_dir: true,
+            is_socket: false,
+            mount,
+            in_output_dir: false,
+        };
+        if policy.decide(&c) != Decision::Keep {
+            return false;
+        }
+    }
+    true
 }
 
 trait PossibleName {

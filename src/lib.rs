@@ -32,6 +32,7 @@ pub mod error;
 pub mod escape;
 pub mod exit;
 pub mod facts;
+pub mod fsx;
 pub mod man;
 pub mod manifest;
 pub mod mounts;

@@ -37,6 +37,24 @@ impl Mount {
     pub fn is_pseudo(&self) -> bool {
         is_pseudo_fstype(&self.fstype)
     }
+
+    /// Whether this mount is another part of the same storage as `root`: a
+    /// btrfs subvolume of the same filesystem (same device), or a ZFS
+    /// dataset of the same pool. Distributions split their root this way
+    /// (openSUSE mounts `/var`, `/opt`, `/srv` … as subvolumes; Ubuntu on
+    /// ZFS mounts `/var/lib`, `/var/log` … as datasets), and an image
+    /// without them does not boot.
+    pub fn same_storage(&self, root: &Mount) -> bool {
+        match (self.fstype.as_str(), root.fstype.as_str()) {
+            ("btrfs", "btrfs") => self.source == root.source,
+            ("zfs", "zfs") => pool(&self.source) == pool(&root.source),
+            _ => false,
+        }
+    }
+}
+
+fn pool(dataset: &str) -> &str {
+    dataset.split('/').next().unwrap_or(dataset)
 }
 
 /// Filesystem types whose content is never archived: kernel views,
@@ -126,6 +144,11 @@ impl MountTable {
     /// The mount whose mount point is exactly `path` (absolute host path).
     pub fn at(&self, path: &Path) -> Option<&Mount> {
         self.by_point.get(path)
+    }
+
+    /// The mount holding `path` (the longest mount point that is a prefix).
+    pub fn containing(&self, path: &Path) -> Option<&Mount> {
+        path.ancestors().find_map(|p| self.by_point.get(p))
     }
 
     /// Mount points strictly below `root`, sorted.
@@ -227,6 +250,37 @@ mod tests {
             .collect();
         assert_eq!(below, vec![PathBuf::from("/boot/efi")]);
         assert_eq!(t.below(Path::new("/")).len(), 7);
+    }
+
+    #[test]
+    fn same_storage_table() {
+        let m = |fstype: &str, source: &str| Mount {
+            point: PathBuf::from("/x"),
+            fstype: fstype.into(),
+            source: source.into(),
+            fs_root: PathBuf::from("/"),
+        };
+        let btrfs_root = m("btrfs", "/dev/sda2");
+        assert!(m("btrfs", "/dev/sda2").same_storage(&btrfs_root));
+        assert!(!m("btrfs", "/dev/sdb1").same_storage(&btrfs_root));
+        assert!(!m("ext4", "/dev/sda2").same_storage(&btrfs_root));
+        let zfs_root = m("zfs", "rpool/ROOT/ubuntu_abc");
+        assert!(m("zfs", "rpool/ROOT/ubuntu_abc/var/lib").same_storage(&zfs_root));
+        assert!(m("zfs", "rpool/USERDATA/home_abc").same_storage(&zfs_root));
+        assert!(!m("zfs", "bpool/BOOT/ubuntu_abc").same_storage(&zfs_root));
+        assert!(
+            !m("ext4", "/dev/sda1").same_storage(&m("ext4", "/dev/sda1")),
+            "ext4 bind mounts are not subvolumes"
+        );
+        let t = MountTable::parse(SAMPLE);
+        assert_eq!(
+            t.containing(Path::new("/boot/efi/EFI")).unwrap().point,
+            Path::new("/boot/efi")
+        );
+        assert_eq!(
+            t.containing(Path::new("/etc")).unwrap().point,
+            Path::new("/")
+        );
     }
 
     #[test]

@@ -9,11 +9,16 @@
 //! 1. the root itself is always kept;
 //! 2. `--exclude` globs drop the entry and everything below it;
 //! 3. sockets are dropped (tar formats cannot carry them; counted);
-//! 4. goldcap's output directory keeps its directory entry, not its content;
-//! 5. a mount point is crossed only if it is named by `--include-mount`
-//!    (default `/boot`, `/boot/efi`), and never if it is a pseudo or
-//!    volatile filesystem (proc, sysfs, tmpfs, …): the directory stays, with
-//!    its mode, so the deployed system has its mount points;
+//! 4. in goldcap's output directory, goldcap's own files (`.goldcap-*`
+//!    temporaries, earlier artifacts and manifests: `*.tgz`, `*.tar.zst`,
+//!    `*.txt`, `*.json`) are dropped;
+//! 5. a mount point is never crossed if it is a pseudo or volatile
+//!    filesystem (proc, sysfs, tmpfs, …); it is crossed if it is named by
+//!    `--include-mount` (default `/boot`, `/boot/efi`) or is part of the
+//!    root's own storage (a btrfs subvolume of the root's filesystem, a ZFS
+//!    dataset of its pool — openSUSE's `/var`, Ubuntu's `/var/lib`), except
+//!    snapper's `/.snapshots`; otherwise not. A mount point not crossed
+//!    stays as a directory with its mode, so the deployed system has it;
 //! 6. the content of `/proc /sys /dev /run /tmp /var/tmp` is never archived
 //!    (DRP image-builder's `--exclude` set), the directories are.
 //!
@@ -33,6 +38,15 @@ pub const VOLATILE_DIRS: &[&str] = &["proc", "sys", "dev", "run", "tmp", "var/tm
 /// Mount points crossed by default when they are mounts.
 pub const DEFAULT_INCLUDE_MOUNTS: &[&str] = &["boot", "boot/efi"];
 
+/// Whether a file in the output directory is goldcap's: a temporary, an
+/// artifact or a manifest (of this run or an earlier one).
+pub fn is_goldcap_output(name: &[u8]) -> bool {
+    name.starts_with(b".goldcap-")
+        || [b".tgz".as_slice(), b".tar.zst", b".txt", b".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
 /// What the walk knows about an entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -45,6 +59,8 @@ pub struct Candidate<'a> {
     /// Set when this directory is a mount point (another filesystem, or a
     /// bind mount).
     pub mount: Option<MountKind<'a>>,
+    /// Its parent is goldcap's output directory.
+    pub in_output_dir: bool,
 }
 
 /// The filesystem mounted at a directory.
@@ -54,6 +70,8 @@ pub struct MountKind<'a> {
     pub fstype: &'a str,
     /// Pseudo or volatile (proc, tmpfs, …).
     pub pseudo: bool,
+    /// Part of the root's own storage (btrfs subvolume, ZFS dataset).
+    pub same_storage: bool,
 }
 
 /// What to do with an entry.
@@ -74,8 +92,10 @@ pub enum Reason {
     Excluded(String),
     /// A Unix socket.
     Socket,
-    /// goldcap's own output directory.
+    /// One of goldcap's own files in its output directory.
     OutputDir,
+    /// Snapper's snapshots of the root.
+    Snapshots,
     /// A pseudo or volatile filesystem (proc, tmpfs, …).
     PseudoFs(String),
     /// Another filesystem not named by `--include-mount`.
@@ -91,6 +111,7 @@ impl Reason {
             Reason::Excluded(_) => "excluded",
             Reason::Socket => "socket",
             Reason::OutputDir => "output-dir",
+            Reason::Snapshots => "snapshots",
             Reason::PseudoFs(_) => "pseudo-fs",
             Reason::OtherMount(_) => "other-mount",
             Reason::Volatile => "volatile",
@@ -103,7 +124,8 @@ impl fmt::Display for Reason {
         match self {
             Reason::Excluded(p) => write!(f, "matches --exclude {p:?}"),
             Reason::Socket => f.write_str("socket (cannot be archived)"),
-            Reason::OutputDir => f.write_str("goldcap's output directory"),
+            Reason::OutputDir => f.write_str("goldcap output (artifact, manifest or temporary)"),
+            Reason::Snapshots => f.write_str("snapshots of the root (snapper), not crossed"),
             Reason::PseudoFs(t) => write!(f, "pseudo/volatile filesystem ({t}) not crossed"),
             Reason::OtherMount(t) if t.is_empty() => {
                 f.write_str("another filesystem, not crossed (see --include-mount)")
@@ -196,21 +218,14 @@ fn compile(raw: &str) -> Result<Glob, PatternError> {
 pub struct Policy {
     excludes: Excludes,
     include_mounts: Vec<Vec<u8>>,
-    output_dir: Option<Vec<u8>>,
 }
 
 impl Policy {
-    /// Builds a policy. `include_mounts` and `output_dir` are
-    /// root-relative (no leading `/`).
-    pub fn new(
-        excludes: Excludes,
-        include_mounts: Vec<Vec<u8>>,
-        output_dir: Option<Vec<u8>>,
-    ) -> Policy {
+    /// Builds a policy. `include_mounts` are root-relative (no leading `/`).
+    pub fn new(excludes: Excludes, include_mounts: Vec<Vec<u8>>) -> Policy {
         Policy {
             excludes,
             include_mounts,
-            output_dir,
         }
     }
 
@@ -225,17 +240,23 @@ impl Policy {
         if c.is_socket {
             return Decision::Drop(Reason::Socket);
         }
+        if c.in_output_dir
+            && is_goldcap_output(c.rel.rsplit(|&b| b == b'/').next().unwrap_or(c.rel))
+        {
+            return Decision::Drop(Reason::OutputDir);
+        }
         if !c.is_dir {
             return Decision::Keep;
-        }
-        if self.output_dir.as_deref() == Some(c.rel) {
-            return Decision::KeepDirOnly(Reason::OutputDir);
         }
         if let Some(m) = c.mount {
             if m.pseudo {
                 return Decision::KeepDirOnly(Reason::PseudoFs(m.fstype.to_owned()));
             }
-            if !self.include_mounts.iter().any(|i| i == c.rel) {
+            let included = self.include_mounts.iter().any(|i| i == c.rel);
+            if m.same_storage && !included && c.rel == b".snapshots" {
+                return Decision::KeepDirOnly(Reason::Snapshots);
+            }
+            if !included && !m.same_storage {
                 return Decision::KeepDirOnly(Reason::OtherMount(m.fstype.to_owned()));
             }
         }
@@ -255,7 +276,6 @@ mod tests {
         Policy::new(
             ex,
             vec![b"boot".to_vec(), b"boot/efi".to_vec(), b"srv/data".to_vec()],
-            Some(b"root/out".to_vec()),
         )
     }
 
@@ -265,20 +285,39 @@ mod tests {
             is_dir: false,
             is_socket: false,
             mount: None,
+            in_output_dir: false,
         }
     }
     fn dir(rel: &str) -> Candidate<'_> {
         Candidate {
-            rel: rel.as_bytes(),
             is_dir: true,
-            is_socket: false,
-            mount: None,
+            ..file(rel)
         }
     }
     fn mnt<'a>(rel: &'a str, fstype: &'a str, pseudo: bool) -> Candidate<'a> {
         Candidate {
-            mount: Some(MountKind { fstype, pseudo }),
+            mount: Some(MountKind {
+                fstype,
+                pseudo,
+                same_storage: false,
+            }),
             ..dir(rel)
+        }
+    }
+    fn sub(rel: &str) -> Candidate<'_> {
+        Candidate {
+            mount: Some(MountKind {
+                fstype: "btrfs",
+                pseudo: false,
+                same_storage: true,
+            }),
+            ..dir(rel)
+        }
+    }
+    fn out(rel: &str) -> Candidate<'_> {
+        Candidate {
+            in_output_dir: true,
+            ..file(rel)
         }
     }
 
@@ -313,8 +352,22 @@ mod tests {
                 },
                 Drop(Reason::Socket),
             ),
-            (dir("root/out"), KeepDirOnly(Reason::OutputDir)),
-            (dir("root/outer"), Keep),
+            (
+                out("root/out/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz"),
+                Drop(Reason::OutputDir),
+            ),
+            (
+                out("root/out/.goldcap-x.tgz-AbC.part"),
+                Drop(Reason::OutputDir),
+            ),
+            (out("root/out/old.tar.zst"), Drop(Reason::OutputDir)),
+            (out("root/out/m.json"), Drop(Reason::OutputDir)),
+            (out("root/out/notes.md"), Keep),
+            (file("root/x.tgz"), Keep),
+            (sub("var"), Keep),
+            (sub("home"), Keep),
+            (sub(".snapshots"), KeepDirOnly(Reason::Snapshots)),
+            (sub("srv/.snapshots"), Keep),
             (
                 mnt("proc", "proc", true),
                 KeepDirOnly(Reason::PseudoFs("proc".into())),

@@ -93,29 +93,44 @@ impl RootFs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match fs::File::open(&host) {
-            Ok(f) => {
-                let mut buf = Vec::new();
-                f.take(limit).read_to_end(&mut buf)?;
-                Ok(Some(buf))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        // Never block on a FIFO or take a tty planted where a config file
+        // should be, never touch the atime, never follow a last-moment link.
+        let f = match crate::fsx::open_file(&host) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if crate::fsx::fstat(&f)?.kind != crate::fsx::Kind::File {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                host.display()
+            )));
         }
+        let mut buf = Vec::new();
+        f.take(limit).read_to_end(&mut buf)?;
+        Ok(Some(buf))
     }
 
     /// The names in a directory inside the root, sorted; empty when it does
     /// not exist.
     pub fn list(&self, path: impl AsRef<Path>) -> Vec<OsString> {
+        use std::os::fd::AsFd;
+        use std::os::unix::ffi::OsStringExt;
         let Ok(host) = self.resolve(path) else {
             return Vec::new();
         };
-        let Ok(rd) = fs::read_dir(host) else {
+        // O_NOATIME: gathering facts must not touch the source either.
+        let Ok(fd) = crate::fsx::open_dir_at(rustix::fs::CWD, &host_cstr(&host)) else {
             return Vec::new();
         };
-        let mut names: Vec<OsString> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-        names.sort();
-        names
+        crate::fsx::list_dir(fd.as_fd())
+            .map(|names| {
+                names
+                    .into_iter()
+                    .map(|n| OsString::from_vec(n.into_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether a path exists inside the root (following links inside it).
@@ -129,6 +144,11 @@ impl RootFs {
     pub fn is_dir(&self, path: impl AsRef<Path>) -> bool {
         self.resolve(path).map(|p| p.is_dir()).unwrap_or(false)
     }
+}
+
+fn host_cstr(p: &Path) -> std::ffi::CString {
+    // Unwrap expectation: a path from the filesystem holds no NUL byte.
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
 
 fn components(p: &Path) -> Vec<OsString> {
@@ -164,6 +184,14 @@ mod tests {
         symlink("/usr/lib/os-release", r.join("etc/abs")).unwrap();
         symlink("../../../../../../etc/hostname", r.join("etc/escape")).unwrap();
         symlink("loop", r.join("etc/loop")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join("etc/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
 
         let fs_ = RootFs::new(r);
         assert_eq!(
@@ -176,6 +204,8 @@ mod tests {
         assert_eq!(fs_.list("/lib/modules"), vec![OsString::from("6.1")]);
         assert!(fs_.is_dir("/lib/modules/6.1"));
         assert!(fs_.resolve("/etc/loop").is_err());
+        // A FIFO where a config file should be is an error, not a hang.
+        assert!(fs_.read("/etc/fifo", 10).is_err());
         assert_eq!(fs_.read("/nope/x", 10).unwrap(), None);
         assert_eq!(fs_.read("/etc/os-release", 2).unwrap().unwrap(), b"ID");
     }

@@ -10,6 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Writes a line to stderr. A closed stderr (`2>&1 | head -1`) must not
+/// abort a capture, so write errors are ignored.
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
 /// Verbosity and the optional progress bar.
 pub struct Ui {
     verbosity: i8,
@@ -37,8 +45,8 @@ impl Ui {
 
     fn print(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| eprint_line(line)),
+            None => eprint_line(line),
         }
     }
 

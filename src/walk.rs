@@ -1,47 +1,57 @@
 //! The walk: every entry under the root, in sorted order, with its `lstat`,
-//! pruned by the policy, with synthetic entries merged in.
+//! pruned by the policy *before* anything below a pruned directory is
+//! opened, with synthetic entries merged in.
 //!
-//! First stage of the pipeline (walk → policy → tar writer → hash →
-//! compressor → sink). Built on `walkdir` with `follow_links(false)` and
-//! `sort_by_file_name()`, so output is deterministic: siblings in byte
-//! order, depth first. That order is the lexicographic order of component
-//! lists ([`walk_cmp`]), which lets synthetic entries (the top-level
-//! `curtin/` directory, later scrub additions) be merged in where a real
-//! entry would be.
+//! First stage of the pipeline (walk → policy → tar writer → compressor →
+//! hash → sink). Siblings come in byte order, depth first, so output is
+//! deterministic; that order is the lexicographic order of component lists
+//! ([`walk_cmp`]), which lets synthetic entries (the top-level `curtin/`
+//! directory, later scrub additions) be merged in where a real entry would
+//! be.
 //!
-//! Mounts are decided per directory: [`crate::mounts::MountTable`] names
-//! mount points (bind mounts included); without `/proc` a change of
-//! `st_dev` marks one. The [`Policy`] decides whether to descend. A
-//! directory kept without its content is still yielded (its mode matters to
-//! the deployed system) and `walkdir` is told to skip its content.
+//! Why not `walkdir`: it opens and lists every directory as soon as it
+//! meets it, before the caller can decide. On a live server that means
+//! listing `/proc`, triggering automounts (a systemd automount of
+//! `/boot/efi`, autofs home directories) and hanging on a dead NFS server
+//! just to then skip them. Here the policy decides first and a directory
+//! is opened only to descend into it — relative to its parent's descriptor
+//! with `O_NOFOLLOW|O_NOATIME` ([`crate::fsx`]), so a symlink swapped in
+//! mid-capture cannot lead outside the root and directory atimes stay as
+//! they were.
 //!
-//! Memory: walkdir holds one sorted listing per open directory level, so
-//! memory follows depth × width, never file sizes. This module must never
-//! open a file for reading or follow a symlink, and never modify anything.
+//! Mounts: [`MountTable`] names mount points (bind mounts included); without
+//! `/proc`, a change of `st_dev` marks one. Memory: one sorted name list and
+//! one descriptor per directory level on the current path — depth × width,
+//! never file sizes. This module must never read file content, follow a
+//! symlink, or modify anything.
 
-use crate::mounts::{MountTable, pseudo_fstype_from_magic};
+use crate::fsx::{self, Kind, Stat};
+use crate::mounts::{Mount, MountTable, pseudo_fstype_from_magic};
 use crate::policy::{Candidate, Decision, MountKind, Policy, Reason};
 use crate::report::WarningKind;
 use crate::util::io_reason;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::ffi::CString;
-use std::fs::{self, Metadata};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use walkdir::WalkDir;
+use std::rc::Rc;
 
 /// An entry found on disk.
 #[derive(Debug)]
 pub struct SourceEntry {
-    /// Host path.
+    /// Host path (for messages and attribute reads).
     pub abs: PathBuf,
     /// Path relative to the root, no leading `./`; empty for the root.
     pub rel: Vec<u8>,
     /// `lstat` at the time it was found.
-    pub meta: Metadata,
+    pub stat: Stat,
+    /// The directory holding it, open (`None` for the root itself).
+    pub parent: Option<Rc<OwnedFd>>,
+    /// Its name in `parent`.
+    pub name: CString,
 }
 
 /// A directory the archive must contain whether or not the root has it.
@@ -120,167 +130,255 @@ pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// One open directory on the current path.
+struct Level {
+    fd: Rc<OwnedFd>,
+    names: Vec<CString>,
+    next: usize,
+    rel: Vec<u8>,
+    abs: PathBuf,
+    dev: u64,
+    is_output: bool,
+}
+
 /// The walk over one root.
 pub struct Walker<'p> {
-    it: walkdir::IntoIter,
     root: PathBuf,
     policy: &'p Policy,
     mounts: Option<MountTable>,
-    /// `st_dev` of the directory at each depth of the current path.
-    devs: Vec<u64>,
+    /// The storage holding the root (for btrfs subvolume / ZFS dataset mounts).
+    root_storage: Option<Mount>,
+    /// `(st_dev, st_ino)` of goldcap's output directory.
+    output_dir: Option<(u64, u64)>,
+    stack: Vec<Level>,
+    started: bool,
+    pending: VecDeque<Event>,
     synthetic: VecDeque<SyntheticDir>,
     peeked: Option<Event>,
 }
 
+fn join_rel(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut rel = Vec::with_capacity(dir.len() + name.len() + 1);
+    rel.extend_from_slice(dir);
+    if !dir.is_empty() {
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+    rel
+}
+
 impl<'p> Walker<'p> {
     /// Walks `root` (absolute, canonical). `synthetic` entries are merged
-    /// in when the root lacks a directory of that name.
+    /// in when the root lacks a directory of that name; `output_dir` is the
+    /// identity of goldcap's output directory, whose own files are left out.
     pub fn new(
         root: &Path,
         policy: &'p Policy,
         mounts: Option<MountTable>,
+        output_dir: Option<(u64, u64)>,
         mut synthetic: Vec<SyntheticDir>,
     ) -> Self {
         synthetic.sort_by(|a, b| walk_cmp(&a.rel, &b.rel));
-        let it = WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let root_storage = mounts.as_ref().and_then(|t| t.containing(root)).cloned();
         Walker {
-            it,
             root: root.to_path_buf(),
             policy,
             mounts,
-            devs: Vec::new(),
+            root_storage,
+            output_dir,
+            stack: Vec::new(),
+            started: false,
+            pending: VecDeque::new(),
             synthetic: synthetic.into(),
             peeked: None,
         }
     }
 
-    fn rel_of(&self, p: &Path) -> Vec<u8> {
-        p.strip_prefix(&self.root)
-            .unwrap_or(p)
-            .as_os_str()
-            .as_bytes()
-            .to_vec()
-    }
-
-    fn mount_kind(
-        &self,
-        path: &Path,
-        meta: &Metadata,
-        parent_dev: Option<u64>,
-    ) -> Option<MountKind<'_>> {
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64, u32 elsewhere
+    fn mount_kind(&self, path: &Path, stat: &Stat, parent_dev: u64) -> Option<MountKind<'_>> {
         if let Some(table) = &self.mounts {
             return table.at(path).map(|m| MountKind {
                 fstype: &m.fstype,
                 pseudo: m.is_pseudo(),
+                same_storage: self
+                    .root_storage
+                    .as_ref()
+                    .is_some_and(|r| m.same_storage(r)),
             });
         }
-        if parent_dev.is_some_and(|d| d != meta.dev()) {
-            let fstype = statfs_magic(path).and_then(pseudo_fstype_from_magic);
+        if stat.dev != parent_dev {
+            let magic = rustix::fs::statfs(path).ok().map(|s| s.f_type as i64);
+            let fstype = magic.and_then(pseudo_fstype_from_magic);
             return Some(MountKind {
                 fstype: fstype.unwrap_or(""),
                 pseudo: fstype.is_some(),
+                same_storage: false,
             });
         }
         None
     }
 
-    fn next_real(&mut self) -> Option<Event> {
-        let dent = match self.it.next()? {
-            Ok(d) => d,
-            // walkdir reports a directory it cannot list after yielding the
-            // directory itself, which is archived; only its content is lost.
-            Err(e) => {
-                let rel = e.path().map(|p| self.rel_of(p)).unwrap_or_default();
-                let error = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("filesystem loop"));
-                let (kind, message) = if error.kind() == io::ErrorKind::NotFound {
-                    (
-                        WarningKind::Vanished,
-                        "vanished while its directory was listed".to_owned(),
-                    )
-                } else {
-                    let why = io_reason(&error);
-                    (
-                        WarningKind::Unreadable,
-                        format!("cannot list directory: {why}; its content is not archived"),
-                    )
-                };
-                return Some(Event::Problem { rel, kind, message });
+    /// Opens and lists a directory to descend into it; a failure is queued
+    /// as a problem after the entry itself.
+    fn descend(&mut self, parent: &Rc<OwnedFd>, name: &CStr, rel: &[u8], abs: &Path, stat: &Stat) {
+        let listed = fsx::open_dir_at(parent.as_fd(), name).and_then(|fd| {
+            // The directory must still be the one we stat'ed.
+            let now = fsx::fstat(&fd)?;
+            if (now.dev, now.ino) != (stat.dev, stat.ino) {
+                return Err(io::Error::other("it was replaced while being read"));
             }
-        };
-        // walkdir has already opened (pushed) every directory it saw as one.
-        let pushed = dent.file_type().is_dir();
-        let depth = dent.depth();
-        let rel = self.rel_of(dent.path());
-        let meta = match fs::symlink_metadata(dent.path()) {
-            Ok(m) => m,
-            Err(error) => {
-                if pushed {
-                    self.it.skip_current_dir();
-                }
-                let (kind, message) = if error.kind() == io::ErrorKind::NotFound {
-                    (
-                        WarningKind::Vanished,
-                        "vanished before it could be read; not archived".to_owned(),
-                    )
+            let names = fsx::list_dir(fd.as_fd())?;
+            Ok((fd, names))
+        });
+        match listed {
+            Ok((fd, names)) => self.stack.push(Level {
+                fd: Rc::new(fd),
+                names,
+                next: 0,
+                rel: rel.to_vec(),
+                abs: abs.to_path_buf(),
+                dev: stat.dev,
+                is_output: self.output_dir == Some((stat.dev, stat.ino)),
+            }),
+            Err(e) => self
+                .pending
+                .push_back(if e.kind() == io::ErrorKind::NotFound {
+                    Event::Problem {
+                        rel: rel.to_vec(),
+                        kind: WarningKind::Vanished,
+                        message: "vanished while being listed; its content is not archived".into(),
+                    }
                 } else {
-                    (
-                        WarningKind::Unreadable,
-                        format!("cannot stat: {}; not archived", io_reason(&error)),
-                    )
-                };
-                return Some(Event::Problem { rel, kind, message });
-            }
-        };
-        self.devs.truncate(depth);
-        let parent_dev = depth.checked_sub(1).and_then(|d| self.devs.get(d).copied());
-        let is_dir = meta.is_dir();
-        if is_dir {
-            self.devs.push(meta.dev());
+                    Event::Problem {
+                        rel: rel.to_vec(),
+                        kind: WarningKind::Unreadable,
+                        message: format!(
+                            "cannot list directory: {}; its content is not archived",
+                            io_reason(&e)
+                        ),
+                    }
+                }),
         }
-        let decision = {
-            let mount = if is_dir && depth > 0 {
-                self.mount_kind(dent.path(), &meta, parent_dev)
-            } else {
-                None
-            };
-            self.policy.decide(&Candidate {
-                rel: &rel,
-                is_dir,
-                is_socket: meta.file_type().is_socket(),
-                mount,
-            })
+    }
+
+    fn start(&mut self) -> Event {
+        let stat = match fsx::lstat(&self.root) {
+            Ok(s) => s,
+            Err(e) => {
+                return Event::Problem {
+                    rel: Vec::new(),
+                    kind: WarningKind::Unreadable,
+                    message: format!("cannot stat the root: {}", io_reason(&e)),
+                };
+            }
         };
+        match fsx::open_root(&self.root).and_then(|fd| fsx::list_dir(fd.as_fd()).map(|n| (fd, n))) {
+            Ok((fd, names)) => self.stack.push(Level {
+                fd: Rc::new(fd),
+                names,
+                next: 0,
+                rel: Vec::new(),
+                abs: self.root.clone(),
+                dev: stat.dev,
+                is_output: false,
+            }),
+            Err(e) => self.pending.push_back(Event::Problem {
+                rel: Vec::new(),
+                kind: WarningKind::Unreadable,
+                message: format!("cannot list the root: {}", io_reason(&e)),
+            }),
+        }
         let entry = SourceEntry {
-            abs: dent.into_path(),
-            rel,
-            meta,
+            abs: self.root.clone(),
+            rel: Vec::new(),
+            stat,
+            parent: None,
+            name: CString::default(),
         };
-        Some(match decision {
-            Decision::Keep => Event::Entry { entry, note: None },
-            Decision::KeepDirOnly(reason) => {
-                if pushed {
-                    self.it.skip_current_dir();
+        Event::Entry { entry, note: None }
+    }
+
+    fn next_real(&mut self) -> Option<Event> {
+        if let Some(ev) = self.pending.pop_front() {
+            return Some(ev);
+        }
+        if !self.started {
+            self.started = true;
+            return Some(self.start());
+        }
+        loop {
+            let top = self.stack.last_mut()?;
+            if top.next == top.names.len() {
+                self.stack.pop();
+                continue;
+            }
+            let name = top.names[top.next].clone();
+            top.next += 1;
+            let (fd, parent_dev, in_output) = (Rc::clone(&top.fd), top.dev, top.is_output);
+            let rel = join_rel(&top.rel, name.to_bytes());
+            let abs = top.abs.join(OsStr::from_bytes(name.to_bytes()));
+            let stat = match fsx::stat_at(fd.as_fd(), &name) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Some(Event::Problem {
+                        rel,
+                        kind: WarningKind::Vanished,
+                        message: "vanished before it could be read; not archived".into(),
+                    });
                 }
-                Event::Entry {
-                    entry,
+                Err(e) => {
+                    let message = format!("cannot stat: {}; not archived", io_reason(&e));
+                    return Some(Event::Problem {
+                        rel,
+                        kind: WarningKind::Unreadable,
+                        message,
+                    });
+                }
+            };
+            let is_dir = stat.is_dir();
+            let decision = {
+                let mount = if is_dir {
+                    self.mount_kind(&abs, &stat, parent_dev)
+                } else {
+                    None
+                };
+                self.policy.decide(&Candidate {
+                    rel: &rel,
+                    is_dir,
+                    is_socket: stat.kind == Kind::Socket,
+                    mount,
+                    in_output_dir: in_output,
+                })
+            };
+            return Some(match decision {
+                Decision::Keep => {
+                    if is_dir {
+                        self.descend(&fd, &name, &rel, &abs, &stat);
+                    }
+                    Event::Entry {
+                        entry: SourceEntry {
+                            abs,
+                            rel,
+                            stat,
+                            parent: Some(fd),
+                            name,
+                        },
+                        note: None,
+                    }
+                }
+                Decision::KeepDirOnly(reason) => Event::Entry {
+                    entry: SourceEntry {
+                        abs,
+                        rel,
+                        stat,
+                        parent: Some(fd),
+                        name,
+                    },
                     note: Some(reason),
-                }
-            }
-            Decision::Drop(reason) => {
-                if pushed {
-                    self.it.skip_current_dir();
-                }
-                Event::Dropped {
-                    rel: entry.rel,
-                    reason,
-                }
-            }
-        })
+                },
+                Decision::Drop(reason) => Event::Dropped { rel, reason },
+            });
+        }
     }
 }
 
@@ -303,14 +401,13 @@ impl Iterator for Walker<'_> {
             }
             Ordering::Equal => match ev {
                 // The root has it: the real directory wins.
-                Event::Entry { ref entry, .. } if entry.meta.is_dir() => {
+                Event::Entry { ref entry, .. } if entry.stat.is_dir() => {
                     self.synthetic.pop_front();
                     Some(ev)
                 }
                 // Something else under that name: replace it, and say so.
                 Event::Entry { entry, .. } => {
-                    let synth = self.synthetic.pop_front().map(Event::Synthetic);
-                    self.peeked = synth;
+                    self.peeked = self.synthetic.pop_front().map(Event::Synthetic);
                     Some(Event::Problem {
                         rel: entry.rel,
                         kind: WarningKind::Replaced,
@@ -325,24 +422,11 @@ impl Iterator for Walker<'_> {
     }
 }
 
-fn statfs_magic(path: &Path) -> Option<i64> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut s = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `s` points to writable
-    // memory of the right size; statfs fills it on success.
-    let rc = unsafe { libc::statfs(c.as_ptr(), s.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statfs returned 0, so the struct is initialised.
-    #[allow(clippy::unnecessary_cast)]
-    Some(unsafe { s.assume_init() }.f_type as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::Excludes;
+    use std::fs;
 
     #[test]
     fn walk_order_table() {
@@ -365,8 +449,8 @@ mod tests {
 
     fn events(root: &Path, excl: &[&str], synth: Vec<SyntheticDir>) -> Vec<String> {
         let ex = Excludes::new(&excl.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        let p = Policy::new(ex, vec![], None);
-        Walker::new(root, &p, None, synth)
+        let p = Policy::new(ex, vec![]);
+        Walker::new(root, &p, None, None, synth)
             .map(|e| match e {
                 Event::Entry { entry, note: None } => {
                     format!("E {}", String::from_utf8_lossy(&entry.rel))
@@ -374,7 +458,9 @@ mod tests {
                 Event::Entry {
                     entry,
                     note: Some(r),
-                } => format!("D {} ({})", String::from_utf8_lossy(&entry.rel), r.kind()),
+                } => {
+                    format!("D {} ({})", String::from_utf8_lossy(&entry.rel), r.kind())
+                }
                 Event::Dropped { rel, reason } => {
                     format!("X {} ({})", String::from_utf8_lossy(&rel), reason.kind())
                 }
@@ -447,5 +533,32 @@ mod tests {
         // Empty root.
         let t = tempfile::tempdir().unwrap();
         assert_eq!(events(t.path(), &[], vec![curtin()]), ["E ", "S curtin"]);
+    }
+
+    #[test]
+    fn directory_atimes_are_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(d.join("e")).unwrap();
+        // atime older than mtime: relatime would update it on any read.
+        let old = rustix::fs::Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 0,
+        };
+        let now = rustix::fs::Timespec {
+            tv_sec: 2_000_000_000,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: now,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &d, &times, rustix::fs::AtFlags::empty()).unwrap();
+        let _ = events(t.path(), &[], vec![]);
+        let after = rustix::fs::stat(&d).unwrap();
+        assert_eq!(
+            after.st_atime as i64, 1_000_000_000,
+            "listing a directory changed its atime"
+        );
     }
 }

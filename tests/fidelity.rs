@@ -251,3 +251,27 @@ fn archive_layout_is_sorted_prefixed_and_stores_hardlinks_once() {
         "names from the root's passwd"
     );
 }
+
+#[test]
+fn xattr_names_with_equals_and_percent_survive_gnu_tar() {
+    let env = Env::new();
+    let f = env.root().join("srv/odd-xattrs");
+    std::fs::write(&f, "x").unwrap();
+    for (name, value) in [("user.a=b", "v1"), ("user.50%", "v2")] {
+        sh(Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(&f));
+    }
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = env.path("x");
+    assert!(gnu_extract(&run.artifact(), &dest, &[]).status.success());
+    let got = sh(Command::new("getfattr")
+        .args(["-d", "-m", "^user\\."])
+        .arg(dest.join("srv/odd-xattrs")));
+    // getfattr prints '=' inside a name as \075.
+    assert!(
+        got.contains("user.a\\075b=\"v1\"") && got.contains("user.50%=\"v2\""),
+        "{got}"
+    );
+}

@@ -156,27 +156,30 @@ fn excludes_accept_drp_and_glob_forms() {
     );
 }
 
+fn capture_into(env: &Env, out: &std::path::Path, extra: &[&str]) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "capture".into(),
+        "--root".into(),
+        env.root().into(),
+        "-o".into(),
+        out.into(),
+    ];
+    args.extend(["--ident", IDENT, "--date", DATE].map(Into::into));
+    args.extend(extra.iter().map(Into::into));
+    Run {
+        out: out.to_path_buf(),
+        output: goldcap(&args),
+    }
+}
+
 #[test]
 fn the_output_directory_is_never_archived_into_itself() {
     let env = Env::new();
     let inside = env.root().join("root/images");
     std::fs::create_dir_all(&inside).unwrap();
     std::fs::write(inside.join("old-capture.tgz"), "an earlier artifact").unwrap();
-    let o = goldcap(&[
-        "capture".as_ref(),
-        "--root".as_ref(),
-        env.root().as_os_str(),
-        "-o".as_ref(),
-        inside.as_os_str(),
-        "--ident".as_ref(),
-        IDENT.as_ref(),
-        "--date".as_ref(),
-        DATE.as_ref(),
-    ]);
-    let run = Run {
-        out: inside.clone(),
-        output: o,
-    };
+    std::fs::write(inside.join("old-MANIFEST.json"), "{}").unwrap();
+    let run = capture_into(&env, &inside, &[]);
     run.ok();
     let n = names(&run);
     assert!(n.contains(&"./root/images/".to_owned()));
@@ -185,5 +188,129 @@ fn the_output_directory_is_never_archived_into_itself() {
             .any(|x| x.starts_with("./root/images/") && x != "./root/images/"),
         "{n:?}"
     );
-    assert!(pruned(&run).contains(&("./root/images".into(), "output-dir".into(), true)));
+    let p = pruned(&run);
+    assert!(
+        p.contains(&(
+            "./root/images/old-capture.tgz".into(),
+            "output-dir".into(),
+            false
+        )),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_output_directory_reached_through_a_bind_mount_is_recognised() {
+    // The walk sees ROOT/var/out; goldcap writes through ALIAS/out.
+    let env = Env::new();
+    std::fs::create_dir_all(env.root().join("var/out")).unwrap();
+    let alias = env.path("alias");
+    let _m = MountGuard::mount(
+        &["--bind", env.root().join("var").to_str().unwrap()],
+        &alias,
+    );
+    let run = capture_into(&env, &alias.join("out"), &[]);
+    run.ok();
+    let n = names(&run);
+    assert!(n.contains(&"./var/out/".to_owned()));
+    assert!(
+        !n.iter()
+            .any(|x| x.starts_with("./var/out/") && x != "./var/out/"),
+        "goldcap archived its own output: {n:?}"
+    );
+}
+
+#[test]
+fn an_output_directory_inside_the_root_with_other_files_is_refused() {
+    // `cd /root && goldcap capture` would otherwise lose /root/.ssh silently.
+    let env = Env::new();
+    let before = list_dir(&env.root().join("root"));
+    let run = capture_into(&env, &env.root().join("root"), &[]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("is inside the captured root and holds other files (.bash_history)"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        list_dir(&env.root().join("root")),
+        before,
+        "nothing written into the source"
+    );
+    // A volatile or not-crossed output directory is fine: it is never walked.
+    let run = capture_into(&env, &env.root().join("tmp"), &[]);
+    run.ok();
+}
+
+#[test]
+fn pruned_directories_are_never_opened() {
+    // As an unprivileged user, opening these would fail with a warning;
+    // pruned by the policy, they must not be opened at all.
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for d in ["etc", "skip/deeper", "tmp/deeper", "ok"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["skip", "tmp"] {
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for p in [dir.path(), root.as_path(), out.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_goldcap"))
+        .args(["capture", "--os", "x", "--exclude", "./skip", "--root"])
+        .arg(&root)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "a pruned directory was opened: {stderr}"
+    );
+}
+
+#[test]
+fn btrfs_subvolume_mounts_of_the_root_filesystem_are_part_of_the_system() {
+    // openSUSE's layout: /var, /srv, ... are subvolumes of the root's btrfs,
+    // mounted separately; snapper's /.snapshots must not be crossed.
+    require_tool("mkfs.btrfs");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("btrfs.img");
+    sh(std::process::Command::new("truncate").args(["-s", "300M"]).arg(&img));
+    sh(std::process::Command::new("mkfs.btrfs").arg("-q").arg(&img));
+    let root = dir.path().join("root");
+    let img_s = img.to_str().unwrap();
+    let _top = MountGuard::mount(&["-o", "loop", img_s], &root);
+    for sub in ["@var", "@snapshots"] {
+        sh(std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(root.join(sub)));
+    }
+    std::fs::write(root.join("@var/keep-me"), "state").unwrap();
+    std::fs::write(root.join("@snapshots/old-copy"), "snapshot").unwrap();
+    let _var = MountGuard::mount(&["-o", "loop,subvol=@var", img_s], &root.join("var"));
+    let _snap = MountGuard::mount(&["-o", "loop,subvol=@snapshots", img_s], &root.join(".snapshots"));
+    // A separate filesystem (another btrfs) is still not crossed.
+    let img2 = dir.path().join("other.img");
+    sh(std::process::Command::new("truncate").args(["-s", "300M"]).arg(&img2));
+    sh(std::process::Command::new("mkfs.btrfs").arg("-q").arg(&img2));
+    let _other = MountGuard::mount(&["-o", "loop", img2.to_str().unwrap()], &root.join("data"));
+    std::fs::write(root.join("data/elsewhere"), "x").unwrap();
+
+    let out = dir.path().join("out");
+    let o = goldcap(&["capture".as_ref(), "--root".as_ref(), root.as_os_str(), "-o".as_ref(), out.as_os_str(), "--os".as_ref(), "x".as_ref(), "--json".as_ref()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names = tar_list(std::path::Path::new(j["artifact"].as_str().unwrap()));
+    assert!(names.contains(&"./var/keep-me".to_owned()), "{names:?}");
+    assert!(names.contains(&"./.snapshots/".to_owned()) && !names.contains(&"./.snapshots/old-copy".to_owned()), "{names:?}");
+    assert!(names.contains(&"./data/".to_owned()) && !names.contains(&"./data/elsewhere".to_owned()), "{names:?}");
 }

@@ -50,12 +50,14 @@ fn parse(raw: &[u8]) -> Option<Vec<AclEntry>> {
 }
 
 /// The text form of a raw ACL xattr (`user::rw-,user:1234:rwx,…`), or
-/// `None` when it is malformed. `Some("")` for an ACL that holds only the
-/// three base entries (nothing beyond the mode bits; tars write no record).
-pub fn to_text(raw: &[u8]) -> Option<String> {
+/// `None` when it is malformed. For an access ACL that holds only the three
+/// base entries (nothing beyond the mode bits) it is `Some("")`: tars write
+/// no record. A default ACL is always written, even a base-only one: its
+/// presence is what makes new files inherit it.
+pub fn to_text(raw: &[u8], access: bool) -> Option<String> {
     let entries = parse(raw)?;
     let extended = entries.iter().any(|e| matches!(e.tag, USER | GROUP | MASK));
-    if !extended && entries.len() <= 3 {
+    if access && !extended && entries.len() <= 3 {
         return Some(String::new());
     }
     let mut out = String::new();
@@ -131,8 +133,14 @@ mod tests {
             (raw(&[(USER_OBJ, 6, u)])[..10].to_vec(), None),
         ];
         for (bytes, want) in cases {
-            assert_eq!(to_text(&bytes).as_deref(), want, "{bytes:?}");
+            assert_eq!(to_text(&bytes, true).as_deref(), want, "{bytes:?}");
         }
+        // A base-only default ACL still matters (inheritance).
+        let base = raw(&[(USER_OBJ, 7, u), (GROUP_OBJ, 5, u), (OTHER, 0, u)]);
+        assert_eq!(
+            to_text(&base, false).as_deref(),
+            Some("user::rwx,group::r-x,other::---")
+        );
     }
 
     #[test]
@@ -150,7 +158,7 @@ mod tests {
             return;
         }
         let raw = xattr::get(&f, "system.posix_acl_access").unwrap().unwrap();
-        let text = to_text(&raw).unwrap();
+        let text = to_text(&raw, true).unwrap();
         let out = std::process::Command::new("getfacl")
             .args(["-n", "-c", "-E"])
             .arg(&f)

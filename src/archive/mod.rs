@@ -6,16 +6,20 @@
 //! `append_path*` helpers are never used on a root filesystem (they drop
 //! nanoseconds, hardlinks, device names and ACLs). Per entry this module:
 //!
-//! * opens regular files with `O_NOFOLLOW|O_NONBLOCK|O_NOATIME` and takes
-//!   the header from `fstat` of the open file, so header and body describe
-//!   the same inode, and reading does not touch the source's atimes;
+//! * opens regular files relative to their directory's descriptor with
+//!   `O_NOFOLLOW|O_NONBLOCK|O_NOATIME` ([`crate::fsx`]) and takes the header
+//!   from `fstat` of the open file, so header and body describe the same
+//!   inode, and reading does not touch the source's atimes;
 //! * writes exactly the size the header announces: a file that shrinks is
 //!   padded with zeros, one that grows is cut at the announced size, a read
 //!   error is zero-filled — each a warning, never a corrupt archive;
 //! * stores hard links as one body and link entries after it, keyed by
-//!   `(st_dev, st_ino)` (the only table that grows with the file count);
+//!   `(st_dev, st_ino)`; an inode leaves the table once all its links are
+//!   seen, so it holds only groups still open (the only state that grows
+//!   with the file count);
 //! * stores sparse files as GNU PAX 1.0 sparse entries ([`sparse`]);
-//! * stores every xattr as `SCHILY.xattr.<name>` (raw bytes), ACLs also as
+//! * stores every xattr as `SCHILY.xattr.<name>` (raw bytes; `%` and `=`
+//!   in names encoded as `%25`/`%3D`, as GNU tar does), ACLs also as
 //!   `SCHILY.acl.access`/`.default` text with numeric ids ([`acl`]), and
 //!   `security.selinux` also as `RHT.security.selinux`.
 //!
@@ -28,6 +32,7 @@ pub mod header;
 pub mod sparse;
 
 use crate::error::Error;
+use crate::fsx::{self, Kind as FileKind, Stat};
 use crate::report::{Report, WarningKind};
 use crate::rootfs::RootFs;
 use crate::signals::Cancel;
@@ -36,10 +41,11 @@ use crate::walk::{SourceEntry, SyntheticDir};
 use header::{HeaderBuilder, Meta, encode_pax, pax_header, split_dev};
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tar::EntryType;
 use xattr::FileExt as _;
@@ -128,14 +134,27 @@ pub struct Ctx<'a, 'u> {
 }
 
 /// Converts the metadata goldcap stores.
-pub fn meta_of(m: &Metadata) -> Meta {
+pub fn meta_of(s: &Stat) -> Meta {
     Meta {
-        mode: m.mode() & 0o7777,
-        uid: u64::from(m.uid()),
-        gid: u64::from(m.gid()),
-        mtime: m.mtime(),
-        mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+        mode: s.perm,
+        uid: u64::from(s.uid),
+        gid: u64::from(s.gid),
+        mtime: s.mtime,
+        mtime_nsec: s.mtime_nsec,
     }
+}
+
+/// A PAX key for an xattr: GNU tar's encoding of `%` and `=` in names.
+fn xattr_key(name: &str) -> String {
+    let mut key = String::from("SCHILY.xattr.");
+    for c in name.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '=' => key.push_str("%3D"),
+            c => key.push(c),
+        }
+    }
+    key
 }
 
 /// The archive name of a root-relative path: `./rel`, `./rel/` for a
@@ -172,11 +191,18 @@ fn is_unsupported(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::Unsupported
 }
 
+/// The first archived name of a multiply-linked inode, and how many of its
+/// links are still to come.
+struct LinkGroup {
+    name: Vec<u8>,
+    remaining: u64,
+}
+
 /// The tar stream writer.
 pub struct TarWriter<W: Write> {
     out: W,
     written: u64,
-    links: HashMap<(u64, u64), Vec<u8>>,
+    links: HashMap<(u64, u64), LinkGroup>,
     owners: Owners,
     buf: Vec<u8>,
 }
@@ -266,77 +292,99 @@ impl<W: Write> TarWriter<W> {
         e: &SourceEntry,
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<Option<Kind>, Error> {
-        let ft = e.meta.file_type();
-        if ft.is_file() {
+        let st = &e.stat;
+        if st.kind == FileKind::File {
             return self.append_file(e, ctx);
         }
-        let meta = meta_of(&e.meta);
-        let name = archive_name(&e.rel, ft.is_dir());
-        if !ft.is_dir() && e.meta.nlink() > 1 && self.append_hardlink(e, &name, &meta)? {
+        let meta = meta_of(st);
+        let name = archive_name(&e.rel, st.is_dir());
+        if !st.is_dir() && self.append_hardlink(st, &name, &meta)? {
             return Ok(Some(Kind::Hardlink));
         }
-        let (kind, mut b) = if ft.is_dir() {
-            (
+        let (kind, mut b) = match st.kind {
+            FileKind::Dir => (
                 Kind::Dir,
                 HeaderBuilder::new(EntryType::Directory, &name, &meta),
-            )
-        } else if ft.is_symlink() {
-            let target = match std::fs::read_link(&e.abs) {
-                Ok(t) => t,
-                Err(err) => {
-                    self.skipped(e, err, ctx);
+            ),
+            FileKind::Symlink => {
+                let Some(parent) = &e.parent else {
                     return Ok(None);
-                }
-            };
-            let mut b = HeaderBuilder::new(EntryType::Symlink, &name, &meta);
-            b.set_link(target.as_os_str().as_bytes());
-            (Kind::Symlink, b)
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let (kind, et) = if ft.is_char_device() {
-                (Kind::Char, EntryType::Char)
-            } else {
-                (Kind::Block, EntryType::Block)
-            };
-            let mut b = HeaderBuilder::new(et, &name, &meta);
-            let (major, minor) = split_dev(e.meta.rdev());
-            b.set_device(major, minor);
-            (kind, b)
-        } else if ft.is_fifo() {
-            (
+                };
+                let target = match fsx::readlink_at(parent.as_fd(), &e.name) {
+                    Ok(t) => t,
+                    Err(err) => {
+                        self.skipped(e, err, ctx);
+                        return Ok(None);
+                    }
+                };
+                let mut b = HeaderBuilder::new(EntryType::Symlink, &name, &meta);
+                b.set_link(&target);
+                (Kind::Symlink, b)
+            }
+            FileKind::Char | FileKind::Block => {
+                let (kind, et) = if st.kind == FileKind::Char {
+                    (Kind::Char, EntryType::Char)
+                } else {
+                    (Kind::Block, EntryType::Block)
+                };
+                let mut b = HeaderBuilder::new(et, &name, &meta);
+                let (major, minor) = split_dev(st.rdev);
+                b.set_device(major, minor);
+                (kind, b)
+            }
+            FileKind::Fifo => (
                 Kind::Fifo,
                 HeaderBuilder::new(EntryType::Fifo, &name, &meta),
-            )
-        } else {
+            ),
             // Sockets are dropped by the policy; anything else is unknown.
-            ctx.report.warn(
-                &e.rel,
-                WarningKind::Unreadable,
-                "unsupported file type; not archived",
-            );
-            return Ok(None);
+            _ => {
+                ctx.report.warn(
+                    &e.rel,
+                    WarningKind::Unreadable,
+                    "unsupported file type; not archived",
+                );
+                return Ok(None);
+            }
         };
         self.add_xattrs(&mut b, XSource::Path(&e.abs), &e.rel, ctx);
         self.emit(b, &meta).map_err(write_err)?;
-        if !ft.is_dir() && e.meta.nlink() > 1 {
-            self.links.insert((e.meta.dev(), e.meta.ino()), name);
+        if !st.is_dir() {
+            self.register_link(st, name);
         }
         Ok(Some(kind))
     }
 
     /// Writes a link entry when an earlier entry holds the body.
-    fn append_hardlink(
-        &mut self,
-        e: &SourceEntry,
-        name: &[u8],
-        meta: &Meta,
-    ) -> Result<bool, Error> {
-        let Some(target) = self.links.get(&(e.meta.dev(), e.meta.ino())) else {
+    fn append_hardlink(&mut self, st: &Stat, name: &[u8], meta: &Meta) -> Result<bool, Error> {
+        if st.nlink < 2 {
+            return Ok(false);
+        }
+        let key = (st.dev, st.ino);
+        let Some(group) = self.links.get_mut(&key) else {
             return Ok(false);
         };
+        let target = group.name.clone();
+        group.remaining = group.remaining.saturating_sub(1);
+        if group.remaining == 0 {
+            self.links.remove(&key);
+        }
         let mut b = HeaderBuilder::new(EntryType::Link, name, meta);
-        b.set_link(&target.clone());
+        b.set_link(&target);
         self.emit(b, meta).map_err(write_err)?;
         Ok(true)
+    }
+
+    /// Remembers the first name of a multiply-linked inode.
+    fn register_link(&mut self, st: &Stat, name: Vec<u8>) {
+        if st.nlink > 1 {
+            self.links.insert(
+                (st.dev, st.ino),
+                LinkGroup {
+                    name,
+                    remaining: st.nlink - 1,
+                },
+            );
+        }
     }
 
     fn skipped(&self, e: &SourceEntry, err: io::Error, ctx: &mut Ctx<'_, '_>) {
@@ -364,25 +412,28 @@ impl<W: Write> TarWriter<W> {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<Option<Kind>, Error> {
         let name = archive_name(&e.rel, false);
-        if e.meta.nlink() > 1 && self.append_hardlink(e, &name, &meta_of(&e.meta))? {
+        if self.append_hardlink(&e.stat, &name, &meta_of(&e.stat))? {
             return Ok(Some(Kind::Hardlink));
         }
         crate::testhook::pause("open", &e.rel);
-        let file = match open_source(&e.abs) {
+        let Some(parent) = &e.parent else {
+            return Ok(None);
+        };
+        let file = match fsx::open_file_at(parent.as_fd(), &e.name) {
             Ok(f) => f,
             Err(err) => {
                 self.skipped(e, err, ctx);
                 return Ok(None);
             }
         };
-        let before = match file.metadata() {
+        let before = match fsx::fstat(&file) {
             Ok(m) => m,
             Err(err) => {
                 self.skipped(e, err, ctx);
                 return Ok(None);
             }
         };
-        if !before.is_file() {
+        if before.kind != FileKind::File {
             ctx.report.warn(
                 &e.rel,
                 WarningKind::Changed,
@@ -391,7 +442,8 @@ impl<W: Write> TarWriter<W> {
             return Ok(None);
         }
         let mut changed = false;
-        if (before.dev(), before.ino()) != (e.meta.dev(), e.meta.ino()) {
+        let same_inode = (before.dev, before.ino) == (e.stat.dev, e.stat.ino);
+        if !same_inode {
             ctx.report.warn(
                 &e.rel,
                 WarningKind::Changed,
@@ -399,8 +451,8 @@ impl<W: Write> TarWriter<W> {
             );
             changed = true;
         }
-        let size = before.len();
-        let segs = if size > 0 && before.blocks().saturating_mul(512) < size {
+        let size = before.size;
+        let segs = if size > 0 && before.blocks.saturating_mul(512) < size {
             sparse::data_segments(&file, size).unwrap_or(None)
         } else {
             None
@@ -451,20 +503,19 @@ impl<W: Write> TarWriter<W> {
         self.pad(body_len).map_err(write_err)?;
 
         if let Some((off, err)) = read_error {
+            let why = crate::util::io_reason(&err);
             ctx.report.warn(
                 &e.rel,
                 WarningKind::Unreadable,
-                format!("read error at byte {off}: {err}; the rest was archived as zeros"),
+                format!("read error at byte {off}: {why}; the rest was archived as zeros"),
             );
             changed = true;
         } else if short > 0 {
             ctx.report.warn(&e.rel, WarningKind::Shrank, format!("shrank by {short} bytes while being read; archived padded with zeros to {size} bytes"));
             changed = true;
         }
-        let after = file.metadata().ok();
-        let grew = after.as_ref().is_some_and(|a| a.len() > size)
-            || (segs.is_none() && file.read_at(&mut [0u8; 1], size).is_ok_and(|n| n > 0));
-        if grew && !changed {
+        let after = fsx::fstat(&file).ok();
+        if !changed && after.is_some_and(|a| a.size > size) {
             ctx.report.warn(
                 &e.rel,
                 WarningKind::Grew,
@@ -472,21 +523,23 @@ impl<W: Write> TarWriter<W> {
             );
             changed = true;
         }
-        let same = |a: &Metadata| {
-            (a.mtime(), a.mtime_nsec(), a.ctime(), a.ctime_nsec())
+        let same = |a: &Stat| {
+            (a.mtime, a.mtime_nsec, a.ctime, a.ctime_nsec)
                 == (
-                    before.mtime(),
-                    before.mtime_nsec(),
-                    before.ctime(),
-                    before.ctime_nsec(),
+                    before.mtime,
+                    before.mtime_nsec,
+                    before.ctime,
+                    before.ctime_nsec,
                 )
         };
         if !changed && !after.as_ref().is_some_and(same) {
             ctx.report
                 .warn(&e.rel, WarningKind::Changed, "file changed as we read it");
         }
-        if before.nlink() > 1 {
-            self.links.insert((e.meta.dev(), e.meta.ino()), name);
+        // Later names of this inode link to this body — only if it is the
+        // inode the walk saw under them.
+        if same_inode {
+            self.register_link(&before, name);
         }
         Ok(Some(Kind::File {
             sparse: segs.is_some(),
@@ -583,16 +636,17 @@ impl<W: Write> TarWriter<W> {
             };
             match key {
                 "system.posix_acl_access" | "system.posix_acl_default" => {
-                    match acl::to_text(&value) {
+                    let access = key.ends_with("access");
+                    match acl::to_text(&value, access) {
                         Some(text) if text.is_empty() => {}
-                        Some(text) => {
-                            let which = if key.ends_with("access") {
+                        Some(text) => b.push(
+                            if access {
                                 "SCHILY.acl.access"
                             } else {
                                 "SCHILY.acl.default"
-                            };
-                            b.push(which, text);
-                        }
+                            },
+                            text,
+                        ),
                         None => ctx.report.warn(
                             rel,
                             WarningKind::Attributes,
@@ -606,25 +660,8 @@ impl<W: Write> TarWriter<W> {
                 }
                 _ => {}
             }
-            b.push(format!("SCHILY.xattr.{key}"), value);
+            b.push(xattr_key(key), value);
         }
-    }
-}
-
-/// Opens a source file for reading without following a final symlink,
-/// without blocking on a FIFO that replaced it, and without updating its
-/// atime (`O_NOATIME` needs ownership or CAP_FOWNER; retried without).
-fn open_source(p: &Path) -> io::Result<File> {
-    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(flags | libc::O_NOATIME)
-        .open(p)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            OpenOptions::new().read(true).custom_flags(flags).open(p)
-        }
-        r => r,
     }
 }
 

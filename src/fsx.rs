@@ -1,0 +1,247 @@
+//! Filesystem access for reading a root without changing or escaping it.
+//!
+//! Beside the first stages of the pipeline: the walk lists directories and
+//! the tar writer opens files through these functions only. Everything is
+//! relative to an open directory descriptor (`openat`, `fstatat`,
+//! `readlinkat`) with `O_NOFOLLOW`, so a directory swapped for a symlink
+//! while a chroot is being read cannot lead the capture out of the root;
+//! and everything is opened with `O_NOATIME` (allowed for root and for the
+//! owner; retried without it otherwise), so reading leaves atimes alone.
+//! Files are opened `O_NONBLOCK|O_NOCTTY` so a FIFO or tty that replaced a
+//! file can never block or take over the process.
+//!
+//! [`Stat`] is goldcap's own, architecture-independent copy of `struct
+//! stat`. This module must never write, create or follow a symlink.
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+/// What kind of entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Character device.
+    Char,
+    /// Block device.
+    Block,
+    /// FIFO.
+    Fifo,
+    /// Unix socket.
+    Socket,
+    /// Anything else.
+    Unknown,
+}
+
+/// `struct stat`, the fields goldcap uses, in fixed-width types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Entry kind.
+    pub kind: Kind,
+    /// Permission bits incl. setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    /// Hard link count.
+    pub nlink: u64,
+    /// Device of the filesystem holding it.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Device number, for device nodes.
+    pub rdev: u64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Status change time, seconds.
+    pub ctime: i64,
+    /// Status change time, nanoseconds.
+    pub ctime_nsec: u32,
+}
+
+impl Stat {
+    /// Converts rustix's (architecture-dependent) `struct stat`.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    pub fn from_raw(s: &rustix::fs::Stat) -> Stat {
+        let kind = match FileType::from_raw_mode(s.st_mode as _) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::CharacterDevice => Kind::Char,
+            FileType::BlockDevice => Kind::Block,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            _ => Kind::Unknown,
+        };
+        Stat {
+            kind,
+            perm: (s.st_mode as u32) & 0o7777,
+            uid: s.st_uid as u32,
+            gid: s.st_gid as u32,
+            size: s.st_size as u64,
+            blocks: s.st_blocks as u64,
+            nlink: s.st_nlink as u64,
+            dev: s.st_dev as u64,
+            ino: s.st_ino as u64,
+            rdev: s.st_rdev as u64,
+            mtime: s.st_mtime as i64,
+            mtime_nsec: s.st_mtime_nsec as u32,
+            ctime: s.st_ctime as i64,
+            ctime_nsec: s.st_ctime_nsec as u32,
+        }
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
+fn with_noatime(
+    open: impl Fn(OFlags) -> rustix::io::Result<OwnedFd>,
+    flags: OFlags,
+) -> io::Result<OwnedFd> {
+    match open(flags | OFlags::NOATIME) {
+        // O_NOATIME needs ownership or CAP_FOWNER.
+        Err(rustix::io::Errno::PERM) => open(flags).map_err(io::Error::from),
+        r => r.map_err(io::Error::from),
+    }
+}
+
+/// `lstat` of `name` in `dir`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    Ok(Stat::from_raw(&rustix::fs::statat(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
+}
+
+/// `lstat` of a host path.
+pub fn lstat(path: &Path) -> io::Result<Stat> {
+    Ok(Stat::from_raw(&rustix::fs::lstat(path)?))
+}
+
+/// `fstat` of an open file.
+pub fn fstat(fd: impl AsFd) -> io::Result<Stat> {
+    Ok(Stat::from_raw(&rustix::fs::fstat(fd)?))
+}
+
+/// Opens the root directory itself.
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    with_noatime(
+        |f| rustix::fs::open(path, f, Mode::empty()),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+    )
+}
+
+/// Opens directory `name` in `dir` for listing, never through a symlink.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    with_noatime(
+        |f| rustix::fs::openat(dir, name, f, Mode::empty()),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+    )
+}
+
+/// Opens file `name` in `dir` for reading, never through a symlink, never
+/// blocking, never as a controlling terminal.
+pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+    with_noatime(
+        |f| rustix::fs::openat(dir, name, f, Mode::empty()),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+    )
+    .map(File::from)
+}
+
+/// Opens a host path for reading like [`open_file_at`].
+pub fn open_file(path: &Path) -> io::Result<File> {
+    with_noatime(
+        |f| rustix::fs::open(path, f, Mode::empty()),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+    )
+    .map(File::from)
+}
+
+/// The target of symlink `name` in `dir`, as bytes.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// The names in an open directory (without `.` and `..`), sorted bytewise.
+/// The listing reads through a second descriptor with the same flags, so
+/// `O_NOATIME` holds for it too.
+pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn lists_sorted_and_never_follows_links() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for n in ["b", "a.b", "a", "\u{e9}"] {
+            std::fs::write(r.join(n), n).unwrap();
+        }
+        std::fs::create_dir(r.join("d")).unwrap();
+        symlink("/etc", r.join("link")).unwrap();
+        let fd = open_root(r).unwrap();
+        let listed = list_dir(fd.as_fd()).unwrap();
+        let names: Vec<&[u8]> = listed.iter().map(|c| c.to_bytes()).collect();
+        assert_eq!(
+            names,
+            vec![
+                b"a".as_slice(),
+                b"a.b",
+                b"b",
+                b"d",
+                b"link",
+                "\u{e9}".as_bytes()
+            ]
+        );
+        assert_eq!(stat_at(fd.as_fd(), c"link").unwrap().kind, Kind::Symlink);
+        assert_eq!(stat_at(fd.as_fd(), c"d").unwrap().kind, Kind::Dir);
+        assert_eq!(readlink_at(fd.as_fd(), c"link").unwrap(), b"/etc");
+        // O_NOFOLLOW: a symlink is never opened as a directory or a file.
+        let refused = open_dir_at(fd.as_fd(), c"link").unwrap_err().raw_os_error();
+        assert!(
+            matches!(refused, Some(libc::ENOTDIR) | Some(libc::ELOOP)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            open_file_at(fd.as_fd(), c"link")
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        let f = open_file_at(fd.as_fd(), c"a").unwrap();
+        assert_eq!(fstat(&f).unwrap().size, 1);
+    }
+}
