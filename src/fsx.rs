@@ -142,39 +142,38 @@ pub fn fstat(fd: impl AsFd) -> io::Result<Stat> {
     Ok(Stat::from_raw(&rustix::fs::fstat(fd)?))
 }
 
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY)
+    .union(OFlags::CLOEXEC);
+
+fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> io::Result<OwnedFd> {
+    with_noatime(|f| rustix::fs::openat(dir, name, f, Mode::empty()), flags)
+}
+
 /// Opens the root directory itself.
 pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
-    with_noatime(
-        |f| rustix::fs::open(path, f, Mode::empty()),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-    )
+    with_noatime(|f| rustix::fs::open(path, f, Mode::empty()), DIR_FLAGS)
 }
 
 /// Opens directory `name` in `dir` for listing, never through a symlink.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    with_noatime(
-        |f| rustix::fs::openat(dir, name, f, Mode::empty()),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-    )
+    open_at(dir, name, DIR_FLAGS | OFlags::NOFOLLOW)
 }
 
 /// Opens file `name` in `dir` for reading, never through a symlink, never
 /// blocking, never as a controlling terminal.
 pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
-    with_noatime(
-        |f| rustix::fs::openat(dir, name, f, Mode::empty()),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-    )
-    .map(File::from)
+    open_at(dir, name, FILE_FLAGS).map(File::from)
 }
 
 /// Opens a host path for reading like [`open_file_at`].
 pub fn open_file(path: &Path) -> io::Result<File> {
-    with_noatime(
-        |f| rustix::fs::open(path, f, Mode::empty()),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-    )
-    .map(File::from)
+    with_noatime(|f| rustix::fs::open(path, f, Mode::empty()), FILE_FLAGS).map(File::from)
 }
 
 /// The target of symlink `name` in `dir`, as bytes.

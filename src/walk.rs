@@ -350,34 +350,24 @@ impl<'p> Walker<'p> {
                     in_output_dir: in_output,
                 })
             };
-            return Some(match decision {
+            let note = match decision {
                 Decision::Keep => {
                     if is_dir {
                         self.descend(&fd, &name, &rel, &abs, &stat);
                     }
-                    Event::Entry {
-                        entry: SourceEntry {
-                            abs,
-                            rel,
-                            stat,
-                            parent: Some(fd),
-                            name,
-                        },
-                        note: None,
-                    }
+                    None
                 }
-                Decision::KeepDirOnly(reason) => Event::Entry {
-                    entry: SourceEntry {
-                        abs,
-                        rel,
-                        stat,
-                        parent: Some(fd),
-                        name,
-                    },
-                    note: Some(reason),
-                },
-                Decision::Drop(reason) => Event::Dropped { rel, reason },
-            });
+                Decision::KeepDirOnly(reason) => Some(reason),
+                Decision::Drop(reason) => return Some(Event::Dropped { rel, reason }),
+            };
+            let entry = SourceEntry {
+                abs,
+                rel,
+                stat,
+                parent: Some(fd),
+                name,
+            };
+            return Some(Event::Entry { entry, note });
         }
     }
 }

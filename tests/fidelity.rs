@@ -27,20 +27,12 @@ fn gnu_tar_with_curtin_flags_and_acls_restores_the_tree_exactly() {
     run.ok();
     let dest = env.path("x");
     let out = gnu_extract(&run.artifact(), &dest, &["--acls"]);
-    assert!(
-        out.status.success(),
-        "GNU tar failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = diff(
+    assert_restored(
+        "GNU tar --acls",
+        out,
         &source_snapshot(&env),
-        &snapshot(&dest, &[]),
+        &dest,
         &expected_differences(),
-    );
-    assert!(
-        d.is_empty(),
-        "differences after GNU tar extraction:\n{}",
-        d.join("\n")
     );
 
     // curtin/ is a real directory at the top.
@@ -94,20 +86,12 @@ fn curtins_exact_command_without_acls_keeps_acls_caps_and_labels() {
     let dest = env.path("x");
     // extract.py: tar -C T --xattrs --xattrs-include=* -Sxpf F --numeric-owner
     let out = gnu_extract(&run.artifact(), &dest, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = diff(
+    assert_restored(
+        "curtin's extraction",
+        out,
         &source_snapshot(&env),
-        &snapshot(&dest, &[]),
+        &dest,
         &expected_differences(),
-    );
-    assert!(
-        d.is_empty(),
-        "differences after curtin's extraction:\n{}",
-        d.join("\n")
     );
     let acl = sh(Command::new("getfacl")
         .args(["-n", "-c"])
@@ -134,21 +118,21 @@ fn curtin_streaming_from_stdin_works() {
         "application/gzip",
         "smtar sniffs the MIME type to pick -z"
     );
-    let status = Command::new("sh")
+    let out = Command::new("sh")
         .arg("-c")
         .arg("cat \"$1\" | tar -C \"$2\" --xattrs --xattrs-include='*' -Sxpzf - --numeric-owner")
         .arg("sh")
         .arg(run.artifact())
         .arg(&dest)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
-    let d = diff(
+    assert_restored(
+        "streamed extraction",
+        out,
         &source_snapshot(&env),
-        &snapshot(&dest, &[]),
+        &dest,
         &expected_differences(),
     );
-    assert!(d.is_empty(), "{}", d.join("\n"));
 }
 
 #[test]
@@ -159,21 +143,10 @@ fn bsdtar_restores_the_tree() {
     run.ok();
     let dest = env.path("x");
     let out = bsd_extract(&run.artifact(), &dest);
-    assert!(
-        out.status.success(),
-        "bsdtar failed (status {:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut ignore = expected_differences();
     // bsdtar never restores the mtime of the extraction directory itself.
     ignore.push((".", "mtime_ns"));
-    let d = diff(&source_snapshot(&env), &snapshot(&dest, &[]), &ignore);
-    assert!(
-        d.is_empty(),
-        "differences after bsdtar extraction:\n{}",
-        d.join("\n")
-    );
+    assert_restored("bsdtar", out, &source_snapshot(&env), &dest, &ignore);
 }
 
 #[test]
@@ -186,17 +159,13 @@ fn zstd_artifact_restores_the_tree() {
     sh(Command::new("zstd").arg("-t").arg(&artifact));
     let dest = env.path("x");
     let out = gnu_extract(&artifact, &dest, &["--acls", "--zstd"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = diff(
+    assert_restored(
+        "GNU tar --zstd",
+        out,
         &source_snapshot(&env),
-        &snapshot(&dest, &[]),
+        &dest,
         &expected_differences(),
     );
-    assert!(d.is_empty(), "{}", d.join("\n"));
 }
 
 #[test]

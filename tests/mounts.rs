@@ -286,31 +286,58 @@ fn btrfs_subvolume_mounts_of_the_root_filesystem_are_part_of_the_system() {
     require_tool("mkfs.btrfs");
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("btrfs.img");
-    sh(std::process::Command::new("truncate").args(["-s", "300M"]).arg(&img));
+    sh(std::process::Command::new("truncate")
+        .args(["-s", "300M"])
+        .arg(&img));
     sh(std::process::Command::new("mkfs.btrfs").arg("-q").arg(&img));
     let root = dir.path().join("root");
     let img_s = img.to_str().unwrap();
     let _top = MountGuard::mount(&["-o", "loop", img_s], &root);
     for sub in ["@var", "@snapshots"] {
-        sh(std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(root.join(sub)));
+        sh(std::process::Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(root.join(sub)));
     }
     std::fs::write(root.join("@var/keep-me"), "state").unwrap();
     std::fs::write(root.join("@snapshots/old-copy"), "snapshot").unwrap();
     let _var = MountGuard::mount(&["-o", "loop,subvol=@var", img_s], &root.join("var"));
-    let _snap = MountGuard::mount(&["-o", "loop,subvol=@snapshots", img_s], &root.join(".snapshots"));
+    let _snap = MountGuard::mount(
+        &["-o", "loop,subvol=@snapshots", img_s],
+        &root.join(".snapshots"),
+    );
     // A separate filesystem (another btrfs) is still not crossed.
     let img2 = dir.path().join("other.img");
-    sh(std::process::Command::new("truncate").args(["-s", "300M"]).arg(&img2));
-    sh(std::process::Command::new("mkfs.btrfs").arg("-q").arg(&img2));
+    sh(std::process::Command::new("truncate")
+        .args(["-s", "300M"])
+        .arg(&img2));
+    sh(std::process::Command::new("mkfs.btrfs")
+        .arg("-q")
+        .arg(&img2));
     let _other = MountGuard::mount(&["-o", "loop", img2.to_str().unwrap()], &root.join("data"));
     std::fs::write(root.join("data/elsewhere"), "x").unwrap();
 
     let out = dir.path().join("out");
-    let o = goldcap(&["capture".as_ref(), "--root".as_ref(), root.as_os_str(), "-o".as_ref(), out.as_os_str(), "--os".as_ref(), "x".as_ref(), "--json".as_ref()]);
+    let o = goldcap(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--os".as_ref(),
+        "x".as_ref(),
+        "--json".as_ref(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let names = tar_list(std::path::Path::new(j["artifact"].as_str().unwrap()));
     assert!(names.contains(&"./var/keep-me".to_owned()), "{names:?}");
-    assert!(names.contains(&"./.snapshots/".to_owned()) && !names.contains(&"./.snapshots/old-copy".to_owned()), "{names:?}");
-    assert!(names.contains(&"./data/".to_owned()) && !names.contains(&"./data/elsewhere".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"./.snapshots/".to_owned())
+            && !names.contains(&"./.snapshots/old-copy".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"./data/".to_owned()) && !names.contains(&"./data/elsewhere".to_owned()),
+        "{names:?}"
+    );
 }

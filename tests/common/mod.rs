@@ -288,3 +288,22 @@ impl Drop for MountGuard {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Asserts an extractor succeeded and the restored tree equals `source`
+/// except for `ignore`.
+pub fn assert_restored(
+    what: &str,
+    extract: Output,
+    source: &BTreeMap<String, Value>,
+    dest: &Path,
+    ignore: &[(&str, &str)],
+) {
+    assert!(
+        extract.status.success(),
+        "{what} failed (status {:?}): {}",
+        extract.status.code(),
+        String::from_utf8_lossy(&extract.stderr)
+    );
+    let d = diff(source, &snapshot(dest, &[]), ignore);
+    assert!(d.is_empty(), "differences after {what}:\n{}", d.join("\n"));
+}
