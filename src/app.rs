@@ -26,6 +26,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Capture(args) => {
             CaptureConfig::from_args(args).and_then(|cfg| run_capture(&cfg, args.json, verbosity))
         }
+        Command::Scrub(args) => run_scrub(args, verbosity),
+        Command::Verify(args) => run_verify(args),
         Command::Man { output_dir } => crate::man::write_all(output_dir).map(|_| ExitCode::Success),
     };
     match result {
@@ -65,6 +67,7 @@ struct JsonResult<'a> {
     entries: u64,
     warnings: u64,
     warning_details: &'a [crate::report::Warning],
+    scrub: &'a crate::manifest::ScrubSection,
 }
 
 fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCode> {
@@ -79,7 +82,7 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
     let out: Outcome = capture::run(cfg, &mut ui, &cancel)?;
     let d = &out.data;
     ui.say(&format!(
-        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}) in {:.1}s{}",
+        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}) in {:.1}s{}{}",
         d.stats.entries,
         human(d.stats.content_bytes),
         show(&cfg.root),
@@ -87,6 +90,15 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
         human(d.digests.size),
         d.digests.md5,
         out.elapsed.as_secs_f64(),
+        if d.scrub.item_count > 0 {
+            format!(
+                "; scrubbed {} items ({} removed)",
+                d.scrub.item_count,
+                human(d.scrub.bytes_removed)
+            )
+        } else {
+            String::new()
+        },
         if d.warning_count > 0 {
             format!("; {} warnings (exit status 3)", d.warning_count)
         } else {
@@ -109,6 +121,7 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
             entries: d.stats.entries,
             warnings: d.warning_count,
             warning_details: &d.warnings,
+            scrub: &d.scrub,
         };
         let mut stdout = std::io::stdout().lock();
         let written = serde_json::to_writer(&mut stdout, &r)
@@ -123,6 +136,202 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
     }
     Ok(if d.warning_count > 0 {
         ExitCode::Warnings
+    } else {
+        ExitCode::Success
+    })
+}
+
+fn print_json(v: &impl Serialize) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let written = serde_json::to_writer_pretty(&mut stdout, v)
+        .map_err(std::io::Error::from)
+        .and_then(|_| writeln!(stdout));
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn print_text(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `root` is the root of PID 1, i.e. the booted system itself
+/// (inside a chroot, PID 1's root is elsewhere). Without /proc it cannot
+/// be told, so `/` is treated as the booted system.
+fn is_booted_root(root: &Path) -> std::io::Result<Option<bool>> {
+    use std::os::unix::fs::MetadataExt;
+    let r = std::fs::metadata(root)?;
+    match std::fs::metadata("/proc/1/root") {
+        Ok(init) => Ok(Some((init.dev(), init.ino()) == (r.dev(), r.ino()))),
+        Err(_) => Ok(if root == Path::new("/") {
+            None
+        } else {
+            Some(false)
+        }),
+    }
+}
+
+fn run_scrub(args: &crate::cli::ScrubCmdArgs, verbosity: i8) -> Result<ExitCode> {
+    if args.list {
+        let cat = crate::config::catalogue(&args.scrub)?;
+        let rows = cat.listing();
+        if args.json {
+            print_json(&rows)?;
+        } else {
+            let mut t = format!(
+                "{:<22} {:<9} {:<8} {:<22} WHY\n",
+                "ID", "CATEGORY", "DEFAULT", "APPLIES TO"
+            );
+            for r in rows {
+                let d = if r.default { "*" } else { "" };
+                t.push_str(&format!(
+                    "{:<22} {:<9} {:<8} {:<22} {}\n",
+                    r.id,
+                    r.category.to_string(),
+                    d,
+                    r.applies_to,
+                    r.why
+                ));
+            }
+            print_text(&t)?;
+        }
+        return Ok(ExitCode::Success);
+    }
+    // Unwrap expectation: clap requires --list or --root.
+    let given = args.root.as_ref().expect("--root");
+    let root = std::fs::canonicalize(given).map_err(|e| {
+        Error::usage(format!(
+            "--root {}: {}",
+            given.display(),
+            crate::util::io_reason(&e)
+        ))
+    })?;
+    if !root.is_dir() {
+        return Err(Error::usage(format!(
+            "--root {}: not a directory",
+            given.display()
+        )));
+    }
+    match is_booted_root(&root)? {
+        Some(false) => {}
+        Some(true) => {
+            return Err(Error::usage(format!(
+                "--root {}: refusing to scrub the running system in place (it is PID 1's root); \
+                 `goldcap capture` scrubs in the archive stream without touching it, or run this inside the gold chroot",
+                given.display()
+            )));
+        }
+        None => {
+            return Err(Error::usage(
+                "--root /: cannot tell whether / is the booted system (/proc is not mounted); mount /proc in the chroot",
+            ));
+        }
+    }
+    let rootfs = crate::rootfs::RootFs::new(&root);
+    let os = crate::facts::read_os_release(&rootfs);
+    let now = chrono::Utc::now().timestamp();
+    let plan = crate::config::scrub_plan(&args.scrub, &rootfs, os.as_ref(), false, now)?;
+    let excludes = crate::policy::Excludes::new(&args.exclude).map_err(|e| Error::usage(e.0))?;
+    let includes = crate::policy::DEFAULT_INCLUDE_MOUNTS
+        .iter()
+        .map(|m| m.as_bytes().to_vec())
+        .collect();
+    let policy = crate::policy::Policy::new(excludes, includes).with_scrub(plan);
+    let cancel = Cancel::install()?;
+    // Per-item lines go to stdout (they are this command's output), so the
+    // report itself stays quiet on stderr except for warnings.
+    let ui = Ui::new(verbosity.min(0), false);
+    let mut report = crate::report::Report::new(&ui);
+    // Unwrap expectation: the policy was just given a plan.
+    let plan = policy.scrub().expect("plan");
+    crate::scrub::apply::run(
+        &root,
+        &policy,
+        plan,
+        crate::mounts::MountTable::load(),
+        args.dry_run,
+        &mut report,
+        &cancel,
+    )?;
+    let warnings = report.warning_count;
+    let section = crate::manifest::ScrubSection::new(Some(plan), &mut report);
+    if args.json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            root: String,
+            dry_run: bool,
+            #[serde(flatten)]
+            scrub: &'a crate::manifest::ScrubSection,
+            warnings: u64,
+            warning_details: &'a [crate::report::Warning],
+        }
+        print_json(&Out {
+            root: show(&root),
+            dry_run: args.dry_run,
+            scrub: &section,
+            warnings,
+            warning_details: &report.warnings,
+        })?;
+    } else {
+        let mut buf = Vec::new();
+        section.write_text(&mut buf)?;
+        print_text(&String::from_utf8_lossy(&buf))?;
+        ui.say(&format!(
+            "goldcap: {} {} items in {} ({} removed){}",
+            if args.dry_run {
+                "would scrub"
+            } else {
+                "scrubbed"
+            },
+            section.item_count,
+            show(&root),
+            human(section.bytes_removed),
+            if warnings > 0 {
+                format!("; {warnings} warnings (exit status 3)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(if warnings > 0 {
+        ExitCode::Warnings
+    } else {
+        ExitCode::Success
+    })
+}
+
+fn run_verify(args: &crate::cli::VerifyArgs) -> Result<ExitCode> {
+    let v = crate::verify::run(&args.artifact, args.manifest.as_deref())?;
+    if args.json {
+        print_json(&v)?;
+    } else {
+        let mut t = String::new();
+        for c in &v.checks {
+            t.push_str(&format!(
+                "{:<5} {:<16} {}\n",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
+            for p in &c.paths {
+                t.push_str(&format!("      {p}\n"));
+            }
+        }
+        let n = v.failures();
+        t.push_str(&if n == 0 {
+            format!("{}: all {} checks passed\n", v.artifact, v.checks.len())
+        } else {
+            format!("{}: {n} check(s) failed\n", v.artifact)
+        });
+        print_text(&t)?;
+    }
+    Ok(if v.failures() > 0 {
+        ExitCode::VerifyFailed
     } else {
         ExitCode::Success
     })

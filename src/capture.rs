@@ -11,13 +11,16 @@ use crate::config::CaptureConfig;
 use crate::error::{Error, Result};
 use crate::escape::{PATH_ENCODING, escape};
 use crate::facts::Facts;
-use crate::manifest::{MANIFEST_VERSION, Manifest, PathList, Source, Tool};
+use crate::fsx::Kind as FileKind;
+use crate::manifest::{MANIFEST_VERSION, Manifest, PathList, ScrubSection, Source, Tool};
+use crate::policy::Reason;
 use crate::report::Report;
 use crate::rootfs::RootFs;
+use crate::scrub::Effect;
 use crate::signals::Cancel;
 use crate::sink::{AtomicFile, Compressor, HashTee, sync_dir};
 use crate::ui::Ui;
-use crate::walk::{Event, SyntheticDir, Walker};
+use crate::walk::{Event, SynthKind, Synthetic, Walker};
 use anyhow::{Context as _, anyhow};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -85,20 +88,26 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     let mut tar = TarWriter::new(compressor, Owners::from_root(&rootfs));
 
     ui.start_progress(estimate_total(cfg), "capturing");
-    let curtin = SyntheticDir {
+    let curtin = Synthetic {
         rel: b"curtin".to_vec(),
+        kind: SynthKind::Dir,
         mode: 0o755,
         uid: 0,
         gid: 0,
         mtime: cfg.date.timestamp(),
+        replace: false,
+        op: None,
     };
+    let plan = cfg.policy.scrub();
+    let mut synthetic = vec![curtin];
+    synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
     let mut report = Report::new(ui);
     let walker = Walker::new(
         &cfg.root,
         &cfg.policy,
         cfg.mounts.clone(),
         Some(cfg.output_id),
-        vec![curtin],
+        synthetic,
     );
     let spool = |e: std::io::Error| {
         Error::from(anyhow::Error::new(e).context("cannot write the path list"))
@@ -106,7 +115,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     for event in walker {
         cancel.check()?;
         match event {
-            Event::Entry { entry, note } => {
+            Event::Entry { entry, note, scrub } => {
                 if let Some(reason) = note {
                     report.prune(&entry.rel, reason.kind(), true, reason.to_string());
                 }
@@ -116,7 +125,12 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
                         cancel,
                         ui,
                     };
-                    tar.append(&entry, &mut ctx)?
+                    match plan {
+                        Some(plan) if !scrub.is_empty() => {
+                            tar.append_scrubbed(&entry, &scrub, plan, &mut ctx)?
+                        }
+                        _ => tar.append(&entry, &mut ctx)?,
+                    }
                 };
                 let Some(kind) = kind else { continue };
                 count(&mut report, kind);
@@ -126,17 +140,49 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
                 ui.add_entry();
             }
             Event::Synthetic(s) => {
-                tar.append_synthetic_dir(&s)?;
-                report.stats.entries += 1;
-                report.stats.directories += 1;
+                let kind = tar.append_synthetic(&s)?;
+                count(&mut report, kind);
                 report.stats.synthetic += 1;
+                if let Some(op) = &s.op {
+                    let effect = Effect {
+                        op: op.clone(),
+                        action: "add",
+                        bytes_removed: 0,
+                    };
+                    report.scrubbed(&s.rel, std::slice::from_ref(&effect));
+                }
                 paths
-                    .push(&escape(&archive_name(&s.rel, true)))
+                    .push(&escape(&archive_name(&s.rel, kind == Kind::Dir)))
                     .map_err(spool)?;
                 ui.add_entry();
             }
-            Event::Dropped { rel, reason } => {
-                if reason == crate::policy::Reason::Socket {
+            Event::Dropped {
+                rel,
+                reason: Reason::Scrub(op),
+                stat,
+                subtree,
+                ..
+            } => {
+                let bytes = subtree.map_or(
+                    if stat.kind == FileKind::File {
+                        stat.size
+                    } else {
+                        0
+                    },
+                    |(b, _)| b,
+                );
+                report.scrubbed(
+                    &rel,
+                    &[Effect {
+                        op,
+                        action: "drop",
+                        bytes_removed: bytes,
+                    }],
+                );
+                tar.forbid(&stat);
+            }
+            Event::Dropped { rel, reason, .. } => {
+                if reason == Reason::Socket {
                     report.stats.sockets_skipped += 1;
                 }
                 report.prune(&rel, reason.kind(), false, reason.to_string());
@@ -176,6 +222,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
         stats: report.stats.clone(),
         pruned: std::mem::take(&mut report.pruned),
         pruned_count: report.pruned_count,
+        scrub: ScrubSection::new(cfg.policy.scrub(), &mut report),
         warnings: std::mem::take(&mut report.warnings),
         warning_count: report.warning_count,
         path_encoding: PATH_ENCODING,

@@ -8,6 +8,7 @@
 
 use crate::exit::EXIT_STATUS_HELP;
 use crate::naming;
+use crate::scrub::MachineIdMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -50,6 +51,28 @@ pub enum Command {
                   MANIFEST last."
     )]
     Capture(Box<CaptureArgs>),
+    /// Scrub machine identity in place in a chroot or mounted image, or list
+    /// the catalogue.
+    #[command(
+        long_about = "Apply the identity-scrub operations in place to a gold root (a chroot or a mounted \
+                      image), or list them. `goldcap capture` applies the same operations in the archive \
+                      stream without touching the source; use this for gold builds, e.g. inside DRP \
+                      image-builder's chroot with --root /. The booted system's own / is refused. Every \
+                      action is listed per item (operation, path, action, bytes removed).",
+        group(clap::ArgGroup::new("what").required(true).args(["list", "root"]))
+    )]
+    Scrub(Box<ScrubCmdArgs>),
+    /// Check an artifact: checksums against its MANIFEST, curtin/ present,
+    /// and that no machine identity leaked into it.
+    #[command(
+        long_about = "Read an artifact back and check it: size, md5 and sha256 against its MANIFEST \
+                      (found next to it unless --manifest is given), a top-level curtin/ directory, \
+                      and the identity invariants: /etc/machine-id empty or 'uninitialized', the D-Bus \
+                      machine id not a regular file with an id, no ssh_host_* keys unless a regenerator \
+                      is present, no random seed or credential.secret, no MAC-pinned network \
+                      configuration, no DHCP leases. Every failure is listed; exit status 4 if any."
+    )]
+    Verify(Box<VerifyArgs>),
     /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
     #[command(hide = true)]
     Man {
@@ -57,6 +80,64 @@ pub enum Command {
         #[arg(long, default_value = "man")]
         output_dir: PathBuf,
     },
+}
+
+/// Identity-scrub options, shared by `capture` and `scrub`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScrubArgs {
+    /// Scrub operations: defaults (the default), all, none, +ID, -ID;
+    /// comma-separated, repeatable, applied in order (see `goldcap scrub
+    /// --list`).
+    #[arg(long = "operations", value_name = "SPEC")]
+    pub operations: Vec<String>,
+    /// What /etc/machine-id becomes: empty (a new id on boot) or
+    /// uninitialized (also a systemd first boot: presets and
+    /// ConditionFirstBoot units run).
+    #[arg(long, value_enum, default_value_t = MachineIdMode::Empty)]
+    pub machine_id: MachineIdMode,
+    /// A scrub profile (TOML, the format of manifests/scrub/default.toml)
+    /// that adds operations or overrides them by id.
+    #[arg(long, value_name = "FILE")]
+    pub scrub_profile: Option<PathBuf>,
+}
+
+/// `goldcap scrub`.
+#[derive(Debug, Clone, Args)]
+pub struct ScrubCmdArgs {
+    /// List the operations (id, category, default, applies to, why).
+    #[arg(long)]
+    pub list: bool,
+    /// Root to scrub in place: a chroot or mounted image (not the booted
+    /// system's own /).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Show every path and the action that would be taken; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave out paths matching a glob (as for capture).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Scrub options.
+    #[command(flatten)]
+    pub scrub: ScrubArgs,
+}
+
+/// `goldcap verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The artifact (.tgz or .tar.zst).
+    #[arg(value_name = "ARTIFACT")]
+    pub artifact: PathBuf,
+    /// Its MANIFEST (.json or .txt); default: the goldcap manifest next to
+    /// it that names it.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Compression format.
@@ -124,6 +205,9 @@ pub struct CaptureArgs {
     /// Replace existing files with the same names.
     #[arg(long)]
     pub force: bool,
+    /// Identity scrub in the stream.
+    #[command(flatten)]
+    pub scrub: ScrubArgs,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,

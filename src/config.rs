@@ -7,13 +7,14 @@
 //! [`CaptureConfig`]. Nothing here writes, except creating a missing output
 //! directory.
 
-use crate::cli::{CaptureArgs, FormatArg};
+use crate::cli::{CaptureArgs, FormatArg, ScrubArgs};
 use crate::error::{Error, Result};
 use crate::facts::{self, OsRelease};
 use crate::mounts::MountTable;
 use crate::naming::{self, Vars};
 use crate::policy::{Candidate, DEFAULT_INCLUDE_MOUNTS, Decision, Excludes, MountKind, Policy};
 use crate::rootfs::RootFs;
+use crate::scrub::{Catalogue, Plan, PlanOptions};
 use crate::sink::Format;
 use anyhow::Context as _;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -178,7 +179,14 @@ impl CaptureConfig {
                 include_mounts.push(rel);
             }
         }
-        let policy = Policy::new(excludes, include_mounts.clone());
+        let plan = scrub_plan(
+            &args.scrub,
+            &rootfs,
+            os_release.as_ref(),
+            live,
+            date.timestamp(),
+        )?;
+        let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
         let (output_dir, output_id) =
             prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref())?;
@@ -206,6 +214,43 @@ impl CaptureConfig {
             force: args.force,
         })
     }
+}
+
+/// Compiles the identity-scrub plan for a root from `--operations`,
+/// `--machine-id` and `--scrub-profile`.
+pub fn scrub_plan(
+    args: &ScrubArgs,
+    root: &RootFs,
+    os: Option<&OsRelease>,
+    live: bool,
+    mtime: i64,
+) -> Result<Plan> {
+    let cat = catalogue(args)?;
+    let opts = PlanOptions {
+        operations: args.operations.clone(),
+        machine_id: args.machine_id,
+        live,
+        mtime,
+    };
+    Plan::new(&cat, root, os, &opts).map_err(|e| Error::usage(e.0))
+}
+
+/// The built-in catalogue plus `--scrub-profile`.
+pub fn catalogue(args: &ScrubArgs) -> Result<Catalogue> {
+    let mut cat = Catalogue::builtin();
+    if let Some(p) = &args.scrub_profile {
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            Error::usage(format!(
+                "--scrub-profile {}: {}",
+                p.display(),
+                crate::util::io_reason(&e)
+            ))
+        })?;
+        let user =
+            Catalogue::parse(&text, &p.display().to_string()).map_err(|e| Error::usage(e.0))?;
+        cat.merge(user);
+    }
+    Ok(cat)
 }
 
 /// Creates the output directory if needed and checks it. Inside the root,
@@ -287,8 +332,7 @@ fn is_walked(rel: &[u8], root: &Path, policy: &Policy, mounts: Option<&MountTabl
         });
         let c = Candidate {
             rel: &prefix,
-            is_dir: true,
-            is_socket: false,
+            kind: crate::fsx::Kind::Dir,
             mount,
             in_output_dir: false,
         };

@@ -23,6 +23,8 @@ pub enum ExitCode {
     /// that vanished, changed or could not be read during the capture. Each
     /// is listed on stderr and in the MANIFEST.
     Warnings,
+    /// 4: `goldcap verify` found problems (each is listed).
+    VerifyFailed,
     /// 128 + N: interrupted by signal N (130 for SIGINT, 143 for SIGTERM).
     /// Temporary files were removed.
     Interrupted(i32),
@@ -36,6 +38,7 @@ impl ExitCode {
             ExitCode::Failure => 1,
             ExitCode::Usage => 2,
             ExitCode::Warnings => 3,
+            ExitCode::VerifyFailed => 4,
             ExitCode::Interrupted(sig) => 128 + sig,
         }
     }
@@ -56,6 +59,7 @@ Exit status:
   3    completed with warnings: the artifact is complete and valid, but files
        vanished, changed or were unreadable during the capture (listed on
        stderr and in the MANIFEST)
+  4    verify: the artifact failed a check (each failure is listed)
   130  interrupted by SIGINT (143 SIGTERM, 129 SIGHUP); temporary files removed";
 
 #[cfg(test)]
@@ -68,13 +72,14 @@ mod tests {
         assert_eq!(ExitCode::Failure.code(), 1);
         assert_eq!(ExitCode::Usage.code(), 2);
         assert_eq!(ExitCode::Warnings.code(), 3);
+        assert_eq!(ExitCode::VerifyFailed.code(), 4);
         assert_eq!(ExitCode::Interrupted(libc::SIGINT).code(), 130);
         assert_eq!(ExitCode::Interrupted(libc::SIGTERM).code(), 143);
     }
 
     #[test]
     fn help_lists_every_code() {
-        for code in ["0 ", "1 ", "2 ", "3 ", "130 "] {
+        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "130 "] {
             assert!(EXIT_STATUS_HELP.contains(&format!("\n  {code}")), "{code}");
         }
     }

@@ -17,7 +17,8 @@
 
 use crate::escape::PATH_ENCODING;
 use crate::facts::Facts;
-use crate::report::{Pruned, Stats, Warning};
+use crate::report::{Pruned, Report, ScrubRecord, Stats, Warning};
+use crate::scrub::{MachineIdMode, Plan, PlannedOp};
 use crate::sink::{Digests, Format};
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -122,6 +123,113 @@ pub struct Source {
     pub facts: Facts,
 }
 
+/// One scrub operation's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpReport {
+    /// The planned operation.
+    #[serde(flatten)]
+    pub op: PlannedOp,
+    /// Entries acted on.
+    pub items: u64,
+    /// Bytes removed.
+    pub bytes_removed: u64,
+}
+
+/// What the identity scrub did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrubSection {
+    /// What `/etc/machine-id` became.
+    pub machine_id: Option<MachineIdMode>,
+    /// Every selected operation, with its totals.
+    pub operations: Vec<OpReport>,
+    /// Per item (up to the detail cap).
+    pub items: Vec<ScrubRecord>,
+    /// Items in all.
+    pub item_count: u64,
+    /// Bytes removed in all.
+    pub bytes_removed: u64,
+}
+
+impl ScrubSection {
+    /// Builds the section from the plan and what the report recorded.
+    pub fn new(plan: Option<&Plan>, report: &mut Report<'_>) -> ScrubSection {
+        let totals = &report.scrub_totals;
+        let operations: Vec<OpReport> = plan
+            .map(|p| {
+                p.ops
+                    .iter()
+                    .map(|op| {
+                        let t = totals.get(&op.id).cloned().unwrap_or_default();
+                        OpReport {
+                            op: op.clone(),
+                            items: t.items,
+                            bytes_removed: t.bytes_removed,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ScrubSection {
+            machine_id: plan.map(|p| p.machine_id),
+            operations,
+            item_count: totals.values().map(|t| t.items).sum(),
+            bytes_removed: totals.values().map(|t| t.bytes_removed).sum(),
+            items: std::mem::take(&mut report.scrub),
+        }
+    }
+
+    /// The text form (also printed by `goldcap scrub`).
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        for o in &self.operations {
+            let what = if !o.op.active {
+                String::new()
+            } else if o.items == 0 {
+                "nothing to do".into()
+            } else {
+                format!(
+                    "{} item{}, {} removed",
+                    o.items,
+                    if o.items == 1 { "" } else { "s" },
+                    human(o.bytes_removed)
+                )
+            };
+            let sep = if what.is_empty() { "" } else { "; " };
+            let note =
+                o.op.note
+                    .as_deref()
+                    .map(|n| format!("{sep}{n}"))
+                    .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<22} {:<9} {what}{note}",
+                o.op.id,
+                o.op.category.to_string()
+            )?;
+        }
+        if !self.items.is_empty() {
+            writeln!(out)?;
+        }
+        for i in &self.items {
+            writeln!(
+                out,
+                "{}  [{}] {}, {} removed",
+                i.path,
+                i.op,
+                i.action,
+                human(i.bytes_removed)
+            )?;
+        }
+        if self.item_count > self.items.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more",
+                self.item_count - self.items.len() as u64
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything in the MANIFEST except the path list.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -160,6 +268,8 @@ pub struct Manifest {
     pub warnings: Vec<Warning>,
     /// How many warnings in all.
     pub warning_count: u64,
+    /// The identity scrub.
+    pub scrub: ScrubSection,
     /// How paths are written.
     pub path_encoding: &'static str,
 }
@@ -337,6 +447,22 @@ impl Manifest {
             )?;
         }
 
+        let sc = &self.scrub;
+        let mid = match sc.machine_id {
+            Some(MachineIdMode::Empty) => "machine-id emptied",
+            Some(MachineIdMode::Uninitialized) => "machine-id set to 'uninitialized'",
+            None => "off",
+        };
+        section(
+            out,
+            format!(
+                "Identity scrub ({mid}; {} items, {} removed)",
+                sc.item_count,
+                human(sc.bytes_removed)
+            ),
+        )?;
+        sc.write_text(out)?;
+
         section(out, format!("Warnings ({})", self.warning_count))?;
         for w in &self.warnings {
             writeln!(out, "{}  [{}] {}", w.path, w.kind, w.message)?;
@@ -435,6 +561,13 @@ mod tests {
             pruned_count: 0,
             warnings: vec![],
             warning_count: 0,
+            scrub: ScrubSection {
+                machine_id: None,
+                operations: vec![],
+                items: vec![],
+                item_count: 0,
+                bytes_removed: 0,
+            },
             path_encoding: PATH_ENCODING,
         }
     }

@@ -26,6 +26,8 @@
 //! pure: it must never touch the filesystem, so every rule is table-tested
 //! below.
 
+use crate::fsx::Kind;
+use crate::scrub::{Action, Plan};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use std::ffi::OsStr;
 use std::fmt;
@@ -52,10 +54,8 @@ pub fn is_goldcap_output(name: &[u8]) -> bool {
 pub struct Candidate<'a> {
     /// Path relative to the root, no leading `./` or `/`; empty for the root.
     pub rel: &'a [u8],
-    /// A directory (not a symlink to one).
-    pub is_dir: bool,
-    /// A Unix socket.
-    pub is_socket: bool,
+    /// Entry kind (from `lstat`).
+    pub kind: Kind,
     /// Set when this directory is a mount point (another filesystem, or a
     /// bind mount).
     pub mount: Option<MountKind<'a>>,
@@ -83,6 +83,9 @@ pub enum Decision {
     KeepDirOnly(Reason),
     /// Leave it and everything below it out.
     Drop(Reason),
+    /// Archive it transformed by these scrub rules (indices into the plan's
+    /// rules, match order); the writer applies them.
+    Scrub(Vec<usize>),
 }
 
 /// Why an entry was not archived in full.
@@ -102,6 +105,8 @@ pub enum Reason {
     OtherMount(String),
     /// One of [`VOLATILE_DIRS`].
     Volatile,
+    /// Dropped by this identity-scrub operation.
+    Scrub(String),
 }
 
 impl Reason {
@@ -115,6 +120,7 @@ impl Reason {
             Reason::PseudoFs(_) => "pseudo-fs",
             Reason::OtherMount(_) => "other-mount",
             Reason::Volatile => "volatile",
+            Reason::Scrub(_) => "scrub",
         }
     }
 }
@@ -137,6 +143,7 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::Volatile => f.write_str("volatile directory: content never archived"),
+            Reason::Scrub(op) => write!(f, "identity scrub ({op})"),
         }
     }
 }
@@ -218,6 +225,7 @@ fn compile(raw: &str) -> Result<Glob, PatternError> {
 pub struct Policy {
     excludes: Excludes,
     include_mounts: Vec<Vec<u8>>,
+    scrub: Option<Plan>,
 }
 
 impl Policy {
@@ -226,7 +234,19 @@ impl Policy {
         Policy {
             excludes,
             include_mounts,
+            scrub: None,
         }
+    }
+
+    /// Adds an identity-scrub plan.
+    pub fn with_scrub(mut self, plan: Plan) -> Policy {
+        self.scrub = Some(plan);
+        self
+    }
+
+    /// The scrub plan, if any.
+    pub fn scrub(&self) -> Option<&Plan> {
+        self.scrub.as_ref()
     }
 
     /// Decides for one entry (see the module docs for the rules).
@@ -237,7 +257,7 @@ impl Policy {
         if let Some(p) = self.excludes.matches(c.rel) {
             return Decision::Drop(Reason::Excluded(p.to_owned()));
         }
-        if c.is_socket {
+        if c.kind == Kind::Socket {
             return Decision::Drop(Reason::Socket);
         }
         if c.in_output_dir
@@ -245,7 +265,20 @@ impl Policy {
         {
             return Decision::Drop(Reason::OutputDir);
         }
-        if !c.is_dir {
+        if let Some(plan) = &self.scrub {
+            let hits = plan.hits(c.rel, c.kind);
+            if let Some(&first) = hits.first() {
+                // A drop decided by path alone needs no content: the entry
+                // (a directory with everything below it) is never read.
+                if matches!(plan.rules[first].action, Action::Drop) {
+                    return Decision::Drop(Reason::Scrub(plan.op_id(first).to_owned()));
+                }
+                if c.kind == Kind::File {
+                    return Decision::Scrub(hits);
+                }
+            }
+        }
+        if c.kind != Kind::Dir {
             return Decision::Keep;
         }
         if let Some(m) = c.mount {
@@ -282,15 +315,14 @@ mod tests {
     fn file(rel: &str) -> Candidate<'_> {
         Candidate {
             rel: rel.as_bytes(),
-            is_dir: false,
-            is_socket: false,
+            kind: Kind::File,
             mount: None,
             in_output_dir: false,
         }
     }
     fn dir(rel: &str) -> Candidate<'_> {
         Candidate {
-            is_dir: true,
+            kind: Kind::Dir,
             ..file(rel)
         }
     }
@@ -347,7 +379,7 @@ mod tests {
             (dir("opt/big"), Drop(Reason::Excluded("/opt/big/".into()))),
             (
                 Candidate {
-                    is_socket: true,
+                    kind: Kind::Socket,
                     ..file("srv/sock")
                 },
                 Drop(Reason::Socket),

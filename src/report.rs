@@ -108,6 +108,28 @@ pub struct Stats {
     pub tar_bytes: u64,
 }
 
+/// One scrub action on one entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrubRecord {
+    /// Operation id.
+    pub op: String,
+    /// Archive path, escaped.
+    pub path: String,
+    /// Action taken.
+    pub action: &'static str,
+    /// Bytes of the original no longer in the image.
+    pub bytes_removed: u64,
+}
+
+/// Totals for one operation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScrubTotal {
+    /// Entries acted on.
+    pub items: u64,
+    /// Bytes removed.
+    pub bytes_removed: u64,
+}
+
 /// Collects warnings, pruned entries and counts for one run.
 pub struct Report<'u> {
     ui: &'u Ui,
@@ -121,6 +143,10 @@ pub struct Report<'u> {
     pub pruned_count: u64,
     /// Counts.
     pub stats: Stats,
+    /// Scrub actions, up to [`DETAIL_CAP`].
+    pub scrub: Vec<ScrubRecord>,
+    /// Scrub totals per operation (never capped).
+    pub scrub_totals: std::collections::BTreeMap<String, ScrubTotal>,
 }
 
 /// Formats a root-relative path as it appears in the archive, escaped.
@@ -145,6 +171,34 @@ impl<'u> Report<'u> {
             pruned: Vec::new(),
             pruned_count: 0,
             stats: Stats::default(),
+            scrub: Vec::new(),
+            scrub_totals: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Records scrub effects on the entry at `rel`.
+    pub fn scrubbed(&mut self, rel: &[u8], effects: &[crate::scrub::Effect]) {
+        for e in effects {
+            self.scrubbed_path(archive_path(rel), e);
+        }
+    }
+
+    /// Records a scrub effect on an already formatted archive path.
+    pub fn scrubbed_path(&mut self, path: String, e: &crate::scrub::Effect) {
+        self.ui.info(&format!(
+            "{path}: {} ({}, {} bytes)",
+            e.op, e.action, e.bytes_removed
+        ));
+        let t = self.scrub_totals.entry(e.op.clone()).or_default();
+        t.items += 1;
+        t.bytes_removed += e.bytes_removed;
+        if self.scrub.len() < DETAIL_CAP {
+            self.scrub.push(ScrubRecord {
+                op: e.op.clone(),
+                path,
+                action: e.action,
+                bytes_removed: e.bytes_removed,
+            });
         }
     }
 

@@ -54,11 +54,25 @@ pub struct SourceEntry {
     pub name: CString,
 }
 
-/// A directory the archive must contain whether or not the root has it.
+/// What a synthetic entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyntheticDir {
+pub enum SynthKind {
+    /// A directory.
+    Dir,
+    /// A regular file with this content.
+    File(Vec<u8>),
+    /// A symlink to this target.
+    Symlink(Vec<u8>),
+}
+
+/// An entry goldcap adds to the archive: the top-level `curtin/`, the SSH
+/// regenerator unit, a scrub `add`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synthetic {
     /// Path relative to the root.
     pub rel: Vec<u8>,
+    /// What it is.
+    pub kind: SynthKind,
     /// Permission bits.
     pub mode: u32,
     /// Owner.
@@ -67,6 +81,11 @@ pub struct SyntheticDir {
     pub gid: u32,
     /// Modification time (seconds since the epoch).
     pub mtime: i64,
+    /// Replace an entry of the same name (otherwise only added if missing;
+    /// a directory is never replaced).
+    pub replace: bool,
+    /// The scrub operation that adds it, for the report.
+    pub op: Option<String>,
 }
 
 /// What the walk reports, in archive order.
@@ -78,6 +97,9 @@ pub enum Event {
         entry: SourceEntry,
         /// Set when only the directory itself is kept.
         note: Option<Reason>,
+        /// Scrub rules the writer applies (indices into the plan; empty for
+        /// none).
+        scrub: Vec<usize>,
     },
     /// Left out, with everything below it.
     Dropped {
@@ -85,9 +107,18 @@ pub enum Event {
         rel: Vec<u8>,
         /// Why.
         reason: Reason,
+        /// Its `lstat`.
+        stat: Stat,
+        /// For a directory dropped by the scrub: bytes and entries below it
+        /// (same filesystem only), for the report.
+        subtree: Option<(u64, u64)>,
+        /// The directory holding it, open.
+        parent: Rc<OwnedFd>,
+        /// Its name in `parent`.
+        name: CString,
     },
-    /// A synthetic directory the root lacks.
-    Synthetic(SyntheticDir),
+    /// An entry goldcap adds.
+    Synthetic(Synthetic),
     /// Something could not be read; the walk goes on.
     Problem {
         /// Path relative to the root.
@@ -153,7 +184,7 @@ pub struct Walker<'p> {
     stack: Vec<Level>,
     started: bool,
     pending: VecDeque<Event>,
-    synthetic: VecDeque<SyntheticDir>,
+    synthetic: VecDeque<Synthetic>,
     peeked: Option<Event>,
 }
 
@@ -176,7 +207,7 @@ impl<'p> Walker<'p> {
         policy: &'p Policy,
         mounts: Option<MountTable>,
         output_dir: Option<(u64, u64)>,
-        mut synthetic: Vec<SyntheticDir>,
+        mut synthetic: Vec<Synthetic>,
     ) -> Self {
         synthetic.sort_by(|a, b| walk_cmp(&a.rel, &b.rel));
         let root_storage = mounts.as_ref().and_then(|t| t.containing(root)).cloned();
@@ -295,7 +326,11 @@ impl<'p> Walker<'p> {
             parent: None,
             name: CString::default(),
         };
-        Event::Entry { entry, note: None }
+        Event::Entry {
+            entry,
+            note: None,
+            scrub: Vec::new(),
+        }
     }
 
     fn next_real(&mut self) -> Option<Event> {
@@ -344,21 +379,32 @@ impl<'p> Walker<'p> {
                 };
                 self.policy.decide(&Candidate {
                     rel: &rel,
-                    is_dir,
-                    is_socket: stat.kind == Kind::Socket,
+                    kind: stat.kind,
                     mount,
                     in_output_dir: in_output,
                 })
             };
-            let note = match decision {
+            let (note, scrub) = match decision {
                 Decision::Keep => {
                     if is_dir {
                         self.descend(&fd, &name, &rel, &abs, &stat);
                     }
-                    None
+                    (None, Vec::new())
                 }
-                Decision::KeepDirOnly(reason) => Some(reason),
-                Decision::Drop(reason) => return Some(Event::Dropped { rel, reason }),
+                Decision::KeepDirOnly(reason) => (Some(reason), Vec::new()),
+                Decision::Scrub(hits) => (None, hits),
+                Decision::Drop(reason) => {
+                    let subtree = (is_dir && matches!(reason, Reason::Scrub(_)))
+                        .then(|| du(&fd, &name, stat.dev));
+                    return Some(Event::Dropped {
+                        rel,
+                        reason,
+                        stat,
+                        subtree,
+                        parent: fd,
+                        name,
+                    });
+                }
             };
             let entry = SourceEntry {
                 abs,
@@ -367,9 +413,42 @@ impl<'p> Walker<'p> {
                 parent: Some(fd),
                 name,
             };
-            return Some(Event::Entry { entry, note });
+            return Some(Event::Entry { entry, note, scrub });
         }
     }
+}
+
+/// Bytes and entries below directory `name` in `parent`, on its own
+/// filesystem only (stat only, never reading content). Unreadable parts are
+/// not counted.
+fn du(parent: &OwnedFd, name: &CStr, dev: u64) -> (u64, u64) {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let Ok(fd) = fsx::open_dir_at(parent.as_fd(), name) else {
+        return (0, 0);
+    };
+    let mut stack = vec![fd];
+    while let Some(dir) = stack.pop() {
+        let Ok(names) = fsx::list_dir(dir.as_fd()) else {
+            continue;
+        };
+        for n in names {
+            let Ok(st) = fsx::stat_at(dir.as_fd(), &n) else {
+                continue;
+            };
+            if st.dev != dev {
+                continue;
+            }
+            entries += 1;
+            if st.is_dir() {
+                if let Ok(sub) = fsx::open_dir_at(dir.as_fd(), &n) {
+                    stack.push(sub);
+                }
+            } else if st.kind == Kind::File {
+                bytes += st.size;
+            }
+        }
+    }
+    (bytes, entries)
 }
 
 impl Iterator for Walker<'_> {
@@ -389,25 +468,44 @@ impl Iterator for Walker<'_> {
                 self.peeked = Some(ev);
                 self.synthetic.pop_front().map(Event::Synthetic)
             }
-            Ordering::Equal => match ev {
-                // The root has it: the real directory wins.
-                Event::Entry { ref entry, .. } if entry.stat.is_dir() => {
-                    self.synthetic.pop_front();
-                    Some(ev)
+            Ordering::Equal => {
+                // Unwrap expectation: `front` was just seen.
+                let s = self.synthetic.pop_front().expect("front");
+                match ev {
+                    Event::Entry { entry, note, scrub } => {
+                        let real_is_dir = entry.stat.is_dir();
+                        match (&s.kind, real_is_dir) {
+                            // The root has the directory: it wins.
+                            (SynthKind::Dir, true) => Some(Event::Entry { entry, note, scrub }),
+                            // A directory is never replaced by a file.
+                            (_, true) => Some(Event::Problem {
+                                rel: entry.rel,
+                                kind: WarningKind::Replaced,
+                                message:
+                                    "is a directory; goldcap's entry of that name was not added"
+                                        .into(),
+                            }),
+                            // A directory goldcap needs (curtin/) where a file is.
+                            (SynthKind::Dir, false) => {
+                                self.peeked = Some(Event::Synthetic(s));
+                                Some(Event::Problem {
+                                    rel: entry.rel,
+                                    kind: WarningKind::Replaced,
+                                    message: "not a directory; replaced by an empty directory in the archive".into(),
+                                })
+                            }
+                            (_, false) if s.replace => Some(Event::Synthetic(s)),
+                            (_, false) => Some(Event::Entry { entry, note, scrub }),
+                        }
+                    }
+                    // Dropped by --exclude or the scrub, or unreadable: the
+                    // synthetic entry follows it.
+                    other => {
+                        self.synthetic.push_front(s);
+                        Some(other)
+                    }
                 }
-                // Something else under that name: replace it, and say so.
-                Event::Entry { entry, .. } => {
-                    self.peeked = self.synthetic.pop_front().map(Event::Synthetic);
-                    Some(Event::Problem {
-                        rel: entry.rel,
-                        kind: WarningKind::Replaced,
-                        message: "not a directory; replaced by an empty directory in the archive"
-                            .into(),
-                    })
-                }
-                // Dropped by --exclude or unreadable: the synthetic one follows.
-                other => Some(other),
-            },
+            }
         }
     }
 }
@@ -437,21 +535,24 @@ mod tests {
         }
     }
 
-    fn events(root: &Path, excl: &[&str], synth: Vec<SyntheticDir>) -> Vec<String> {
+    fn events(root: &Path, excl: &[&str], synth: Vec<Synthetic>) -> Vec<String> {
         let ex = Excludes::new(&excl.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let p = Policy::new(ex, vec![]);
         Walker::new(root, &p, None, None, synth)
             .map(|e| match e {
-                Event::Entry { entry, note: None } => {
+                Event::Entry {
+                    entry, note: None, ..
+                } => {
                     format!("E {}", String::from_utf8_lossy(&entry.rel))
                 }
                 Event::Entry {
                     entry,
                     note: Some(r),
+                    ..
                 } => {
                     format!("D {} ({})", String::from_utf8_lossy(&entry.rel), r.kind())
                 }
-                Event::Dropped { rel, reason } => {
+                Event::Dropped { rel, reason, .. } => {
                     format!("X {} ({})", String::from_utf8_lossy(&rel), reason.kind())
                 }
                 Event::Synthetic(s) => format!("S {}", String::from_utf8_lossy(&s.rel)),
@@ -462,14 +563,52 @@ mod tests {
             .collect()
     }
 
-    fn curtin() -> SyntheticDir {
-        SyntheticDir {
+    fn curtin() -> Synthetic {
+        Synthetic {
             rel: b"curtin".to_vec(),
+            kind: SynthKind::Dir,
             mode: 0o755,
             uid: 0,
             gid: 0,
             mtime: 0,
+            replace: false,
+            op: None,
         }
+    }
+
+    fn file(rel: &str, replace: bool) -> Synthetic {
+        Synthetic {
+            rel: rel.as_bytes().to_vec(),
+            kind: SynthKind::File(b"x".to_vec()),
+            replace,
+            ..curtin()
+        }
+    }
+
+    #[test]
+    fn synthetic_files_replace_only_when_asked_and_never_a_directory() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("etc/d")).unwrap();
+        fs::write(t.path().join("etc/keep"), "x").unwrap();
+        fs::write(t.path().join("etc/swap"), "x").unwrap();
+        let synth = vec![
+            file("etc/d", true),
+            file("etc/keep", false),
+            file("etc/new", false),
+            file("etc/swap", true),
+        ];
+        let got = events(t.path(), &[], synth);
+        assert_eq!(
+            got,
+            [
+                "E ",
+                "E etc",
+                "P etc/d is a directory; goldcap's entry of that name was not added",
+                "E etc/keep",
+                "S etc/new",
+                "S etc/swap",
+            ]
+        );
     }
 
     #[test]

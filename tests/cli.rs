@@ -33,7 +33,15 @@ fn committed_man_pages_match_the_code() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let generated = list_dir(dir.path());
-    assert_eq!(generated, vec!["goldcap-capture.1", "goldcap.1"]);
+    assert_eq!(
+        generated,
+        vec![
+            "goldcap-capture.1",
+            "goldcap-scrub.1",
+            "goldcap-verify.1",
+            "goldcap.1"
+        ]
+    );
     assert_eq!(
         list_dir(&project().join("man")),
         generated,

@@ -15,6 +15,10 @@ fn expected_differences() -> Vec<(&'static str, &'static str)> {
     vec![("curtin", "*"), ("srv/sock", "*")]
 }
 
+/// Fidelity is measured without the identity scrub (tests/scrub.rs covers
+/// what it changes).
+const NO_SCRUB: &[&str] = &["--operations", "none"];
+
 fn source_snapshot(env: &Env) -> std::collections::BTreeMap<String, serde_json::Value> {
     snapshot(&env.root(), VOLATILE)
 }
@@ -23,7 +27,7 @@ fn source_snapshot(env: &Env) -> std::collections::BTreeMap<String, serde_json::
 fn gnu_tar_with_curtin_flags_and_acls_restores_the_tree_exactly() {
     require_tool("tar");
     let env = Env::new();
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let dest = env.path("x");
     let out = gnu_extract(&run.artifact(), &dest, &["--acls"]);
@@ -81,7 +85,7 @@ fn gnu_tar_with_curtin_flags_and_acls_restores_the_tree_exactly() {
 #[test]
 fn curtins_exact_command_without_acls_keeps_acls_caps_and_labels() {
     let env = Env::new();
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let dest = env.path("x");
     // extract.py: tar -C T --xattrs --xattrs-include=* -Sxpf F --numeric-owner
@@ -106,7 +110,7 @@ fn curtins_exact_command_without_acls_keeps_acls_caps_and_labels() {
 fn curtin_streaming_from_stdin_works() {
     // Remote sources: wget URL -O - | smtar -C T --xattrs --xattrs-include=* -Sxpf - --numeric-owner
     let env = Env::new();
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let dest = env.path("x");
     std::fs::create_dir_all(&dest).unwrap();
@@ -139,7 +143,7 @@ fn curtin_streaming_from_stdin_works() {
 fn bsdtar_restores_the_tree() {
     require_tool("bsdtar");
     let env = Env::new();
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let dest = env.path("x");
     let out = bsd_extract(&run.artifact(), &dest);
@@ -153,7 +157,7 @@ fn bsdtar_restores_the_tree() {
 fn zstd_artifact_restores_the_tree() {
     require_tool("zstd");
     let env = Env::new();
-    let run = env.capture("out", &["--format", "tzst"]);
+    let run = env.capture("out", &["--format", "tzst", "--operations", "none"]);
     run.ok();
     let artifact = run.out.join(ARTIFACT.replace(".tgz", ".tar.zst"));
     sh(Command::new("zstd").arg("-t").arg(&artifact));
@@ -171,7 +175,7 @@ fn zstd_artifact_restores_the_tree() {
 #[test]
 fn archive_layout_is_sorted_prefixed_and_stores_hardlinks_once() {
     let env = Env::new();
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let names = tar_list(&run.artifact());
     assert_eq!(names[0], "./");
@@ -231,7 +235,7 @@ fn xattr_names_with_equals_and_percent_survive_gnu_tar() {
             .args(["-n", name, "-v", value])
             .arg(&f));
     }
-    let run = env.capture("out", &[]);
+    let run = env.capture("out", NO_SCRUB);
     run.ok();
     let dest = env.path("x");
     assert!(gnu_extract(&run.artifact(), &dest, &[]).status.success());

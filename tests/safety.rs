@@ -282,9 +282,9 @@ fn a_file_that_shrinks_is_padded_to_its_announced_size() {
 #[test]
 fn a_file_that_grows_is_cut_at_its_announced_size() {
     let env = Env::new();
-    let f = env.root().join("var/log/syslog");
+    let f = env.root().join("usr/share/doc/base-files/README");
     let original = std::fs::read(&f).unwrap();
-    let run = capture_with_change(&env, "read", "var/log/syslog", || {
+    let run = capture_with_change(&env, "read", "usr/share/doc/base-files/README", || {
         use std::io::Write;
         std::fs::OpenOptions::new()
             .append(true)
@@ -293,9 +293,9 @@ fn a_file_that_grows_is_cut_at_its_announced_size() {
             .write_all(b"a new log line\n")
             .unwrap()
     });
-    assert_valid_with_warning(&run, &env, "var/log/syslog", "grew");
+    assert_valid_with_warning(&run, &env, "usr/share/doc/base-files/README", "grew");
     assert_eq!(
-        std::fs::read(env.path("x/var/log/syslog")).unwrap(),
+        std::fs::read(env.path("x/usr/share/doc/base-files/README")).unwrap(),
         original
     );
 }

@@ -35,13 +35,15 @@ use crate::error::Error;
 use crate::fsx::{self, Kind as FileKind, Stat};
 use crate::report::{Report, WarningKind};
 use crate::rootfs::RootFs;
+use crate::scrub::{self, Effect, Outcome, Plan};
 use crate::signals::Cancel;
 use crate::ui::Ui;
-use crate::walk::{SourceEntry, SyntheticDir};
+use crate::walk::{SourceEntry, SynthKind, Synthetic};
 use header::{HeaderBuilder, Meta, encode_pax, pax_header, split_dev};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
+use std::io::Read as _;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -51,6 +53,8 @@ use tar::EntryType;
 use xattr::FileExt as _;
 
 const BUF_SIZE: usize = 1 << 20;
+/// Largest file a line-editing scrub action reads into memory.
+const EDIT_LIMIT: u64 = 16 << 20;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// What an entry became in the archive.
@@ -203,6 +207,8 @@ pub struct TarWriter<W: Write> {
     out: W,
     written: u64,
     links: HashMap<(u64, u64), LinkGroup>,
+    /// Inodes the scrub left out: their other names are left out too.
+    dropped: HashSet<(u64, u64)>,
     owners: Owners,
     buf: Vec<u8>,
 }
@@ -214,6 +220,7 @@ impl<W: Write> TarWriter<W> {
             out,
             written: 0,
             links: HashMap::new(),
+            dropped: HashSet::new(),
             owners,
             buf: vec![0; BUF_SIZE],
         }
@@ -271,8 +278,8 @@ impl<W: Write> TarWriter<W> {
         self.put(header.as_bytes())
     }
 
-    /// Appends a synthetic directory (e.g. `curtin/`).
-    pub fn append_synthetic_dir(&mut self, s: &SyntheticDir) -> Result<(), Error> {
+    /// Appends an entry goldcap adds (`curtin/`, the SSH regenerator unit).
+    pub fn append_synthetic(&mut self, s: &Synthetic) -> Result<Kind, Error> {
         let meta = Meta {
             mode: s.mode,
             uid: u64::from(s.uid),
@@ -280,8 +287,31 @@ impl<W: Write> TarWriter<W> {
             mtime: s.mtime,
             mtime_nsec: 0,
         };
-        let b = HeaderBuilder::new(EntryType::Directory, &archive_name(&s.rel, true), &meta);
-        self.emit(b, &meta).map_err(write_err)
+        let (kind, b, body): (Kind, HeaderBuilder, &[u8]) = match &s.kind {
+            SynthKind::Dir => (
+                Kind::Dir,
+                HeaderBuilder::new(EntryType::Directory, &archive_name(&s.rel, true), &meta),
+                &[],
+            ),
+            SynthKind::File(content) => {
+                let mut b =
+                    HeaderBuilder::new(EntryType::Regular, &archive_name(&s.rel, false), &meta);
+                b.set_size(content.len() as u64);
+                (Kind::File { sparse: false }, b, content)
+            }
+            SynthKind::Symlink(target) => {
+                let mut b =
+                    HeaderBuilder::new(EntryType::Symlink, &archive_name(&s.rel, false), &meta);
+                b.set_link(target);
+                (Kind::Symlink, b, &[])
+            }
+        };
+        self.emit(b, &meta).map_err(write_err)?;
+        if !body.is_empty() {
+            self.put(body).map_err(write_err)?;
+            self.pad(body.len() as u64).map_err(write_err)?;
+        }
+        Ok(kind)
     }
 
     /// Appends one source entry. `Ok(None)` when it was skipped with a
@@ -295,6 +325,9 @@ impl<W: Write> TarWriter<W> {
         let st = &e.stat;
         if st.kind == FileKind::File {
             return self.append_file(e, ctx);
+        }
+        if self.is_dropped_secret(st, &e.rel, ctx) {
+            return Ok(None);
         }
         let meta = meta_of(st);
         let name = archive_name(&e.rel, st.is_dir());
@@ -412,25 +445,35 @@ impl<W: Write> TarWriter<W> {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<Option<Kind>, Error> {
         let name = archive_name(&e.rel, false);
+        if self.is_dropped_secret(&e.stat, &e.rel, ctx) {
+            return Ok(None);
+        }
         if self.append_hardlink(&e.stat, &name, &meta_of(&e.stat))? {
             return Ok(Some(Kind::Hardlink));
         }
-        crate::testhook::pause("open", &e.rel);
-        let Some(parent) = &e.parent else {
+        let Some((file, before, same_inode)) = self.open_checked(e, ctx) else {
             return Ok(None);
         };
+        self.write_file(e, name, &file, &before, same_inode, ctx)
+    }
+
+    /// Opens a regular file relative to its directory and checks it is
+    /// still one; `None` after a warning.
+    fn open_checked(&self, e: &SourceEntry, ctx: &mut Ctx<'_, '_>) -> Option<(File, Stat, bool)> {
+        crate::testhook::pause("open", &e.rel);
+        let parent = e.parent.as_ref()?;
         let file = match fsx::open_file_at(parent.as_fd(), &e.name) {
             Ok(f) => f,
             Err(err) => {
                 self.skipped(e, err, ctx);
-                return Ok(None);
+                return None;
             }
         };
         let before = match fsx::fstat(&file) {
             Ok(m) => m,
             Err(err) => {
                 self.skipped(e, err, ctx);
-                return Ok(None);
+                return None;
             }
         };
         if before.kind != FileKind::File {
@@ -439,9 +482,8 @@ impl<W: Write> TarWriter<W> {
                 WarningKind::Changed,
                 "is no longer a regular file; not archived",
             );
-            return Ok(None);
+            return None;
         }
-        let mut changed = false;
         let same_inode = (before.dev, before.ino) == (e.stat.dev, e.stat.ino);
         if !same_inode {
             ctx.report.warn(
@@ -449,15 +491,29 @@ impl<W: Write> TarWriter<W> {
                 WarningKind::Changed,
                 "was replaced by another file while being read; archived the new one",
             );
-            changed = true;
         }
+        Some((file, before, same_inode))
+    }
+
+    /// Writes an open regular file: header from its `fstat`, body streamed
+    /// (sparse where it has holes), size kept exact whatever happens to it.
+    fn write_file(
+        &mut self,
+        e: &SourceEntry,
+        name: Vec<u8>,
+        file: &File,
+        before: &Stat,
+        same_inode: bool,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Kind>, Error> {
+        let mut changed = !same_inode;
         let size = before.size;
         let segs = if size > 0 && before.blocks.saturating_mul(512) < size {
-            sparse::data_segments(&file, size).unwrap_or(None)
+            sparse::data_segments(file, size).unwrap_or(None)
         } else {
             None
         };
-        let meta = meta_of(&before);
+        let meta = meta_of(before);
         let mut b;
         let map;
         match &segs {
@@ -477,7 +533,7 @@ impl<W: Write> TarWriter<W> {
                 b.push("GNU.sparse.realsize", size.to_string());
             }
         }
-        self.add_xattrs(&mut b, XSource::Fd(&file), &e.rel, ctx);
+        self.add_xattrs(&mut b, XSource::Fd(file), &e.rel, ctx);
         self.emit(b, &meta).map_err(write_err)?;
         crate::testhook::pause("read", &e.rel);
 
@@ -485,7 +541,7 @@ impl<W: Write> TarWriter<W> {
         let mut read_error = None;
         let body_len = match &segs {
             None => {
-                let (s, err) = self.copy_range(&file, 0, size, ctx)?;
+                let (s, err) = self.copy_range(file, 0, size, ctx)?;
                 short += s;
                 read_error = read_error.or(err);
                 size
@@ -493,7 +549,7 @@ impl<W: Write> TarWriter<W> {
             Some(segs) => {
                 self.put(&map).map_err(write_err)?;
                 for &(off, len) in segs {
-                    let (s, err) = self.copy_range(&file, off, len, ctx)?;
+                    let (s, err) = self.copy_range(file, off, len, ctx)?;
                     short += s;
                     read_error = read_error.or(err);
                 }
@@ -514,7 +570,7 @@ impl<W: Write> TarWriter<W> {
             ctx.report.warn(&e.rel, WarningKind::Shrank, format!("shrank by {short} bytes while being read; archived padded with zeros to {size} bytes"));
             changed = true;
         }
-        let after = fsx::fstat(&file).ok();
+        let after = fsx::fstat(file).ok();
         if !changed && after.is_some_and(|a| a.size > size) {
             ctx.report.warn(
                 &e.rel,
@@ -539,11 +595,133 @@ impl<W: Write> TarWriter<W> {
         // Later names of this inode link to this body — only if it is the
         // inode the walk saw under them.
         if same_inode {
-            self.register_link(&before, name);
+            self.register_link(before, name);
         }
         Ok(Some(Kind::File {
             sparse: segs.is_some(),
         }))
+    }
+
+    /// Whether an earlier name of this inode was dropped by the scrub; if
+    /// so, this name is dropped too (it holds the same secret).
+    fn is_dropped_secret(&mut self, st: &Stat, rel: &[u8], ctx: &mut Ctx<'_, '_>) -> bool {
+        if st.nlink < 2 || !self.dropped.contains(&(st.dev, st.ino)) {
+            return false;
+        }
+        let effect = Effect {
+            op: "hardlink".into(),
+            action: "drop",
+            bytes_removed: st.size,
+        };
+        ctx.report.scrubbed(rel, std::slice::from_ref(&effect));
+        true
+    }
+
+    /// Remembers an inode whose content the scrub left out.
+    pub fn forbid(&mut self, st: &Stat) {
+        if st.nlink > 1 && st.kind != FileKind::Dir {
+            self.dropped.insert((st.dev, st.ino));
+        }
+    }
+
+    /// Appends a regular file transformed by scrub rules `hits` of `plan`.
+    pub fn append_scrubbed(
+        &mut self,
+        e: &SourceEntry,
+        hits: &[usize],
+        plan: &Plan,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Kind>, Error> {
+        let name = archive_name(&e.rel, false);
+        if self.is_dropped_secret(&e.stat, &e.rel, ctx) {
+            return Ok(None);
+        }
+        let Some((file, before, same_inode)) = self.open_checked(e, ctx) else {
+            return Ok(None);
+        };
+        let content = if scrub::needs_content(plan, hits) {
+            if before.size > EDIT_LIMIT {
+                let msg = format!("too large to edit ({} bytes); left out", before.size);
+                ctx.report.warn(&e.rel, WarningKind::Unreadable, msg);
+                self.forbid(&before);
+                return Ok(None);
+            }
+            let mut buf = Vec::with_capacity(before.size as usize);
+            if let Err(err) = (&file).take(EDIT_LIMIT).read_to_end(&mut buf) {
+                let why = crate::util::io_reason(&err);
+                ctx.report.warn(
+                    &e.rel,
+                    WarningKind::Unreadable,
+                    format!("cannot read: {why}; left out"),
+                );
+                return Ok(None);
+            }
+            Some(buf)
+        } else {
+            None
+        };
+        let (outcome, effects) = scrub::decide(plan, hits, before.size, content.as_deref());
+        ctx.report.scrubbed(&e.rel, &effects);
+        let meta = meta_of(&before);
+        match outcome {
+            Outcome::Drop => {
+                self.forbid(&before);
+                Ok(None)
+            }
+            Outcome::Unchanged => match content {
+                Some(bytes) => {
+                    self.write_bytes(&e.rel, name, &file, &before, same_inode, &bytes, ctx)
+                }
+                None => self.write_file(e, name, &file, &before, same_inode, ctx),
+            },
+            Outcome::Content(bytes) => {
+                self.write_bytes(&e.rel, name, &file, &before, same_inode, &bytes, ctx)
+            }
+            Outcome::Symlink(target) => {
+                // Other names of the inode would still hold the old content.
+                self.forbid(&before);
+                let mut b = HeaderBuilder::new(
+                    EntryType::Symlink,
+                    &name,
+                    &Meta {
+                        mode: 0o777,
+                        ..meta
+                    },
+                );
+                b.set_link(&target);
+                self.emit(b, &meta).map_err(write_err)?;
+                Ok(Some(Kind::Symlink))
+            }
+        }
+    }
+
+    /// Writes a regular file whose body is `bytes` (a scrubbed version):
+    /// metadata and xattrs from the open file.
+    #[allow(clippy::too_many_arguments)]
+    fn write_bytes(
+        &mut self,
+        rel: &[u8],
+        name: Vec<u8>,
+        file: &File,
+        before: &Stat,
+        same_inode: bool,
+        bytes: &[u8],
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Kind>, Error> {
+        let meta = meta_of(before);
+        let mut b = HeaderBuilder::new(EntryType::Regular, &name, &meta);
+        b.set_size(bytes.len() as u64);
+        self.add_xattrs(&mut b, XSource::Fd(file), rel, ctx);
+        self.emit(b, &meta).map_err(write_err)?;
+        self.put(bytes).map_err(write_err)?;
+        self.pad(bytes.len() as u64).map_err(write_err)?;
+        ctx.report.stats.content_bytes += before.size;
+        ctx.ui.add_bytes(before.size);
+        // Later names of this inode link to the scrubbed body.
+        if same_inode {
+            self.register_link(before, name);
+        }
+        Ok(Some(Kind::File { sparse: false }))
     }
 
     /// Copies `len` bytes at `off` from `file` into the stream, always
