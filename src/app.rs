@@ -160,19 +160,25 @@ fn print_text(text: &str) -> Result<()> {
     }
 }
 
-/// Whether `root` is the root of PID 1, i.e. the booted system itself
-/// (inside a chroot, PID 1's root is elsewhere). Without /proc it cannot
-/// be told, so `/` is treated as the booted system.
-fn is_booted_root(root: &Path) -> std::io::Result<Option<bool>> {
+/// Whether `root` is the booted system's own root: `Ok(true)` / `Ok(false)`,
+/// or `Err(reason)` when it cannot be told. First PID 1's root
+/// (`/proc/1/root`, as systemd's `running_in_chroot()` checks); when that
+/// cannot be inspected, a chroot of a plain directory still shows: the
+/// kernel hides mounts above the process root, so there is no mount at `/`.
+fn is_booted_root(root: &Path) -> std::io::Result<Result<bool, String>> {
     use std::os::unix::fs::MetadataExt;
     let r = std::fs::metadata(root)?;
     match std::fs::metadata("/proc/1/root") {
-        Ok(init) => Ok(Some((init.dev(), init.ino()) == (r.dev(), r.ino()))),
-        Err(_) => Ok(if root == Path::new("/") {
-            None
-        } else {
-            Some(false)
-        }),
+        Ok(init) => Ok(Ok((init.dev(), init.ino()) == (r.dev(), r.ino()))),
+        Err(_) if root != Path::new("/") => Ok(Ok(false)),
+        Err(e) => match crate::mounts::MountTable::load() {
+            Some(t) if t.at(Path::new("/")).is_none() => Ok(Ok(false)),
+            Some(_) => Ok(Err(format!(
+                "cannot inspect PID 1 (/proc/1/root: {})",
+                crate::util::io_reason(&e)
+            ))),
+            None => Ok(Err("/proc is not mounted; mount /proc in the chroot".into())),
+        },
     }
 }
 
@@ -218,18 +224,19 @@ fn run_scrub(args: &crate::cli::ScrubCmdArgs, verbosity: i8) -> Result<ExitCode>
         )));
     }
     match is_booted_root(&root)? {
-        Some(false) => {}
-        Some(true) => {
+        Ok(false) => {}
+        Ok(true) => {
             return Err(Error::usage(format!(
                 "--root {}: refusing to scrub the running system in place (it is PID 1's root); \
                  `goldcap capture` scrubs in the archive stream without touching it, or run this inside the gold chroot",
                 given.display()
             )));
         }
-        None => {
-            return Err(Error::usage(
-                "--root /: cannot tell whether / is the booted system (/proc is not mounted); mount /proc in the chroot",
-            ));
+        Err(why) => {
+            return Err(Error::usage(format!(
+                "--root {}: refusing: cannot tell whether it is the running system ({why})",
+                given.display()
+            )));
         }
     }
     let rootfs = crate::rootfs::RootFs::new(&root);

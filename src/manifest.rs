@@ -210,14 +210,18 @@ impl ScrubSection {
             writeln!(out)?;
         }
         for i in &self.items {
-            writeln!(
-                out,
-                "{}  [{}] {}, {} removed",
-                i.path,
-                i.op,
-                i.action,
-                human(i.bytes_removed)
-            )?;
+            if i.action == "add" {
+                writeln!(out, "{}  [{}] added", i.path, i.op)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}  [{}] {}, {} removed",
+                    i.path,
+                    i.op,
+                    i.action,
+                    human(i.bytes_removed)
+                )?;
+            }
         }
         if self.item_count > self.items.len() as u64 {
             writeln!(

@@ -12,19 +12,22 @@
 //! 4. in goldcap's output directory, goldcap's own files (`.goldcap-*`
 //!    temporaries, earlier artifacts and manifests: `*.tgz`, `*.tar.zst`,
 //!    `*.txt`, `*.json`) are dropped;
-//! 5. a mount point is never crossed if it is a pseudo or volatile
+//! 5. the identity scrub ([`crate::scrub::Plan`]): a rule whose first action
+//!    is `drop` leaves the entry out (decided by path, never read); other
+//!    actions on a regular file become [`Decision::Scrub`], applied by the
+//!    tar writer with the file's content;
+//! 6. a mount point is never crossed if it is a pseudo or volatile
 //!    filesystem (proc, sysfs, tmpfs, …); it is crossed if it is named by
 //!    `--include-mount` (default `/boot`, `/boot/efi`) or is part of the
 //!    root's own storage (a btrfs subvolume of the root's filesystem, a ZFS
 //!    dataset of its pool — openSUSE's `/var`, Ubuntu's `/var/lib`), except
 //!    snapper's `/.snapshots`; otherwise not. A mount point not crossed
 //!    stays as a directory with its mode, so the deployed system has it;
-//! 6. the content of `/proc /sys /dev /run /tmp /var/tmp` is never archived
+//! 7. the content of `/proc /sys /dev /run /tmp /var/tmp` is never archived
 //!    (DRP image-builder's `--exclude` set), the directories are.
 //!
-//! Identity scrubbing (later) plugs in here as more decisions. This module is
-//! pure: it must never touch the filesystem, so every rule is table-tested
-//! below.
+//! This module is pure: it must never touch the filesystem, so every rule
+//! is table-tested below.
 
 use crate::fsx::Kind;
 use crate::scrub::{Action, Plan};

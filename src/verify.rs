@@ -474,11 +474,13 @@ fn identity_checks(f: &Found) -> Vec<Check> {
                 paths: vec![],
             }
         } else {
+            let mut paths = paths.to_vec();
+            paths.sort();
             Check {
                 name,
                 ok: false,
                 detail: format!("{} {bad}", paths.len()),
-                paths: paths.to_vec(),
+                paths,
             }
         }
     };
@@ -546,7 +548,11 @@ fn identity_checks(f: &Found) -> Vec<Check> {
                 "{} host key file(s) of the template: clones could impersonate each other",
                 f.ssh_keys.len()
             ),
-            paths: f.ssh_keys.clone(),
+            paths: {
+                let mut p = f.ssh_keys.clone();
+                p.sort();
+                p
+            },
         }
     } else if f.ssh_keys.is_empty() && f.sshd && regenerator.is_none() {
         Check {

@@ -124,6 +124,21 @@ impl Run {
     pub fn artifact(&self) -> PathBuf {
         self.out.join(ARTIFACT)
     }
+    /// The one artifact in the output directory, whatever its name.
+    pub fn any_artifact(&self) -> PathBuf {
+        let found: Vec<String> = self
+            .listing()
+            .into_iter()
+            .filter(|n| n.ends_with(".tgz") || n.ends_with(".tar.zst"))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "artifacts in {}: {found:?}",
+            self.out.display()
+        );
+        self.out.join(&found[0])
+    }
     pub fn file(&self, name: &str) -> PathBuf {
         self.out.join(name)
     }
@@ -306,4 +321,30 @@ pub fn assert_restored(
     );
     let d = diff(source, &snapshot(dest, &[]), ignore);
     assert!(d.is_empty(), "differences after {what}:\n{}", d.join("\n"));
+}
+
+/// A sample root with the identity state of `flavor` (debian | rhel) added.
+pub fn identity_env(flavor: &str) -> Env {
+    let env = Env::new();
+    let out = Command::new("bash")
+        .arg(project().join("fixtures/add-identity-state.sh"))
+        .arg(env.root())
+        .arg(flavor)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "identity fixture failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env
+}
+
+/// Content and metadata of every entry (treesnap) plus ctime and inode of
+/// each (which any write, chmod, chown or xattr change would move).
+pub fn tree_digest(root: &Path) -> (BTreeMap<String, Value>, String) {
+    let times = sh(Command::new("find")
+        .arg(root)
+        .args(["-printf", "%P %C@ %i\n"]));
+    (snapshot(root, &[]), times)
 }

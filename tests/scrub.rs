@@ -1,0 +1,781 @@
+//! Identity scrub: every operation acts — in the archive stream with the
+//! source untouched, and in place on a chroot — on fixture roots shaped
+//! like Debian and Rocky Linux with every catalogue item present; read back
+//! with GNU tar and plain file reads. `goldcap verify` passes the result
+//! and fails a plain `tar czf` of the same root, naming each leak.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// Not there.
+    Absent,
+    /// A regular file, empty.
+    Empty,
+    /// Exactly as in the source.
+    Same,
+    /// A regular file with this content.
+    Content(&'static str),
+    /// A symlink to this target.
+    Symlink(&'static str),
+    /// A regular file that keeps this text but lost that.
+    Edited {
+        keeps: &'static str,
+        lost: &'static str,
+    },
+    /// Present (an entry goldcap added).
+    Present,
+}
+
+use Want::*;
+
+/// (operation, path, expected state) for the Debian fixture, default ops.
+const DEBIAN: &[(&str, &str, Want)] = &[
+    ("machine-id", "etc/machine-id", Empty),
+    (
+        "dbus-machine-id",
+        "var/lib/dbus/machine-id",
+        Symlink("/etc/machine-id"),
+    ),
+    ("random-seed", "var/lib/systemd/random-seed", Absent),
+    ("random-seed", "boot/efi/loader/random-seed", Absent),
+    (
+        "credential-secret",
+        "var/lib/systemd/credential.secret",
+        Absent,
+    ),
+    ("hostname", "etc/hostname", Empty),
+    ("hostname", "etc/machine-info", Absent),
+    (
+        "hosts-hostname",
+        "etc/hosts",
+        Edited {
+            keeps: "127.0.0.1\tlocalhost",
+            lost: "127.0.1.1",
+        },
+    ),
+    ("hw-uuids", "var/lib/yum/uuid", Absent),
+    (
+        "lvm-system-devices",
+        "etc/lvm/devices/system.devices",
+        Absent,
+    ),
+    ("zpool-cache", "etc/zfs/zpool.cache", Absent),
+    ("zfs-hostid", "etc/hostid", Same),
+    (
+        "iscsi-initiator",
+        "etc/iscsi/initiatorname.iscsi",
+        Content("GenerateName=yes\n"),
+    ),
+    ("ssh-hostkeys", "etc/ssh/ssh_host_rsa_key", Absent),
+    ("ssh-hostkeys", "etc/ssh/ssh_host_ed25519_key.pub", Absent),
+    ("ssh-hostkeys", "etc/ssh/sshd_config", Same),
+    (
+        "ssh-hostkeys",
+        "usr/lib/goldcap/regenerate-ssh-host-keys",
+        Present,
+    ),
+    (
+        "ssh-hostkeys",
+        "etc/systemd/system/goldcap-ssh-host-keys.service",
+        Present,
+    ),
+    (
+        "ssh-hostkeys",
+        "etc/systemd/system/multi-user.target.wants/goldcap-ssh-host-keys.service",
+        Symlink("/etc/systemd/system/goldcap-ssh-host-keys.service"),
+    ),
+    ("ssh-userdir", "root/.ssh/authorized_keys", Same),
+    (
+        "tls-private-keys",
+        "etc/ssl/private/ssl-cert-snakeoil.key",
+        Same,
+    ),
+    ("kerberos-keytab", "etc/krb5.keytab", Absent),
+    ("ipa-client", "etc/ipa/default.conf", Absent),
+    ("sssd", "var/lib/sss/db/cache_example.com.ldb", Absent),
+    ("samba-secrets", "var/lib/samba/private/secrets.tdb", Absent),
+    (
+        "puppet",
+        "etc/puppetlabs/puppet/ssl/private_keys/gold-template.pem",
+        Absent,
+    ),
+    ("salt", "etc/salt/minion_id", Absent),
+    ("salt", "etc/salt/pki/minion/minion.pem", Absent),
+    ("chef", "etc/chef/client.pem", Absent),
+    (
+        "ubuntu-pro",
+        "var/lib/ubuntu-advantage/private/machine-token.json",
+        Absent,
+    ),
+    ("suse-scc", "etc/zypp/credentials.d/SCCcredentials", Absent),
+    ("drp-agent", "etc/drpcli", Empty),
+    ("drp-agent", "var/lib/drp-agent/state.json", Absent),
+    (
+        "cloud-init",
+        "var/lib/cloud/instances/i-0123/obj.pkl",
+        Absent,
+    ),
+    ("cloud-init", "var/lib/cloud/instance", Absent),
+    ("cloud-init", "var/lib/cloud/seed/nocloud/user-data", Same),
+    ("waagent", "var/lib/waagent/Certificates.pem", Absent),
+    (
+        "udev-persistent-net",
+        "etc/udev/rules.d/70-persistent-net.rules",
+        Absent,
+    ),
+    (
+        "nm-connection-mac",
+        "etc/NetworkManager/system-connections/Wired.nmconnection",
+        Edited {
+            keeps: "[ipv4]\nmethod=auto",
+            lost: "mac-address",
+        },
+    ),
+    ("nm-state", "var/lib/NetworkManager/secret_key", Absent),
+    (
+        "nm-state",
+        "var/lib/NetworkManager/internal-8a1f-eth0.lease",
+        Absent,
+    ),
+    ("dhcp-leases", "var/lib/dhcp/dhclient.eth0.leases", Absent),
+    ("dhcp-leases", "var/lib/dhcpcd/eth0.lease", Absent),
+    ("dhcp-leases", "etc/dhcpcd.duid", Absent),
+    ("dhcp-server-state", "var/lib/dhcpd/dhcpd.leases", Absent),
+    ("netplan-mac", "etc/netplan/50-cloud-init.yaml", Absent),
+    ("netplan-mac", "etc/netplan/01-keep.yaml", Same),
+    ("networkd-mac", "etc/systemd/network/10-eth.link", Absent),
+    ("networkd-mac", "etc/systemd/network/20-wired.network", Same),
+    ("resolv-conf", "etc/resolv.conf", Same),
+    ("firewall-rules", "etc/sysconfig/iptables", Same),
+    ("swap-files", "swapfile", Absent),
+    (
+        "swap-files",
+        "etc/fstab",
+        Edited {
+            keeps: "UUID=",
+            lost: "/swapfile",
+        },
+    ),
+    ("user-accounts", "etc/passwd", Same),
+    ("crash-dumps", "var/crash/core.1234", Absent),
+    (
+        "crash-dumps",
+        "var/lib/systemd/coredump/core.bash.0.zst",
+        Absent,
+    ),
+    ("shell-history", "root/.bash_history", Absent),
+    ("shell-history", "root/.python_history", Absent),
+    ("shell-history", "home/alice/.zsh_history", Absent),
+    ("shell-history", "home/alice/.lesshst", Absent),
+    ("mail-spool", "var/mail/alice", Absent),
+    ("cron-spool", "var/spool/cron/crontabs/root", Same),
+    (
+        "package-cache",
+        "var/cache/apt/archives/foo_1.0_amd64.deb",
+        Absent,
+    ),
+    (
+        "apt-lists",
+        "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+        Same,
+    ),
+    ("passwd-backups", "etc/passwd-", Absent),
+    ("passwd-backups", "etc/shadow-", Absent),
+    ("blkid-cache", "etc/blkid.tab", Absent),
+    ("install-logs", "root/anaconda-ks.cfg", Absent),
+    ("logfiles", "var/log/syslog", Empty),
+    ("logfiles", "var/log/auth.log", Empty),
+    ("logfiles", "var/log/wtmp", Empty),
+    ("logfiles", "var/log/syslog.1", Absent),
+    ("logfiles", "var/log/apt/history.log.1.gz", Absent),
+    (
+        "logfiles",
+        "var/log/journal/3f2a9c7e5b1d4e6f8a0b2c4d6e8f0a1b/system.journal",
+        Absent,
+    ),
+    ("backup-files", "etc/default/grub.bak", Absent),
+    ("backup-files", "root/notes~", Absent),
+    // Unrelated files stay as they were.
+    ("-", "etc/os-release", Same),
+    ("-", "usr/lib/libbig.so", Same),
+];
+
+/// The operations that are off by default, turned on (`--operations all`).
+const RISKY: &[(&str, &str, Want)] = &[
+    ("ssh-userdir", "root/.ssh/authorized_keys", Absent),
+    ("ssh-userdir", "root/.ssh", Absent),
+    (
+        "tls-private-keys",
+        "etc/ssl/private/ssl-cert-snakeoil.key",
+        Absent,
+    ),
+    ("zfs-hostid", "etc/hostid", Absent),
+    ("resolv-conf", "etc/resolv.conf", Empty),
+    ("firewall-rules", "etc/sysconfig/iptables", Absent),
+    ("firewall-rules", "etc/firewalld/zones/public.xml", Absent),
+    ("cron-spool", "var/spool/cron/crontabs/root", Absent),
+    (
+        "apt-lists",
+        "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+        Absent,
+    ),
+    (
+        "user-accounts",
+        "etc/passwd",
+        Edited {
+            keeps: "root:x:0:0",
+            lost: "alice:",
+        },
+    ),
+    (
+        "user-accounts",
+        "etc/group",
+        Edited {
+            keeps: "root:x:0:",
+            lost: "alice:",
+        },
+    ),
+    ("user-accounts", "home/alice", Absent),
+    (
+        "user-accounts",
+        "etc/passwd",
+        Edited {
+            keeps: "bigid:x:3000000",
+            lost: "alice:",
+        },
+    ),
+];
+
+/// The Rocky Linux fixture, defaults with `--machine-id uninitialized`.
+const RHEL: &[(&str, &str, Want)] = &[
+    ("machine-id", "etc/machine-id", Content("uninitialized\n")),
+    ("ssh-hostkeys", "etc/ssh/ssh_host_rsa_key", Absent),
+    // sshd-keygen@.service regenerates: nothing is added.
+    (
+        "ssh-hostkeys",
+        "etc/systemd/system/goldcap-ssh-host-keys.service",
+        Absent,
+    ),
+    (
+        "ifcfg-mac",
+        "etc/sysconfig/network-scripts/ifcfg-eth0",
+        Edited {
+            keeps: "DEVICE=eth0\n",
+            lost: "HWADDR",
+        },
+    ),
+    (
+        "ifcfg-hostname",
+        "etc/sysconfig/network-scripts/ifcfg-eth0",
+        Edited {
+            keeps: "BOOTPROTO=dhcp\n",
+            lost: "HOSTNAME",
+        },
+    ),
+    ("rhsm", "etc/pki/consumer/cert.pem", Absent),
+    ("rhsm", "etc/pki/entitlement/4242.pem", Absent),
+    ("rhsm", "etc/sysconfig/rhn/systemid", Absent),
+    ("iscsi-initiator", "etc/iscsi/initiatorname.iscsi", Absent),
+    ("package-cache", "var/lib/rpm/__db.001", Absent),
+    ("package-cache", "var/cache/dnf/baseos-abc/repodata", Absent),
+    ("hw-uuids", "etc/sysconfig/hw-uuid", Absent),
+];
+
+/// Checks `dir` (a restored or scrubbed root) against `rows`, comparing
+/// with the untouched `source`. Returns one line per mismatch.
+fn check(dir: &Path, source: &Path, rows: &[(&str, &str, Want)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (op, rel, want) in rows {
+        let p = dir.join(rel);
+        let meta = std::fs::symlink_metadata(&p).ok();
+        let content = || std::fs::read(&p).unwrap_or_default();
+        let ok = match want {
+            Absent => meta.is_none(),
+            Present => meta.is_some(),
+            Empty => meta.as_ref().is_some_and(|m| m.is_file() && m.len() == 0),
+            Same => {
+                let s = std::fs::symlink_metadata(source.join(rel)).unwrap();
+                meta.as_ref()
+                    .is_some_and(|m| m.len() == s.len() && m.mode() == s.mode())
+                    && (!s.is_file() || content() == std::fs::read(source.join(rel)).unwrap())
+            }
+            Content(c) => meta.as_ref().is_some_and(|m| m.is_file()) && content() == c.as_bytes(),
+            Symlink(t) => std::fs::read_link(&p).is_ok_and(|l| l.as_os_str() == *t),
+            Edited { keeps, lost } => {
+                let c = String::from_utf8_lossy(&content()).into_owned();
+                meta.as_ref().is_some_and(|m| m.is_file()) && c.contains(keeps) && !c.contains(lost)
+            }
+        };
+        if !ok {
+            bad.push(format!(
+                "[{op}] {rel}: want {want:?}, found {:?}",
+                meta.map(|m| (m.file_type(), m.len()))
+            ));
+        }
+    }
+    bad
+}
+
+fn catalogue_ids() -> BTreeSet<String> {
+    let o = goldcap(&["scrub", "--list", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_catalogue_operation_has_a_test_row() {
+    let covered: BTreeSet<String> = DEBIAN
+        .iter()
+        .chain(RISKY)
+        .chain(RHEL)
+        .map(|r| r.0.to_owned())
+        .collect();
+    let missing: Vec<String> = catalogue_ids().difference(&covered).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "operations without a test row: {missing:?}"
+    );
+}
+
+fn extract(run: &Run, env: &Env) -> std::path::PathBuf {
+    let dest = env.path("x");
+    let out = gnu_extract(&run.any_artifact(), &dest, &["--acls"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest
+}
+
+#[test]
+fn every_operation_acts_in_the_stream_and_the_source_is_untouched() {
+    let env = identity_env("debian");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before = tree_digest(&env.root());
+    let run = env.capture("out", &["--json"]);
+    run.ok();
+    let after = tree_digest(&env.root());
+    assert!(
+        diff(&before.0, &after.0, &[]).is_empty() && before.1 == after.1,
+        "capture changed the source"
+    );
+
+    let dest = extract(&run, &env);
+    let bad = check(&dest, &env.root(), DEBIAN);
+    assert!(bad.is_empty(), "after capture:\n{}", bad.join("\n"));
+    // Truncated logs keep owner and mode.
+    let (src, got) = (
+        std::fs::metadata(env.root().join("var/log/syslog")).unwrap(),
+        std::fs::metadata(dest.join("var/log/syslog")).unwrap(),
+    );
+    assert_eq!(
+        (got.mode(), got.uid(), got.gid()),
+        (src.mode(), src.uid(), src.gid())
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("usr/lib/goldcap/regenerate-ssh-host-keys"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+
+    // Every default operation that had something to do reports it per item,
+    // in the MANIFEST and in --json.
+    let j = run.manifest_json();
+    let ops = j["scrub"]["operations"].as_array().unwrap();
+    for (op, _, want) in DEBIAN {
+        if matches!(want, Same) || *op == "-" {
+            continue;
+        }
+        let o = ops
+            .iter()
+            .find(|o| o["id"] == *op)
+            .unwrap_or_else(|| panic!("{op} not in the MANIFEST"));
+        assert!(o["items"].as_u64().unwrap() >= 1, "{op} did not act: {o}");
+    }
+    let ssh = ops.iter().find(|o| o["id"] == "ssh-hostkeys").unwrap();
+    assert!(
+        ssh["note"]
+            .as_str()
+            .unwrap()
+            .contains("added /etc/systemd/system/goldcap-ssh-host-keys.service"),
+        "{ssh}"
+    );
+    let out: serde_json::Value = serde_json::from_str(run.stdout().trim()).unwrap();
+    let items = out["scrub"]["items"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["path"] == "./etc/machine-id"
+        && i["op"] == "machine-id"
+        && i["action"] == "replace"
+        && i["bytes_removed"] == 33));
+    let text = run.manifest_text();
+    assert!(
+        text.contains("\n./swapfile  [swap-files] drop, 1.0 MiB removed\n"),
+        "{text}"
+    );
+
+    // The artifact passes verify.
+    let v = goldcap(&[std::ffi::OsStr::new("verify"), run.artifact().as_os_str()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
+#[test]
+fn the_added_unit_regenerates_empty_host_keys() {
+    // Run the script goldcap put into the image against a key directory
+    // left with empty files (a power cut during an earlier first boot).
+    require_tool("ssh-keygen");
+    let env = identity_env("debian");
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = extract(&run, &env);
+    let keys = env.path("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for t in ["rsa", "ecdsa", "ed25519"] {
+        std::fs::write(keys.join(format!("ssh_host_{t}_key")), "").unwrap();
+        std::fs::write(keys.join(format!("ssh_host_{t}_key.pub")), "").unwrap();
+    }
+    sh(Command::new("sh")
+        .arg(dest.join("usr/lib/goldcap/regenerate-ssh-host-keys"))
+        .arg(&keys));
+    for t in ["rsa", "ecdsa", "ed25519"] {
+        let k = std::fs::read_to_string(keys.join(format!("ssh_host_{t}_key"))).unwrap();
+        assert!(k.contains("OPENSSH PRIVATE KEY"), "{t}: {k}");
+        assert!(
+            std::fs::metadata(keys.join(format!("ssh_host_{t}_key.pub")))
+                .unwrap()
+                .len()
+                > 0
+        );
+    }
+    let unit =
+        std::fs::read_to_string(dest.join("etc/systemd/system/goldcap-ssh-host-keys.service"))
+            .unwrap();
+    assert!(
+        unit.contains("Before=ssh.service sshd.service")
+            && unit.contains("WantedBy=multi-user.target"),
+        "{unit}"
+    );
+}
+
+fn scrub_in_place(root: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<std::ffi::OsString> = vec!["scrub".into(), "--root".into(), root.into()];
+    args.extend(extra.iter().map(Into::into));
+    goldcap(&args)
+}
+
+#[test]
+fn every_operation_acts_in_place_and_a_dry_run_changes_nothing() {
+    let pristine = identity_env("debian");
+    let target = identity_env("debian");
+    let before = tree_digest(&target.root());
+    let dry = scrub_in_place(&target.root(), &["--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        listing.contains("./etc/machine-id  [machine-id] replace, 33 B removed"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("./usr/lib/goldcap/regenerate-ssh-host-keys  [ssh-hostkeys] added"),
+        "{listing}"
+    );
+    let after = tree_digest(&target.root());
+    assert!(
+        diff(&before.0, &after.0, &[]).is_empty() && before.1 == after.1,
+        "--dry-run changed the root"
+    );
+
+    let real = scrub_in_place(&target.root(), &[]);
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&real.stdout),
+        listing,
+        "the dry run listed exactly what was done"
+    );
+    let bad = check(&target.root(), &pristine.root(), DEBIAN);
+    assert!(bad.is_empty(), "after scrub in place:\n{}", bad.join("\n"));
+    // Edited through the same inode: owner, mode and xattrs stay.
+    let (src, got) = (
+        std::fs::metadata(pristine.root().join("var/log/syslog")).unwrap(),
+        std::fs::metadata(target.root().join("var/log/syslog")).unwrap(),
+    );
+    assert_eq!(
+        (got.mode(), got.uid(), got.gid()),
+        (src.mode(), src.uid(), src.gid())
+    );
+}
+
+#[test]
+fn machine_id_is_never_refilled() {
+    // virt-sysprep's customize step refills an emptied machine-id (RHBZ#1557042):
+    // clones then share one. goldcap empties it, never deletes or refills it,
+    // in the stream and in place, on every run.
+    let env = identity_env("debian");
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = extract(&run, &env);
+    let m = std::fs::symlink_metadata(dest.join("etc/machine-id")).unwrap();
+    assert!(
+        m.is_file() && m.len() == 0,
+        "machine-id in the artifact: {m:?}"
+    );
+    for _ in 0..2 {
+        let o = scrub_in_place(&env.root(), &[]);
+        assert!(o.status.success());
+        let m = std::fs::symlink_metadata(env.root().join("etc/machine-id")).unwrap();
+        assert!(m.is_file() && m.len() == 0, "machine-id in place: {m:?}");
+    }
+}
+
+#[test]
+fn risky_operations_act_when_asked_for() {
+    let env = identity_env("debian");
+    let run = env.capture("out", &["--operations", "all"]);
+    run.ok();
+    let dest = extract(&run, &env);
+    let bad = check(&dest, &env.root(), RISKY);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // The listing says why each is off by default.
+    let o = goldcap(&["scrub", "--list"]);
+    let list = String::from_utf8_lossy(&o.stdout);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("ssh-userdir "))
+        .unwrap();
+    assert!(row.contains("off: removes authorized_keys"), "{row}");
+    let row = list.lines().find(|l| l.starts_with("machine-id ")).unwrap();
+    assert!(row.contains(" * "), "defaults are starred: {row}");
+}
+
+#[test]
+fn rhel_family_root_in_the_stream_and_in_place() {
+    let pristine = identity_env("rhel");
+    let run = pristine.capture("out", &["--machine-id", "uninitialized"]);
+    run.ok();
+    let dest = extract(&run, &pristine);
+    let bad = check(&dest, &pristine.root(), RHEL);
+    assert!(bad.is_empty(), "after capture:\n{}", bad.join("\n"));
+    let j: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            run.out
+                .join("rocky-9.4-MANIFEST-20261122-101500-cf99cd80eb.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ssh = j["scrub"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == "ssh-hostkeys")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ssh["note"],
+        "regenerated on first boot by sshd-keygen@.service"
+    );
+    let v = goldcap(&[
+        std::ffi::OsStr::new("verify"),
+        run.any_artifact().as_os_str(),
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    let target = identity_env("rhel");
+    let o = scrub_in_place(&target.root(), &["--machine-id", "uninitialized"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = check(&target.root(), &pristine.root(), RHEL);
+    assert!(bad.is_empty(), "after scrub in place:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn verify_fails_a_plain_tarball_naming_each_leak() {
+    let env = identity_env("debian");
+    let plain = env.path("plain.tgz");
+    sh(Command::new("tar")
+        .arg("czf")
+        .arg(&plain)
+        .arg("-C")
+        .arg(env.root())
+        .arg("."));
+    let o = goldcap(&[std::ffi::OsStr::new("verify"), plain.as_os_str()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    for leak in [
+        "FAIL  machine-id       holds an id (3f2a9c7e5b1d4e6f8a0b2c4d6e8f0a1b)",
+        "FAIL  dbus-machine-id",
+        "      ./var/lib/dbus/machine-id",
+        "FAIL  ssh-host-keys",
+        "      ./etc/ssh/ssh_host_rsa_key\n",
+        "FAIL  random-seed",
+        "      ./var/lib/systemd/random-seed",
+        "      ./var/lib/systemd/credential.secret",
+        "FAIL  network-mac",
+        "      ./etc/netplan/50-cloud-init.yaml",
+        "      ./etc/NetworkManager/system-connections/Wired.nmconnection",
+        "      ./etc/systemd/network/10-eth.link",
+        "      ./etc/udev/rules.d/70-persistent-net.rules",
+        "FAIL  leases",
+        "      ./var/lib/dhcp/dhclient.eth0.leases",
+        "      ./etc/dhcpcd.duid",
+        "FAIL  curtin",
+        "FAIL  manifest",
+    ] {
+        assert!(out.contains(leak), "{leak:?} not in:\n{out}");
+    }
+    // The same root captured by goldcap with the scrub off fails too.
+    let run = env.capture("out", &["--operations", "none"]);
+    run.ok();
+    let o = goldcap(&[std::ffi::OsStr::new("verify"), run.artifact().as_os_str()]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok    md5"),
+        "checksums still match"
+    );
+}
+
+#[test]
+fn verify_catches_a_corrupted_artifact() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let a = run.artifact();
+    let mut bytes = std::fs::read(&a).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&a, bytes).unwrap();
+    let o = goldcap(&[std::ffi::OsStr::new("verify"), a.as_os_str()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(
+        out.contains("FAIL  md5") && out.contains("FAIL  sha256"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_booted_system_is_refused_and_a_chroot_is_scrubbed() {
+    let o = goldcap(&["scrub", "--root", "/", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--root /: refusing"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // DRP image-builder runs its tasks inside the chroot with /proc mounted:
+    // there `--root /` is the gold root.
+    let env = identity_env("debian");
+    let root = env.root();
+    let bin = env!("CARGO_BIN_EXE_goldcap");
+    let libs = sh(Command::new("ldd").arg(bin));
+    for lib in libs.split_whitespace().filter(|w| w.starts_with('/')) {
+        let dst = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dst).unwrap();
+    }
+    std::fs::copy(bin, root.join("goldcap")).unwrap();
+    let _proc = MountGuard::mount(&["-t", "proc", "proc"], &root.join("proc"));
+    let o = Command::new("chroot")
+        .arg(&root)
+        .args(["/goldcap", "scrub", "--root", "/"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::metadata(root.join("etc/machine-id"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(!root.join("etc/ssh/ssh_host_rsa_key").exists());
+}
+
+#[test]
+fn a_profile_adds_operations_and_entries() {
+    let env = identity_env("debian");
+    std::fs::write(env.root().join("etc/site-token"), "secret").unwrap();
+    let profile = env.path("site.toml");
+    std::fs::write(
+        &profile,
+        r#"
+[[operation]]
+id = "site-token"
+category = "secret"
+default = true
+why = "our enrolment token"
+[[operation.rule]]
+paths = ["/etc/site-token"]
+action = "drop"
+
+[[operation]]
+id = "motd"
+category = "hygiene"
+default = false
+why = "off: stamp the image"
+[[operation.rule]]
+paths = ["/etc/motd"]
+action = "add"
+kind = "file"
+mode = "0644"
+content = "Built from the gold image.\n"
+"#,
+    )
+    .unwrap();
+    let p = profile.to_str().unwrap();
+    let run = env.capture(
+        "out",
+        &["--scrub-profile", p, "--operations", "defaults,+motd"],
+    );
+    run.ok();
+    let names = tar_list(&run.artifact());
+    assert!(!names.contains(&"./etc/site-token".to_owned()));
+    let dest = extract(&run, &env);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/motd")).unwrap(),
+        "Built from the gold image.\n"
+    );
+
+    let bad = env.capture("out2", &["--operations", "defaults,-nope"]);
+    assert_eq!(bad.code(), 2);
+    assert!(
+        bad.stderr().contains("unknown operation \"nope\""),
+        "{}",
+        bad.stderr()
+    );
+    std::fs::write(&profile, "[[operation]]\nid = \"x\"\n").unwrap();
+    let bad = env.capture("out3", &["--scrub-profile", p]);
+    assert_eq!(bad.code(), 2);
+    assert!(bad.stderr().contains("site.toml"), "{}", bad.stderr());
+}
