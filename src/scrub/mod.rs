@@ -182,6 +182,9 @@ pub struct RuleSpec {
     /// Octal mode for `add` (`"0644"`).
     #[serde(default)]
     pub mode: Option<String>,
+    /// `add` only when the root has no entry of that name.
+    #[serde(default)]
+    pub if_missing: bool,
 }
 
 /// One operation as written in the catalogue.
@@ -314,7 +317,7 @@ impl Catalogue {
                 return Err(err("has no rules".into()));
             }
             for r in &op.rules {
-                compile_rule(r, 0, MachineIdMode::Empty).map_err(|e| err(e.0))?;
+                compile_rule(r, 0, Vars::default()).map_err(|e| err(e.0))?;
             }
         }
         Ok(())
@@ -453,7 +456,20 @@ fn parse_mode(m: Option<&str>, default: u32) -> Result<u32, ScrubError> {
     }
 }
 
-fn compile_rule(r: &RuleSpec, op: usize, mid: MachineIdMode) -> Result<Rule, ScrubError> {
+/// Values substituted into `content`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vars<'a> {
+    machine_id: MachineIdMode,
+    os_id: &'a str,
+}
+
+fn expand(content: &str, v: Vars<'_>) -> String {
+    content
+        .replace("{machine_id}", v.machine_id.content())
+        .replace("{os_id}", v.os_id)
+}
+
+fn compile_rule(r: &RuleSpec, op: usize, vars: Vars<'_>) -> Result<Rule, ScrubError> {
     if r.paths.is_empty() {
         return Err(ScrubError("a rule needs paths".into()));
     }
@@ -469,7 +485,7 @@ fn compile_rule(r: &RuleSpec, op: usize, mid: MachineIdMode) -> Result<Rule, Scr
         ActionKind::Drop => (Action::Drop, Only::Any),
         ActionKind::Truncate => (Action::Truncate, content_default),
         ActionKind::Replace => {
-            let c = need(&r.content, "content")?.replace("{machine_id}", mid.content());
+            let c = expand(&need(&r.content, "content")?, vars);
             (Action::Replace(c.into_bytes()), content_default)
         }
         ActionKind::DeleteLines => {
@@ -513,11 +529,7 @@ fn compile_rule(r: &RuleSpec, op: usize, mid: MachineIdMode) -> Result<Rule, Scr
                 .to_vec();
             let (kind, mode) = match r.kind.ok_or_else(|| ScrubError("add needs kind".into()))? {
                 AddKind::File => (
-                    SynthKind::File(
-                        need(&r.content, "content")?
-                            .replace("{machine_id}", mid.content())
-                            .into_bytes(),
-                    ),
+                    SynthKind::File(expand(&need(&r.content, "content")?, vars).into_bytes()),
                     parse_mode(r.mode.as_deref(), 0o644)?,
                 ),
                 AddKind::Dir => (SynthKind::Dir, parse_mode(r.mode.as_deref(), 0o755)?),
@@ -533,7 +545,7 @@ fn compile_rule(r: &RuleSpec, op: usize, mid: MachineIdMode) -> Result<Rule, Scr
                 uid: 0,
                 gid: 0,
                 mtime: 0,
-                replace: true,
+                replace: !r.if_missing,
                 op: None,
             };
             (Action::Add(s), Only::Any)
@@ -731,7 +743,11 @@ impl Plan {
         let mut b = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (op, spec) in &specs {
-            let mut rule = compile_rule(spec, *op, opts.machine_id)
+            let vars = Vars {
+                machine_id: opts.machine_id,
+                os_id: os.map_or("linux", |o| o.id.as_str()),
+            };
+            let mut rule = compile_rule(spec, *op, vars)
                 .map_err(|e| ScrubError(format!("operation {:?}: {e}", ops[*op].id)))?;
             if let Action::Add(s) = &mut rule.action {
                 s.mtime = opts.mtime;
@@ -745,6 +761,7 @@ impl Plan {
             }
             rules.push(rule);
         }
+        with_parents(&mut synthetic, opts.mtime);
         let set = b.build().map_err(|e| ScrubError(e.to_string()))?;
         Ok(Plan {
             ops,
@@ -785,6 +802,39 @@ impl Plan {
     /// The id of a rule's operation.
     pub fn op_id(&self, rule: usize) -> &str {
         &self.ops[self.rules[rule].op].id
+    }
+}
+
+/// Adds a directory entry (added only if missing) for every ancestor of an
+/// added entry, so `/etc/kernel/entry-token` brings `/etc/kernel` along in
+/// the stream and in place.
+fn with_parents(synthetic: &mut Vec<Synthetic>, mtime: i64) {
+    let mut dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for s in synthetic.iter() {
+        let mut end = 0;
+        while let Some(i) = s.rel[end..].iter().position(|&b| b == b'/') {
+            end += i;
+            dirs.insert(s.rel[..end].to_vec());
+            end += 1;
+        }
+    }
+    for d in dirs {
+        if !synthetic.iter().any(|s| s.rel == d) {
+            let op = synthetic
+                .iter()
+                .find(|s| s.rel.starts_with(&d))
+                .and_then(|s| s.op.clone());
+            synthetic.push(Synthetic {
+                rel: d,
+                kind: SynthKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime,
+                replace: false,
+                op,
+            });
+        }
     }
 }
 

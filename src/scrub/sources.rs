@@ -24,6 +24,7 @@ fn rule(paths: Vec<String>, action: ActionKind, patterns: Vec<String>) -> RuleSp
         target: None,
         kind: None,
         mode: None,
+        if_missing: false,
     }
 }
 
