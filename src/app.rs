@@ -168,9 +168,12 @@ fn print_text(text: &str) -> Result<()> {
 fn is_booted_root(root: &Path) -> std::io::Result<Result<bool, String>> {
     use std::os::unix::fs::MetadataExt;
     let r = std::fs::metadata(root)?;
+    // Our own `/`: a bind mount of it elsewhere is the same directory.
+    let own = std::fs::metadata("/")?;
+    let is_own_root = (own.dev(), own.ino()) == (r.dev(), r.ino());
     match std::fs::metadata("/proc/1/root") {
         Ok(init) => Ok(Ok((init.dev(), init.ino()) == (r.dev(), r.ino()))),
-        Err(_) if root != Path::new("/") => Ok(Ok(false)),
+        Err(_) if !is_own_root => Ok(Ok(false)),
         Err(e) => match crate::mounts::MountTable::load() {
             Some(t) if t.at(Path::new("/")).is_none() => Ok(Ok(false)),
             Some(_) => Ok(Err(format!(

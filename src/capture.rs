@@ -99,6 +99,9 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
         op: None,
     };
     let plan = cfg.policy.scrub();
+    if let Some(p) = plan {
+        tar.set_prescanned(p.prescan(&cfg.root));
+    }
     let mut synthetic = vec![curtin];
     synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
     let mut report = Report::new(ui);

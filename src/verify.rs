@@ -164,19 +164,39 @@ impl Read for HashingReader {
     }
 }
 
+/// An entry an identity check reads, as stored.
+#[derive(Debug, Clone)]
+enum Body {
+    /// A regular file: its first MiB.
+    Regular(Vec<u8>),
+    /// A hard link to an earlier entry (root-relative path).
+    Link(String),
+    /// A symlink, with its target.
+    Symlink(Vec<u8>),
+    /// Anything else.
+    Other,
+}
+
 /// What the walk over the archive found.
 #[derive(Default)]
 struct Found {
     curtin: bool,
-    machine_id: Option<(bool, Vec<u8>)>,
-    dbus_ids: Vec<String>,
+    /// Entries whose content the identity checks need, by path.
+    items: std::collections::BTreeMap<String, (String, Body)>,
     ssh_keys: Vec<String>,
     regenerators: Vec<String>,
     sshd: bool,
     cloud_init_disabled: bool,
     seeds: Vec<String>,
-    mac_pinned: Vec<String>,
-    leases: Vec<String>,
+}
+
+/// What `/etc/machine-id` turned out to be.
+enum MachineId {
+    Absent,
+    Content(Vec<u8>),
+    /// A symlink to a runtime file (`/run/machine-id`, stateless systems).
+    Runtime(String),
+    Broken(String),
 }
 
 const SEEDS: &[&str] = &[
@@ -219,6 +239,7 @@ struct Patterns {
     nm: Regex,
     netplan: Regex,
     networkd: Regex,
+    ifupdown: Regex,
 }
 
 impl Patterns {
@@ -226,10 +247,11 @@ impl Patterns {
         // Unwrap expectation: constant patterns.
         let re = |p: &str| Regex::new(p).expect("valid pattern");
         Patterns {
-            ifcfg: re(r"(?m)^\s*(HWADDR|MACADDR)\s*=\s*\S"),
+            ifcfg: re(r"(?m)^\s*(HWADDR|MACADDR|LLADDR)\s*=\s*\S"),
             nm: re(r"(?m)^\s*(mac-address|cloned-mac-address)\s*=\s*\S"),
-            netplan: re(r"(?m)^\s*macaddress\s*:"),
+            netplan: re(r#"(?m)(^|[\s{,])["']?macaddress["']?\s*:"#),
             networkd: re(r"(?m)^\s*(MACAddress|PermanentMACAddress)\s*=\s*\S"),
+            ifupdown: re(r"(?m)^\s*hwaddress\s"),
         }
     }
 
@@ -246,9 +268,13 @@ impl Patterns {
         } else if rel.starts_with("etc/netplan/") {
             Some(&self.netplan)
         } else if rel.starts_with("etc/systemd/network/")
-            && (name.ends_with(".network") || name.ends_with(".link"))
+            && [".network", ".link", ".netdev", ".conf"]
+                .iter()
+                .any(|x| name.ends_with(x))
         {
             Some(&self.networkd)
+        } else if rel == "etc/network/interfaces" || rel.starts_with("etc/network/interfaces.d/") {
+            Some(&self.ifupdown)
         } else {
             None
         }
@@ -288,27 +314,17 @@ pub fn run(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     let state = Rc::new(RefCell::new(HashState::default()));
     let file = File::open(artifact)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.display()))?;
-    let mut input = BufReader::with_capacity(
+    let input = BufReader::with_capacity(
         1 << 20,
         HashingReader {
             inner: file,
             state: Rc::clone(&state),
         },
     );
-    let magic = input
-        .fill_buf()?
-        .get(..4)
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default();
-    let decoder: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(input))
-    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
-    } else {
-        Box::new(input)
-    };
+    let decoder = decoder(input)?;
     let mut found = Found::default();
-    let archive_result = walk(decoder, &mut found);
+    let archive_result =
+        walk(decoder, &mut found).and_then(|n| resolve_links(artifact, &mut found).map(|_| n));
 
     // Hash whatever the decompressor did not need to read (trailing bytes).
     let mut st = state.borrow_mut();
@@ -390,6 +406,51 @@ pub fn run(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
 }
 
 /// Walks the tar stream, collecting what the identity checks need.
+/// The decompressed tar stream behind `input` (gzip, zstd or plain).
+fn decoder<R: BufRead + 'static>(mut input: R) -> io::Result<Box<dyn Read>> {
+    let magic = input
+        .fill_buf()?
+        .get(..4)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
+    } else {
+        Box::new(input)
+    })
+}
+
+/// An entry's path relative to the root (`./` and a trailing `/` removed;
+/// the real name of a PAX sparse entry).
+fn entry_rel(e: &mut tar::Entry<'_, Box<dyn Read>>) -> Vec<u8> {
+    let mut raw = e.path_bytes().into_owned();
+    if let Ok(Some(exts)) = e.pax_extensions() {
+        for ext in exts.flatten() {
+            if ext.key() == Ok("GNU.sparse.name") {
+                raw = ext.value_bytes().to_vec();
+            }
+        }
+    }
+    let rel = raw.strip_prefix(b"./").unwrap_or(&raw);
+    rel.strip_suffix(b"/").unwrap_or(rel).to_vec()
+}
+
+fn read_small(e: &mut tar::Entry<'_, Box<dyn Read>>) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    e.take(1 << 20).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Whether the identity checks read this entry's content.
+fn interesting(rel: &str, pats: &Patterns) -> bool {
+    rel.ends_with("machine-id")
+        || rel == "etc/udev/rules.d/70-persistent-net.rules"
+        || pats.for_path(rel).is_some()
+        || is_lease(rel)
+}
+
 fn walk(decoder: Box<dyn Read>, found: &mut Found) -> io::Result<u64> {
     let pats = Patterns::new();
     let mut ar = tar::Archive::new(decoder);
@@ -397,39 +458,12 @@ fn walk(decoder: Box<dyn Read>, found: &mut Found) -> io::Result<u64> {
     for entry in ar.entries()? {
         let mut e = entry?;
         n += 1;
-        let mut raw = e.path_bytes().into_owned();
-        if let Ok(Some(exts)) = e.pax_extensions() {
-            for ext in exts.flatten() {
-                if ext.key() == Ok("GNU.sparse.name") {
-                    raw = ext.value_bytes().to_vec();
-                }
-            }
-        }
-        let rel_bytes = raw.strip_prefix(b"./").unwrap_or(&raw);
-        let rel_bytes = rel_bytes.strip_suffix(b"/").unwrap_or(rel_bytes);
-        let rel = String::from_utf8_lossy(rel_bytes).into_owned();
-        let shown = format!("./{}", escape(rel_bytes));
+        let rel_bytes = entry_rel(&mut e);
+        let rel = String::from_utf8_lossy(&rel_bytes).into_owned();
+        let shown = format!("./{}", escape(&rel_bytes));
         let et = e.header().entry_type();
-        let regular = et.is_file() || et.is_contiguous();
-        let read_small = |e: &mut tar::Entry<'_, Box<dyn Read>>| -> io::Result<Vec<u8>> {
-            let mut v = Vec::new();
-            e.take(1 << 20).read_to_end(&mut v)?;
-            Ok(v)
-        };
         if rel == "curtin" && et.is_dir() {
             found.curtin = true;
-        } else if rel == "etc/machine-id" {
-            let content = if regular {
-                read_small(&mut e)?
-            } else {
-                Vec::new()
-            };
-            found.machine_id = Some((regular, content));
-        } else if (rel == "var/lib/dbus/machine-id" || rel == "etc/dbus-1/machine-id")
-            && regular
-            && !read_small(&mut e)?.iter().all(u8::is_ascii_whitespace)
-        {
-            found.dbus_ids.push(shown.clone());
         }
         if rel.starts_with("etc/ssh/ssh_host_") && !et.is_dir() {
             found.ssh_keys.push(shown.clone());
@@ -446,21 +480,119 @@ fn walk(decoder: Box<dyn Read>, found: &mut Found) -> io::Result<u64> {
         if SEEDS.contains(&rel.as_str()) && !et.is_dir() {
             found.seeds.push(shown.clone());
         }
-        if regular && e.size() > 0 {
-            if rel == "etc/udev/rules.d/70-persistent-net.rules" {
-                found.mac_pinned.push(shown.clone());
-            } else if let Some(re) = pats.for_path(&rel)
-                && re.is_match(&read_small(&mut e)?)
-            {
-                found.mac_pinned.push(shown.clone());
-            } else if is_lease(&rel) {
-                found.leases.push(shown.clone());
-            }
+        if interesting(&rel, &pats) {
+            let body = if et.is_file() || et.is_contiguous() {
+                Body::Regular(read_small(&mut e)?)
+            } else if et.is_hard_link() {
+                let target = e
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let t = target.strip_prefix(b"./").unwrap_or(&target);
+                Body::Link(String::from_utf8_lossy(t).into_owned())
+            } else if et.is_symlink() {
+                Body::Symlink(
+                    e.link_name_bytes()
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default(),
+                )
+            } else {
+                Body::Other
+            };
+            found.items.insert(rel, (shown, body));
         }
     }
     // Read to the end of the compressed stream (trailer, padding).
     io::copy(&mut ar.into_inner(), &mut io::sink())?;
     Ok(n)
+}
+
+/// Second pass, only when an interesting entry is a hard link: reads the
+/// entries it links to.
+fn read_targets(
+    artifact: &Path,
+    targets: &std::collections::BTreeSet<String>,
+) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(decoder(BufReader::with_capacity(
+        1 << 20,
+        File::open(artifact)?,
+    ))?);
+    for entry in ar.entries()? {
+        let mut e = entry?;
+        let rel = String::from_utf8_lossy(&entry_rel(&mut e)).into_owned();
+        let et = e.header().entry_type();
+        if targets.contains(&rel) && (et.is_file() || et.is_contiguous()) {
+            out.insert(rel, read_small(&mut e)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces hard-link bodies by their targets' content.
+fn resolve_links(artifact: &Path, found: &mut Found) -> io::Result<()> {
+    let targets: std::collections::BTreeSet<String> = found
+        .items
+        .values()
+        .filter_map(|(_, b)| {
+            if let Body::Link(t) = b {
+                Some(t.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let contents = read_targets(artifact, &targets)?;
+    for (_, body) in found.items.values_mut() {
+        if let Body::Link(t) = body {
+            *body = contents
+                .get(t.as_str())
+                .map_or(Body::Other, |c| Body::Regular(c.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Follows `/etc/machine-id` through symlinks inside the archive.
+fn machine_id(f: &Found) -> MachineId {
+    let mut rel = "etc/machine-id".to_owned();
+    for _ in 0..8 {
+        match f.items.get(&rel).map(|(_, b)| b) {
+            None if rel == "etc/machine-id" => return MachineId::Absent,
+            None if rel.starts_with("run/") => return MachineId::Runtime(format!("/{rel}")),
+            None => {
+                return MachineId::Broken(format!(
+                    "is a symlink to /{rel}, which is not in the image"
+                ));
+            }
+            Some(Body::Regular(c)) => return MachineId::Content(c.clone()),
+            Some(Body::Symlink(t)) => {
+                let t = String::from_utf8_lossy(t);
+                let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+                let joined = if let Some(abs) = t.strip_prefix('/') {
+                    abs.to_owned()
+                } else {
+                    format!("{dir}/{t}")
+                };
+                let mut parts: Vec<&str> = Vec::new();
+                for p in joined.split('/') {
+                    match p {
+                        "" | "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        p => parts.push(p),
+                    }
+                }
+                rel = parts.join("/");
+            }
+            Some(_) => return MachineId::Broken("is not a regular file".into()),
+        }
+    }
+    MachineId::Broken("is a symlink loop".into())
 }
 
 fn identity_checks(f: &Found) -> Vec<Check> {
@@ -494,32 +626,20 @@ fn identity_checks(f: &Found) -> Vec<Check> {
         },
         paths: vec![],
     });
-    v.push(match &f.machine_id {
-        None => Check {
-            name: "machine-id",
-            ok: true,
-            detail: "absent".into(),
-            paths: vec![],
-        },
-        Some((false, _)) => Check {
-            name: "machine-id",
-            ok: true,
-            detail: "not a regular file (left as it was)".into(),
-            paths: vec![],
-        },
-        Some((true, c)) if c.is_empty() => Check {
-            name: "machine-id",
-            ok: true,
-            detail: "empty".into(),
-            paths: vec![],
-        },
-        Some((true, c)) if c == b"uninitialized\n" || c == b"uninitialized" => Check {
-            name: "machine-id",
-            ok: true,
-            detail: "uninitialized".into(),
-            paths: vec![],
-        },
-        Some((true, c)) => Check {
+    let ok = |detail: String| Check {
+        name: "machine-id",
+        ok: true,
+        detail,
+        paths: vec![],
+    };
+    v.push(match machine_id(f) {
+        MachineId::Absent => ok("absent".into()),
+        MachineId::Runtime(t) => ok(format!("a symlink to {t}, created at boot")),
+        MachineId::Content(c) if c.is_empty() => ok("empty".into()),
+        MachineId::Content(c) if c == b"uninitialized\n" || c == b"uninitialized" => {
+            ok("uninitialized".into())
+        }
+        MachineId::Content(c) => Check {
             name: "machine-id",
             ok: false,
             detail: format!(
@@ -528,10 +648,42 @@ fn identity_checks(f: &Found) -> Vec<Check> {
             ),
             paths: vec!["./etc/machine-id".into()],
         },
+        MachineId::Broken(why) => Check {
+            name: "machine-id",
+            ok: false,
+            detail: format!("{why}: the clone would have no machine id"),
+            paths: vec!["./etc/machine-id".into()],
+        },
     });
+    let pats = Patterns::new();
+    let regular = |rel: &str| match f.items.get(rel) {
+        Some((shown, Body::Regular(c))) => Some((shown.clone(), c)),
+        _ => None,
+    };
+    let dbus_ids: Vec<String> = ["var/lib/dbus/machine-id", "etc/dbus-1/machine-id"]
+        .iter()
+        .filter_map(|r| regular(r))
+        .filter(|(_, c)| !c.iter().all(u8::is_ascii_whitespace))
+        .map(|(s, _)| s)
+        .collect();
+    let mut mac_pinned = Vec::new();
+    let mut leases = Vec::new();
+    for (rel, (shown, body)) in &f.items {
+        let Body::Regular(c) = body else { continue };
+        if c.is_empty() {
+            continue;
+        }
+        if rel == "etc/udev/rules.d/70-persistent-net.rules"
+            || pats.for_path(rel).is_some_and(|re| re.is_match(c))
+        {
+            mac_pinned.push(shown.clone());
+        } else if is_lease(rel) {
+            leases.push(shown.clone());
+        }
+    }
     v.push(list(
         "dbus-machine-id",
-        &f.dbus_ids,
+        &dbus_ids,
         "regular D-Bus machine id file(s) with an id: systemd would copy it back into /etc/machine-id",
         "not a regular file with an id",
     ));
@@ -582,13 +734,13 @@ fn identity_checks(f: &Found) -> Vec<Check> {
     ));
     v.push(list(
         "network-mac",
-        &f.mac_pinned,
+        &mac_pinned,
         "network configuration file(s) pinned to the template's MAC addresses",
         "none",
     ));
     v.push(list(
         "leases",
-        &f.leases,
+        &leases,
         "DHCP lease / DUID / NetworkManager secret file(s) of the template",
         "none",
     ));
@@ -642,6 +794,26 @@ mod tests {
             p.for_path("etc/systemd/network/10-a.link")
                 .unwrap()
                 .is_match(b"[Match]\nMACAddress=aa\n")
+        );
+        assert!(
+            p.for_path("etc/systemd/network/10-a.network.d/m.conf")
+                .unwrap()
+                .is_match(b"MACAddress=aa\n")
+        );
+        assert!(
+            p.for_path("etc/netplan/x.yaml")
+                .unwrap()
+                .is_match(b"network: {ethernets: {e: {match: {\"macaddress\": 'x'}}}}")
+        );
+        assert!(
+            p.for_path("etc/sysconfig/network/ifcfg-eth0")
+                .unwrap()
+                .is_match(b"LLADDR='52:54:00:00:00:01'\n")
+        );
+        assert!(
+            p.for_path("etc/network/interfaces")
+                .unwrap()
+                .is_match(b"iface e inet dhcp\n  hwaddress ether 52:54:00:00:00:01\n")
         );
         for l in [
             "var/lib/dhcp/dhclient.eth0.leases",

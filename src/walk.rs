@@ -395,7 +395,7 @@ impl<'p> Walker<'p> {
                 Decision::Scrub(hits) => (None, hits),
                 Decision::Drop(reason) => {
                     let subtree = (is_dir && matches!(reason, Reason::Scrub(_)))
-                        .then(|| du(&fd, &name, stat.dev));
+                        .then(|| du(&fd, &name, parent_dev));
                     return Some(Event::Dropped {
                         rel,
                         reason,

@@ -152,6 +152,43 @@ const DEBIAN: &[(&str, &str, Want)] = &[
     ("netplan-mac", "etc/netplan/01-keep.yaml", Same),
     ("networkd-mac", "etc/systemd/network/10-eth.link", Absent),
     ("networkd-mac", "etc/systemd/network/20-wired.network", Same),
+    (
+        "networkd-mac",
+        "etc/systemd/network/20-wired.network.d/mac.conf",
+        Absent,
+    ),
+    (
+        "networkd-mac",
+        "etc/systemd/network/30-bond.netdev",
+        Edited {
+            keeps: "Kind=bond\n",
+            lost: "MACAddress",
+        },
+    ),
+    ("netplan-mac", "etc/netplan/60-flow.yaml", Absent),
+    (
+        "ifcfg-mac",
+        "etc/sysconfig/network/ifcfg-eth1",
+        Edited {
+            keeps: "BOOTPROTO='dhcp'\n",
+            lost: "LLADDR",
+        },
+    ),
+    (
+        "ifupdown-mac",
+        "etc/network/interfaces",
+        Edited {
+            keeps: "iface eth0 inet dhcp\n",
+            lost: "hwaddress",
+        },
+    ),
+    (
+        "dropbear-hostkeys",
+        "etc/dropbear/dropbear_ed25519_host_key",
+        Same,
+    ),
+    ("crash-dumps", "var/lib/systemd/pstore/dmesg-efi-1", Absent),
+    ("shell-history", "root/.ash_history", Absent),
     ("resolv-conf", "etc/resolv.conf", Same),
     ("firewall-rules", "etc/sysconfig/iptables", Same),
     ("swap-files", "swapfile", Absent),
@@ -224,6 +261,11 @@ const RISKY: &[(&str, &str, Want)] = &[
         Absent,
     ),
     ("zfs-hostid", "etc/hostid", Absent),
+    (
+        "dropbear-hostkeys",
+        "etc/dropbear/dropbear_ed25519_host_key",
+        Absent,
+    ),
     ("resolv-conf", "etc/resolv.conf", Empty),
     ("firewall-rules", "etc/sysconfig/iptables", Absent),
     ("firewall-rules", "etc/firewalld/zones/public.xml", Absent),
@@ -264,11 +306,11 @@ const RISKY: &[(&str, &str, Want)] = &[
 const RHEL: &[(&str, &str, Want)] = &[
     ("machine-id", "etc/machine-id", Content("uninitialized\n")),
     ("ssh-hostkeys", "etc/ssh/ssh_host_rsa_key", Absent),
-    // sshd-keygen@.service regenerates: nothing is added.
+    // sshd-keygen@.service regenerates; goldcap's unit runs after it as a fallback.
     (
         "ssh-hostkeys",
         "etc/systemd/system/goldcap-ssh-host-keys.service",
-        Absent,
+        Present,
     ),
     (
         "ifcfg-mac",
@@ -486,7 +528,7 @@ fn the_added_unit_regenerates_empty_host_keys() {
         std::fs::read_to_string(dest.join("etc/systemd/system/goldcap-ssh-host-keys.service"))
             .unwrap();
     assert!(
-        unit.contains("Before=ssh.service sshd.service")
+        unit.contains("Before=ssh.socket sshd.socket ssh.service sshd.service")
             && unit.contains("WantedBy=multi-user.target"),
         "{unit}"
     );
@@ -615,8 +657,12 @@ fn rhel_family_root_in_the_stream_and_in_place() {
         .clone();
     assert_eq!(
         ssh["note"],
-        "regenerated on first boot by sshd-keygen@.service"
+        "regenerated on first boot by sshd-keygen@.service; /etc/systemd/system/goldcap-ssh-host-keys.service added as a fallback after it"
     );
+    let unit =
+        std::fs::read_to_string(dest.join("etc/systemd/system/goldcap-ssh-host-keys.service"))
+            .unwrap();
+    assert!(unit.contains("After=sshd-keygen.target"), "{unit}");
     let v = goldcap(&[
         std::ffi::OsStr::new("verify"),
         run.any_artifact().as_os_str(),
@@ -794,4 +840,186 @@ content = "Built from the gold image.\n"
     let bad = env.capture("out3", &["--scrub-profile", p]);
     assert_eq!(bad.code(), 2);
     assert!(bad.stderr().contains("site.toml"), "{}", bad.stderr());
+}
+
+#[test]
+fn in_place_drops_never_touch_what_is_mounted_inside() {
+    // A bind mount below a directory the scrub drops, and a dropped
+    // directory that is itself a mount: what is mounted belongs to someone
+    // else and must survive.
+    let env = identity_env("debian");
+    let victim = env.path("victim");
+    let victim2 = env.path("victim2");
+    for v in [&victim, &victim2] {
+        std::fs::create_dir_all(v).unwrap();
+        std::fs::write(v.join("precious"), "not the image's").unwrap();
+    }
+    let _inner = MountGuard::mount(
+        &["--bind", victim.to_str().unwrap()],
+        &env.root().join("var/crash/bundle/host-cache"),
+    );
+    let _whole = MountGuard::mount(
+        &["--bind", victim2.to_str().unwrap()],
+        &env.root().join("var/lib/waagent"),
+    );
+    let o = scrub_in_place(&env.root(), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("./var/crash/bundle: cannot remove: mount points inside were left alone, with the directories holding them: ./var/crash/bundle/host-cache"), "{err}");
+    // The rule drops what is *in* /var/lib/waagent; a mount there is never entered.
+    assert!(!err.contains("waagent"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(victim.join("precious")).unwrap(),
+        "not the image's"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim2.join("precious")).unwrap(),
+        "not the image's"
+    );
+    // What is not mounted in there is still removed.
+    assert!(!env.root().join("var/crash/core.1234").exists());
+}
+
+#[test]
+fn the_booted_root_is_refused_under_another_path_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let alias = dir.path().join("alias");
+    let _m = MountGuard::mount(&["--bind", "/"], &alias);
+    let o = scrub_in_place(&alias, &["--dry-run"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refusing"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Hard links that give scrubbed content another name, earlier or later in
+/// the walk, inside or outside a dropped directory.
+fn link_secrets(env: &Env) {
+    let r = env.root();
+    std::fs::hard_link(
+        r.join("etc/ssh/ssh_host_ed25519_key"),
+        r.join("etc/aa-key-copy"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(r.join("var/crash/bundle")).unwrap();
+    std::fs::write(r.join("var/crash/bundle/core"), "template memory").unwrap();
+    std::fs::hard_link(r.join("var/crash/bundle/core"), r.join("var/zz-core")).unwrap();
+    std::fs::hard_link(r.join("etc/hostname"), r.join("boot/hostname-copy")).unwrap();
+    std::fs::hard_link(r.join("etc/hostname"), r.join("var/zz-hostname-copy")).unwrap();
+}
+
+#[test]
+fn other_names_of_scrubbed_files_never_carry_the_original() {
+    let env = identity_env("debian");
+    link_secrets(&env);
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = extract(&run, &env);
+    assert!(
+        !dest.join("etc/aa-key-copy").exists(),
+        "an earlier name of a host key leaked"
+    );
+    assert!(
+        !dest.join("var/zz-core").exists(),
+        "a name of a dropped crash dump leaked"
+    );
+    for copy in ["boot/hostname-copy", "var/zz-hostname-copy"] {
+        let leaked = std::fs::read(dest.join(copy)).is_ok_and(|c| !c.is_empty());
+        assert!(!leaked, "{copy} still holds the template's hostname");
+    }
+    let v = goldcap(&[std::ffi::OsStr::new("verify"), run.artifact().as_os_str()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    // In place: every name goes, or holds the edited content.
+    let target = identity_env("debian");
+    link_secrets(&target);
+    let o = scrub_in_place(&target.root(), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = target.root();
+    assert!(!r.join("etc/aa-key-copy").exists() && !r.join("var/zz-core").exists());
+    assert_eq!(std::fs::read(r.join("boot/hostname-copy")).unwrap(), b"");
+}
+
+#[test]
+fn a_symlinked_machine_id_is_emptied_without_a_loop() {
+    let env = identity_env("debian");
+    let r = env.root();
+    std::fs::remove_file(r.join("etc/machine-id")).unwrap();
+    std::os::unix::fs::symlink("../var/lib/dbus/machine-id", r.join("etc/machine-id")).unwrap();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = extract(&run, &env);
+    assert_eq!(
+        std::fs::read_link(dest.join("etc/machine-id"))
+            .unwrap()
+            .to_str(),
+        Some("../var/lib/dbus/machine-id")
+    );
+    let target = std::fs::symlink_metadata(dest.join("var/lib/dbus/machine-id")).unwrap();
+    assert!(target.is_file() && target.len() == 0, "{target:?}");
+    let v = goldcap(&[std::ffi::OsStr::new("verify"), run.artifact().as_os_str()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
+#[test]
+fn verify_follows_symlinks_and_hard_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    for d in ["curtin", "etc/netplan", "boot", "var/lib/dbus"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let verify = |name: &str| {
+        let a = dir.path().join(name);
+        sh(Command::new("tar")
+            .arg("czf")
+            .arg(&a)
+            .arg("-C")
+            .arg(&r)
+            .args(["./boot", "./curtin", "./etc", "./var"]));
+        let o = goldcap(&[std::ffi::OsStr::new("verify"), a.as_os_str()]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The id stored under an earlier name, etc/machine-id a hard link to it;
+    // a MAC-pinned netplan file likewise.
+    std::fs::write(r.join("boot/id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::hard_link(r.join("boot/id"), r.join("etc/machine-id")).unwrap();
+    std::fs::write(
+        r.join("boot/net"),
+        "network: {ethernets: {e: {match: {macaddress: aa}}}}\n",
+    )
+    .unwrap();
+    std::fs::hard_link(r.join("boot/net"), r.join("etc/netplan/50.yaml")).unwrap();
+    let out = verify("links.tgz");
+    assert!(
+        out.contains("FAIL  machine-id       holds an id (0123456789abcdef0123456789abcdef)"),
+        "{out}"
+    );
+    assert!(out.contains("      ./etc/netplan/50.yaml"), "{out}");
+
+    // A symlink loop between the two machine ids.
+    std::fs::remove_file(r.join("etc/machine-id")).unwrap();
+    std::os::unix::fs::symlink("../var/lib/dbus/machine-id", r.join("etc/machine-id")).unwrap();
+    std::os::unix::fs::symlink("/etc/machine-id", r.join("var/lib/dbus/machine-id")).unwrap();
+    let out = verify("loop.tgz");
+    assert!(
+        out.contains("FAIL  machine-id       is a symlink loop"),
+        "{out}"
+    );
 }

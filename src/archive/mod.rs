@@ -209,6 +209,8 @@ pub struct TarWriter<W: Write> {
     links: HashMap<(u64, u64), LinkGroup>,
     /// Inodes the scrub left out: their other names are left out too.
     dropped: HashSet<(u64, u64)>,
+    /// Multiply-linked inodes the scrub acts on ([`Plan::prescan`]).
+    scrubbed: HashMap<(u64, u64), bool>,
     owners: Owners,
     buf: Vec<u8>,
 }
@@ -221,6 +223,7 @@ impl<W: Write> TarWriter<W> {
             written: 0,
             links: HashMap::new(),
             dropped: HashSet::new(),
+            scrubbed: HashMap::new(),
             owners,
             buf: vec![0; BUF_SIZE],
         }
@@ -326,13 +329,13 @@ impl<W: Write> TarWriter<W> {
         if st.kind == FileKind::File {
             return self.append_file(e, ctx);
         }
-        if self.is_dropped_secret(st, &e.rel, ctx) {
-            return Ok(None);
-        }
         let meta = meta_of(st);
         let name = archive_name(&e.rel, st.is_dir());
         if !st.is_dir() && self.append_hardlink(st, &name, &meta)? {
             return Ok(Some(Kind::Hardlink));
+        }
+        if self.is_dropped_secret(st, &e.rel, true, ctx) {
+            return Ok(None);
         }
         let (kind, mut b) = match st.kind {
             FileKind::Dir => (
@@ -445,11 +448,13 @@ impl<W: Write> TarWriter<W> {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<Option<Kind>, Error> {
         let name = archive_name(&e.rel, false);
-        if self.is_dropped_secret(&e.stat, &e.rel, ctx) {
-            return Ok(None);
-        }
+        // A later name of a scrubbed inode links to the scrubbed body, if
+        // there is one; otherwise it is left out like the original.
         if self.append_hardlink(&e.stat, &name, &meta_of(&e.stat))? {
             return Ok(Some(Kind::Hardlink));
+        }
+        if self.is_dropped_secret(&e.stat, &e.rel, true, ctx) {
+            return Ok(None);
         }
         let Some((file, before, same_inode)) = self.open_checked(e, ctx) else {
             return Ok(None);
@@ -602,10 +607,20 @@ impl<W: Write> TarWriter<W> {
         }))
     }
 
-    /// Whether an earlier name of this inode was dropped by the scrub; if
-    /// so, this name is dropped too (it holds the same secret).
-    fn is_dropped_secret(&mut self, st: &Stat, rel: &[u8], ctx: &mut Ctx<'_, '_>) -> bool {
-        if st.nlink < 2 || !self.dropped.contains(&(st.dev, st.ino)) {
+    /// Whether this inode's content is scrubbed under another name: one
+    /// dropped earlier, or (with `prescanned`) one the prescan found. This
+    /// name is then left out too: it holds the same secret.
+    fn is_dropped_secret(
+        &mut self,
+        st: &Stat,
+        rel: &[u8],
+        prescanned: bool,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> bool {
+        let key = (st.dev, st.ino);
+        if st.nlink < 2
+            || !(self.dropped.contains(&key) || (prescanned && self.scrubbed.contains_key(&key)))
+        {
             return false;
         }
         let effect = Effect {
@@ -615,6 +630,11 @@ impl<W: Write> TarWriter<W> {
         };
         ctx.report.scrubbed(rel, std::slice::from_ref(&effect));
         true
+    }
+
+    /// Sets the result of [`Plan::prescan`].
+    pub fn set_prescanned(&mut self, scrubbed: HashMap<(u64, u64), bool>) {
+        self.scrubbed = scrubbed;
     }
 
     /// Remembers an inode whose content the scrub left out.
@@ -633,7 +653,7 @@ impl<W: Write> TarWriter<W> {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<Option<Kind>, Error> {
         let name = archive_name(&e.rel, false);
-        if self.is_dropped_secret(&e.stat, &e.rel, ctx) {
+        if self.is_dropped_secret(&e.stat, &e.rel, false, ctx) {
             return Ok(None);
         }
         let Some((file, before, same_inode)) = self.open_checked(e, ctx) else {
@@ -648,6 +668,7 @@ impl<W: Write> TarWriter<W> {
             }
             let mut buf = Vec::with_capacity(before.size as usize);
             if let Err(err) = (&file).take(EDIT_LIMIT).read_to_end(&mut buf) {
+                self.forbid(&before);
                 let why = crate::util::io_reason(&err);
                 ctx.report.warn(
                     &e.rel,

@@ -26,7 +26,7 @@ use crate::walk::{SynthKind, Synthetic};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -185,6 +185,10 @@ pub struct RuleSpec {
     /// `add` only when the root has no entry of that name.
     #[serde(default)]
     pub if_missing: bool,
+    /// When a (literal) path is a symlink, act on its target inside the
+    /// root as well (a symlinked `/etc/machine-id` still gets emptied).
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// One operation as written in the catalogue.
@@ -657,6 +661,8 @@ pub struct Plan {
     pub traits: RootTraits,
     /// What `/etc/machine-id` becomes.
     pub machine_id: MachineIdMode,
+    /// Where [`Plan::prescan`] looks: (literal directory prefix, depth).
+    scan: Vec<(Vec<u8>, usize)>,
 }
 
 /// Options for planning.
@@ -715,6 +721,18 @@ impl Plan {
             }
             if op.guarantee.as_deref() == Some("ssh-regenerator") {
                 match ssh::detect(root, &traits) {
+                    // goldcap's unit only fills what is still missing, so it is
+                    // added as a fallback too: a distro unit may be disabled
+                    // or not wired to sshd.
+                    ssh::Regenerator::Distro(what)
+                        if traits.init == "systemd" && ssh::has_sshd(root) =>
+                    {
+                        planned.note = Some(format!(
+                            "regenerated on first boot by {what}; {} added as a fallback after it",
+                            ssh::UNIT_PATH
+                        ));
+                        synthetic.extend(ssh::synthetic(opts.mtime, true));
+                    }
                     ssh::Regenerator::Distro(what) => {
                         planned.note = Some(format!("regenerated on first boot by {what}"))
                     }
@@ -723,7 +741,7 @@ impl Plan {
                             "no regenerator in the image: added {} (regenerates missing or empty keys before sshd)",
                             ssh::UNIT_PATH
                         ));
-                        synthetic.extend(ssh::synthetic(opts.mtime));
+                        synthetic.extend(ssh::synthetic(opts.mtime, false));
                     }
                     ssh::Regenerator::NoSshd => planned.note = Some("no sshd in the image".into()),
                     ssh::Regenerator::Missing => {
@@ -740,6 +758,7 @@ impl Plan {
             ops.push(planned);
         }
         let mut rules = Vec::new();
+        let mut scan = Vec::new();
         let mut b = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (op, spec) in &specs {
@@ -755,9 +774,14 @@ impl Plan {
                 synthetic.push(s.clone());
                 continue;
             }
-            for p in &spec.paths {
+            let mut paths = spec.paths.clone();
+            if spec.follow {
+                paths.extend(followed(root, &spec.paths));
+            }
+            for p in &paths {
                 b.add(glob(p)?);
                 owners.push(rules.len());
+                scan.extend(scan_root(p));
             }
             rules.push(rule);
         }
@@ -771,7 +795,88 @@ impl Plan {
             synthetic,
             traits,
             machine_id: opts.machine_id,
+            scan,
         })
+    }
+
+    /// Multiply-linked inodes the scrub acts on, so that their *other*
+    /// names never carry the original: a stat-only walk of the directories
+    /// the bounded rules can reach (and of every directory they drop). The
+    /// value says whether the content is left out entirely (drop, symlink,
+    /// drop-if-matches) rather than edited. Rules with `**` (logs, backups)
+    /// are not prescanned: their other names are only caught when they come
+    /// after the scrubbed one.
+    pub fn prescan(&self, root: &Path) -> HashMap<(u64, u64), bool> {
+        use crate::fsx::{self, Kind};
+        use std::os::fd::AsFd;
+        let mut out = HashMap::new();
+        let mut scan = self.scan.clone();
+        scan.sort();
+        scan.dedup();
+        for (prefix, depth) in scan {
+            let Ok(mut fd) = fsx::open_root(root) else {
+                return out;
+            };
+            let mut ok = true;
+            for part in prefix.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+                let Ok(name) = std::ffi::CString::new(part) else {
+                    ok = false;
+                    break;
+                };
+                match fsx::open_dir_at(fd.as_fd(), &name) {
+                    Ok(next) => fd = next,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            let Ok(top) = fsx::fstat(&fd) else { continue };
+            if !ok {
+                continue;
+            }
+            let mut stack = vec![(fd, prefix.clone(), depth, false)];
+            while let Some((dir, rel, left, dropped)) = stack.pop() {
+                let Ok(names) = fsx::list_dir(dir.as_fd()) else {
+                    continue;
+                };
+                for name in names {
+                    let Ok(st) = fsx::stat_at(dir.as_fd(), &name) else {
+                        continue;
+                    };
+                    if st.dev != top.dev {
+                        continue;
+                    }
+                    let child = if rel.is_empty() {
+                        name.to_bytes().to_vec()
+                    } else {
+                        [&rel[..], b"/", name.to_bytes()].concat()
+                    };
+                    let first = if dropped {
+                        None
+                    } else {
+                        self.hits(&child, st.kind).first().copied()
+                    };
+                    let gone = dropped
+                        || first.is_some_and(|h| {
+                            matches!(
+                                self.rules[h].action,
+                                Action::Drop | Action::Symlink(_) | Action::DropIfMatches(_)
+                            )
+                        });
+                    if st.kind != Kind::Dir && st.nlink > 1 && (dropped || first.is_some()) {
+                        out.insert((st.dev, st.ino), gone);
+                    }
+                    if st.is_dir()
+                        && (gone || left > 1)
+                        && let Ok(sub) = fsx::open_dir_at(dir.as_fd(), &name)
+                    {
+                        stack.push((sub, child, left.saturating_sub(1), gone));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Rules matching an entry, in match order (indices into `rules`).
@@ -803,6 +908,42 @@ impl Plan {
     pub fn op_id(&self, rule: usize) -> &str {
         &self.ops[self.rules[rule].op].id
     }
+}
+
+/// The targets, inside the root, of those literal `paths` that are symlinks.
+fn followed(root: &RootFs, paths: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| !p.contains(['*', '?', '[', '{'])) {
+        let host = root.root().join(p.trim_start_matches('/'));
+        if !std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        if let Ok(target) = root.resolve(p)
+            && let Ok(rel) = target.strip_prefix(root.root())
+            && target.is_file()
+        {
+            out.push(format!("/{}", globset::escape(&rel.to_string_lossy())));
+        }
+    }
+    out
+}
+
+/// Where a glob can match, for the hardlink prescan: its leading literal
+/// directory and how many levels below it. `None` for `**` globs (logs,
+/// backups), which would mean walking whole trees.
+fn scan_root(pattern: &str) -> Option<(Vec<u8>, usize)> {
+    if pattern.contains("**") {
+        return None;
+    }
+    let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    let literal = parts[..parts.len() - 1]
+        .iter()
+        .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+        .count();
+    Some((
+        parts[..literal].join("/").into_bytes(),
+        parts.len() - literal,
+    ))
 }
 
 /// Adds a directory entry (added only if missing) for every ancestor of an

@@ -25,6 +25,7 @@ fn rule(paths: Vec<String>, action: ActionKind, patterns: Vec<String>) -> RuleSp
         kind: None,
         mode: None,
         if_missing: false,
+        follow: false,
     }
 }
 
@@ -64,6 +65,19 @@ fn unescape_mount(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// The swap file dphys-swapfile (Raspberry Pi OS) manages: `CONF_SWAPFILE`
+/// in its config, `/var/swap` by default. `None` without the config.
+pub fn dphys_swap_file(conf: Option<&str>) -> Option<String> {
+    let conf = conf?;
+    let set = conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("CONF_SWAPFILE="))
+        .next_back();
+    Some(set.map_or("/var/swap".to_owned(), |v| {
+        v.trim().trim_matches(['"', '\'']).to_owned()
+    }))
+}
+
 /// Rules for the root's swap files.
 pub fn swap_files(root: &RootFs, live: bool) -> Vec<RuleSpec> {
     let fstab = root
@@ -72,6 +86,9 @@ pub fn swap_files(root: &RootFs, live: bool) -> Vec<RuleSpec> {
         .flatten()
         .unwrap_or_default();
     let mut files = fstab_swap_files(&String::from_utf8_lossy(&fstab));
+    let dphys = root.read("/etc/dphys-swapfile", 1 << 20).ok().flatten();
+    let dphys = dphys.as_deref().map(String::from_utf8_lossy);
+    files.extend(dphys_swap_file(dphys.as_deref()).filter(|f| f.starts_with('/')));
     if live && let Ok(s) = std::fs::read_to_string("/proc/swaps") {
         files.extend(proc_swap_files(&s));
     }
@@ -163,6 +180,19 @@ mod tests {
         assert_eq!(
             fstab_swap_files(fstab),
             vec!["/swapfile", "/var/swap file", "/swap.img"]
+        );
+    }
+
+    #[test]
+    fn dphys_table() {
+        assert_eq!(dphys_swap_file(None), None);
+        assert_eq!(
+            dphys_swap_file(Some("# CONF_SWAPSIZE=100\n")).as_deref(),
+            Some("/var/swap")
+        );
+        assert_eq!(
+            dphys_swap_file(Some("CONF_SWAPFILE=/srv/swap\n")).as_deref(),
+            Some("/srv/swap")
         );
     }
 

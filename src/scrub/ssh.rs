@@ -55,30 +55,45 @@ fi
 exit 0
 "#;
 
-/// The unit.
-pub const UNIT: &str = "[Unit]
-Description=Regenerate missing or empty SSH host keys (added by goldcap)
-Before=ssh.service sshd.service ssh.socket sshd.socket
-ConditionPathExists=/usr/lib/goldcap/regenerate-ssh-host-keys
-
-[Service]
-Type=oneshot
-ExecStart=/usr/lib/goldcap/regenerate-ssh-host-keys
-RemainAfterExit=yes
-
-[Install]
-WantedBy=multi-user.target
-";
+/// The unit goldcap adds. `after_distro`: the image has its own
+/// regenerator (`sshd-keygen@`), so this one runs after it and only fills
+/// what is still missing. Otherwise it runs early, without default
+/// dependencies (which order a service after `basic.target`, itself after
+/// `sockets.target` — with `Before=ssh.socket` that is an ordering cycle), so
+/// it precedes socket-activated sshd (Ubuntu's `ssh.socket`, Debian's
+/// `Accept=yes` instances) as well as `ssh.service`.
+pub fn unit(after_distro: bool) -> String {
+    let order = if after_distro {
+        "After=sshd-keygen.target\nBefore=sshd.service ssh.service\n"
+    } else {
+        "DefaultDependencies=no\nAfter=local-fs.target\n\
+         Before=ssh.socket sshd.socket ssh.service sshd.service sockets.target shutdown.target\n\
+         Conflicts=shutdown.target\n"
+    };
+    format!(
+        "[Unit]\nDescription=Regenerate missing or empty SSH host keys (added by goldcap)\n{order}\
+         ConditionPathExists={SCRIPT_PATH}\n\n[Service]\nType=oneshot\nExecStart={SCRIPT_PATH}\nRemainAfterExit=yes\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
 
 /// Finds what regenerates host keys in the root.
 pub fn detect(root: &RootFs, traits: &RootTraits) -> Regenerator {
     let unit_dirs = [
+        "/etc/systemd/system",
         "/usr/lib/systemd/system",
         "/lib/systemd/system",
-        "/etc/systemd/system",
     ];
     for unit in ["sshd-keygen@.service", "sshd-keygen.service"] {
-        if unit_dirs.iter().any(|d| root.exists(format!("{d}/{unit}"))) {
+        // The first unit file found wins, as systemd reads them; a mask
+        // (a link to /dev/null, or an empty file) means no regenerator.
+        let found = unit_dirs.iter().find_map(|d| {
+            let p = format!("{d}/{unit}");
+            root.exists(&p).then(|| root.resolve(&p).ok()).flatten()
+        });
+        if let Some(host) = found
+            && std::fs::metadata(&host).is_ok_and(|m| m.is_file() && m.len() > 0)
+        {
             return Regenerator::Distro(unit.to_owned());
         }
     }
@@ -100,10 +115,7 @@ pub fn detect(root: &RootFs, traits: &RootTraits) -> Regenerator {
     {
         return Regenerator::Distro("the OpenRC sshd script".into());
     }
-    if !["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]
-        .iter()
-        .any(|p| root.exists(p))
-    {
+    if !has_sshd(root) {
         return Regenerator::NoSshd;
     }
     if traits.init == "systemd" {
@@ -111,6 +123,13 @@ pub fn detect(root: &RootFs, traits: &RootTraits) -> Regenerator {
     } else {
         Regenerator::Missing
     }
+}
+
+/// Whether the root has an OpenSSH server.
+pub fn has_sshd(root: &RootFs) -> bool {
+    ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]
+        .iter()
+        .any(|p| root.exists(p))
 }
 
 fn entry(rel: &str, kind: SynthKind, mode: u32, replace: bool, mtime: i64) -> Synthetic {
@@ -128,7 +147,7 @@ fn entry(rel: &str, kind: SynthKind, mode: u32, replace: bool, mtime: i64) -> Sy
 }
 
 /// The entries goldcap adds: script, unit, and its enablement.
-pub fn synthetic(mtime: i64) -> Vec<Synthetic> {
+pub fn synthetic(mtime: i64, after_distro: bool) -> Vec<Synthetic> {
     vec![
         entry("/usr/lib/goldcap", SynthKind::Dir, 0o755, false, mtime),
         entry(
@@ -140,7 +159,7 @@ pub fn synthetic(mtime: i64) -> Vec<Synthetic> {
         ),
         entry(
             UNIT_PATH,
-            SynthKind::File(UNIT.as_bytes().to_vec()),
+            SynthKind::File(unit(after_distro).into_bytes()),
             0o644,
             true,
             mtime,
@@ -170,9 +189,11 @@ mod tests {
     fn root_with(files: &[&str]) -> (tempfile::TempDir, RootFs) {
         let t = tempfile::tempdir().unwrap();
         for f in files {
+            // A trailing '!' makes an empty file (a mask).
+            let (f, empty) = f.strip_suffix('!').map_or((*f, false), |f| (f, true));
             let p = t.path().join(f.trim_start_matches('/'));
             fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, "x ssh-keygen -A").unwrap();
+            fs::write(&p, if empty { "" } else { "x ssh-keygen -A" }).unwrap();
         }
         let r = RootFs::new(t.path());
         (t, r)
@@ -195,6 +216,16 @@ mod tests {
                 ],
                 "systemd",
                 Regenerator::Distro("sshd-keygen@.service".into()),
+            ),
+            // Masked: an empty override in /etc.
+            (
+                &[
+                    "/usr/lib/systemd/system/sshd-keygen@.service",
+                    "/etc/systemd/system/sshd-keygen@.service!",
+                    "/usr/sbin/sshd",
+                ],
+                "systemd",
+                Regenerator::Inject,
             ),
             (
                 &["/usr/sbin/sshd-gen-keys-start", "/usr/sbin/sshd"],
@@ -277,13 +308,125 @@ mod tests {
 
     #[test]
     fn unit_orders_before_sshd_and_is_enabled() {
-        assert!(UNIT.contains("Before=ssh.service sshd.service ssh.socket sshd.socket"));
-        assert!(UNIT.contains(&format!("ExecStart={SCRIPT_PATH}")));
-        let s = synthetic(0);
+        assert!(
+            unit(false)
+                .contains("Before=ssh.socket sshd.socket ssh.service sshd.service sockets.target")
+        );
+        assert!(unit(false).contains("DefaultDependencies=no"));
+        assert!(unit(true).contains("After=sshd-keygen.target"));
+        assert!(unit(true).contains(&format!("ExecStart={SCRIPT_PATH}")));
+        let s = synthetic(0, false);
         assert!(s.iter().any(|e| {
             e.rel
                 .ends_with(b"multi-user.target.wants/goldcap-ssh-host-keys.service")
                 && e.kind == SynthKind::Symlink(UNIT_PATH.as_bytes().to_vec())
         }));
+    }
+}
+
+#[cfg(test)]
+mod systemd_tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    /// `systemd-analyze verify` of a boot (multi-user.target) with the unit
+    /// enabled next to socket-activated sshd (Ubuntu) or Fedora's keygen
+    /// units: no ordering cycle.
+    fn cycles(after_distro: bool, extra: &[(&str, &str)]) -> String {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let sys = r.join("usr/lib/systemd/system");
+        fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg("/usr/lib/systemd/system")
+            .arg(r.join("usr/lib/systemd"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        for (name, text) in extra {
+            fs::write(sys.join(name), text).unwrap();
+        }
+        let etc = r.join("etc/systemd/system");
+        for d in [
+            "multi-user.target.wants",
+            "sockets.target.wants",
+            "sshd-keygen.target.wants",
+        ] {
+            fs::create_dir_all(etc.join(d)).unwrap();
+        }
+        fs::create_dir_all(r.join("usr/lib/goldcap")).unwrap();
+        fs::write(r.join("usr/lib/goldcap/regenerate-ssh-host-keys"), SCRIPT).unwrap();
+        fs::write(
+            etc.join("goldcap-ssh-host-keys.service"),
+            unit(after_distro),
+        )
+        .unwrap();
+        symlink(
+            UNIT_PATH,
+            etc.join("multi-user.target.wants/goldcap-ssh-host-keys.service"),
+        )
+        .unwrap();
+        for (name, _) in extra {
+            let wants = if name.ends_with(".socket") {
+                "sockets.target.wants"
+            } else if name.starts_with("sshd-keygen@") {
+                continue;
+            } else {
+                "multi-user.target.wants"
+            };
+            symlink(
+                format!("/usr/lib/systemd/system/{name}"),
+                etc.join(wants).join(name),
+            )
+            .unwrap();
+        }
+        let o = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(format!("--root={}", r.display()))
+            .arg(sys.join("multi-user.target"))
+            .output()
+            .expect("systemd-analyze (scripts/install-deps installs systemd)");
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.contains("cycle") || l.contains("deleted"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn no_ordering_cycle_with_socket_activated_sshd() {
+        let ubuntu = [
+            (
+                "ssh.socket",
+                "[Unit]\nBefore=sockets.target ssh.service\n[Socket]\nListenStream=22\n[Install]\nWantedBy=sockets.target\n",
+            ),
+            (
+                "ssh.service",
+                "[Unit]\nAfter=network.target auditd.service\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+            ),
+        ];
+        assert_eq!(cycles(false, &ubuntu), "");
+    }
+
+    #[test]
+    fn no_ordering_cycle_after_fedora_keygen() {
+        let fedora = [
+            (
+                "sshd-keygen@.service",
+                "[Unit]\nConditionFileNotEmpty=|!/etc/ssh/ssh_host_%i_key\n[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=sshd-keygen.target\n",
+            ),
+            (
+                "sshd-keygen.target",
+                "[Unit]\nWants=sshd-keygen@rsa.service sshd-keygen@ecdsa.service sshd-keygen@ed25519.service\nPartOf=sshd.service\n",
+            ),
+            (
+                "sshd.service",
+                "[Unit]\nAfter=network.target sshd-keygen.target\nWants=sshd-keygen.target\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+            ),
+        ];
+        assert_eq!(cycles(true, &fedora), "");
     }
 }

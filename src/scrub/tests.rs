@@ -365,3 +365,60 @@ fn delete_lines_keeps_other_lines_byte_exact() {
     );
     assert_eq!(delete_lines(b"HWADDR=x", &re), b"");
 }
+
+#[test]
+fn a_symlinked_machine_id_empties_its_target_without_a_loop() {
+    // /etc/machine-id -> ../var/lib/dbus/machine-id: emptying the link's
+    // target must win over the D-Bus rule that would make the target a
+    // symlink back to /etc/machine-id (a loop, and no machine id at all).
+    let (t, r) = root(&[
+        ("/etc/os-release", "ID=debian\n"),
+        (
+            "/var/lib/dbus/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink(
+        "../var/lib/dbus/machine-id",
+        t.path().join("etc/machine-id"),
+    )
+    .unwrap();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(
+        plan.hits(b"etc/machine-id", Kind::Symlink).is_empty(),
+        "the link itself stays"
+    );
+    let (o, e) = outcome(
+        &plan,
+        "var/lib/dbus/machine-id",
+        "0123456789abcdef0123456789abcdef\n",
+    );
+    assert_eq!(o, Outcome::Content(vec![]));
+    assert_eq!(e, vec!["machine-id:replace:33"]);
+}
+
+#[test]
+fn netplan_mac_matches_in_any_yaml_style() {
+    let (_t, r) = debian();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    for yaml in [
+        "network:\n  ethernets:\n    e:\n      match:\n        macaddress: 52:54:00:12:34:56\n",
+        "network: {ethernets: {e: {match: {macaddress: \"52:54:00:12:34:56\"}}}}\n",
+        "network:\n  ethernets:\n    e:\n      match: {\"macaddress\": '52:54:00:12:34:56'}\n",
+    ] {
+        assert_eq!(
+            outcome(&plan, "etc/netplan/x.yaml", yaml).0,
+            Outcome::Drop,
+            "{yaml}"
+        );
+    }
+    assert_eq!(
+        outcome(
+            &plan,
+            "etc/netplan/x.yaml",
+            "network: {ethernets: {e: {dhcp4: true}}}\n"
+        )
+        .0,
+        Outcome::Unchanged
+    );
+}
