@@ -28,6 +28,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Scrub(args) => run_scrub(args, verbosity),
         Command::Verify(args) => run_verify(args),
+        Command::Upload(args) => run_upload(args, verbosity),
+        Command::Token(args) => run_token(args),
+        Command::Profile(args) => run_profile(args),
         Command::Man { output_dir } => crate::man::write_all(output_dir).map(|_| ExitCode::Success),
     };
     match result {
@@ -53,7 +56,8 @@ fn show(p: &Path) -> String {
 /// What `--json` prints.
 #[derive(Serialize)]
 struct JsonResult<'a> {
-    artifact: String,
+    /// `null` when the artifact was only uploaded.
+    artifact: Option<String>,
     manifest: String,
     manifest_json: String,
     ident: &'a str,
@@ -68,6 +72,8 @@ struct JsonResult<'a> {
     warnings: u64,
     warning_details: &'a [crate::report::Warning],
     scrub: &'a crate::manifest::ScrubSection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload: Option<&'a crate::upload::Uploaded>,
 }
 
 fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCode> {
@@ -86,7 +92,12 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
         d.stats.entries,
         human(d.stats.content_bytes),
         show(&cfg.root),
-        show(&out.artifact),
+        match (&out.artifact, &out.uploaded) {
+            (Some(a), Some(u)) => format!("{} and {}", show(a), uploaded_where(u)),
+            (Some(a), None) => show(a),
+            (None, Some(u)) => uploaded_where(u),
+            (None, None) => String::new(),
+        },
         human(d.digests.size),
         d.digests.md5,
         out.elapsed.as_secs_f64(),
@@ -107,7 +118,7 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
     ));
     if json {
         let r = JsonResult {
-            artifact: show(&out.artifact),
+            artifact: out.artifact.as_deref().map(show),
             manifest: show(&out.manifest),
             manifest_json: show(&out.manifest_json),
             ident: &d.ident,
@@ -122,6 +133,7 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
             warnings: d.warning_count,
             warning_details: &d.warnings,
             scrub: &d.scrub,
+            upload: out.uploaded.as_ref(),
         };
         let mut stdout = std::io::stdout().lock();
         let written = serde_json::to_writer(&mut stdout, &r)
@@ -133,6 +145,10 @@ fn run_capture(cfg: &CaptureConfig, json: bool, verbosity: i8) -> Result<ExitCod
         {
             return Err(e.into());
         }
+    }
+    if !json && let Some(url) = out.uploaded.as_ref().and_then(|u| u.presigned_get.as_ref()) {
+        // Asked for with --presign-get: output, so stdout, never the log.
+        print_text(&format!("{url}\n"))?;
     }
     Ok(if d.warning_count > 0 {
         ExitCode::Warnings
@@ -345,4 +361,102 @@ fn run_verify(args: &crate::cli::VerifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::Success
     })
+}
+
+/// Where the artifact went, for summary lines.
+fn uploaded_where(u: &crate::upload::Uploaded) -> String {
+    u.objects
+        .first()
+        .map_or_else(|| u.target.clone(), |o| o.url.clone())
+}
+
+fn run_upload(args: &crate::cli::UploadCmdArgs, verbosity: i8) -> Result<ExitCode> {
+    let cancel = Cancel::install()?;
+    let opts = args.upload.options();
+    let files = crate::upload::Files::from_manifest(&args.manifest)?;
+    let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
+    ui.info(&format!(
+        "uploading {} ({}) to {}",
+        show(&files.artifact),
+        human(files.size),
+        args.to.describe()
+    ));
+    let started = std::time::Instant::now();
+    ui.start_progress(Some(files.size), "uploading");
+    let result = crate::upload::upload_files(&args.to, &opts, &files, &ui, &cancel);
+    ui.finish_progress();
+    let up = result?;
+    ui.say(&format!(
+        "goldcap: uploaded {} ({}) and its MANIFEST to {} in {:.1}s; verified: {}",
+        show(&files.artifact),
+        human(files.size),
+        uploaded_where(&up),
+        started.elapsed().as_secs_f64(),
+        up.objects.first().map_or("", |o| o.verified.as_str())
+    ));
+    if args.json {
+        print_json(&up)?;
+    } else if let Some(url) = &up.presigned_get {
+        // Asked for: it is the command's output, so stdout (never stderr).
+        print_text(&format!("{url}\n"))?;
+    }
+    Ok(ExitCode::Success)
+}
+
+fn run_token(args: &crate::cli::TokenArgs) -> Result<ExitCode> {
+    let cancel = Cancel::install()?;
+    let paths: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if paths.is_empty() {
+        return Err(Error::usage(
+            "--paths: give at least one files path, e.g. images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz",
+        ));
+    }
+    let client = crate::upload::drp::Client::new(args.endpoint.as_deref(), &args.upload.options())?;
+    let token = client.token(&args.user, args.ttl, &paths, &cancel)?;
+    // The token is this command's only output, for `RS_TOKEN=$(goldcap token …)`.
+    print_text(&format!("{token}\n"))?;
+    Ok(ExitCode::Success)
+}
+
+fn run_profile(args: &crate::cli::ProfileArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.manifest).map_err(|e| {
+        Error::usage(format!(
+            "{}: {}",
+            args.manifest.display(),
+            crate::util::io_reason(&e)
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::usage(format!(
+            "{}: not a goldcap JSON MANIFEST ({e})",
+            args.manifest.display()
+        ))
+    })?;
+    let yaml = crate::profile::render(&v, args.endpoint.as_deref())
+        .map_err(|e| Error::usage(format!("{}: {}", args.manifest.display(), format_error(&e))))?;
+    match &args.output {
+        Some(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = p.file_name().ok_or_else(|| {
+                Error::usage(format!("--output {}: not a file name", p.display()))
+            })?;
+            let mut f = crate::sink::AtomicFile::create(dir, &name.to_string_lossy())?;
+            f.write_all(yaml.as_bytes())?;
+            // Not a secret, unlike the artifact: readable like any profile.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f.temp_path(), std::fs::Permissions::from_mode(0o644))?;
+            f.sync()?;
+            f.persist(true)?;
+        }
+        None => print_text(&yaml)?,
+    }
+    Ok(ExitCode::Success)
 }

@@ -30,14 +30,16 @@ use std::time::{Duration, Instant};
 /// The result of a successful capture.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Published artifact.
-    pub artifact: PathBuf,
+    /// Published artifact (`None` when only uploaded).
+    pub artifact: Option<PathBuf>,
     /// Published text manifest.
     pub manifest: PathBuf,
     /// Published JSON manifest.
     pub manifest_json: PathBuf,
     /// What the manifest says (without the path list).
     pub data: Manifest,
+    /// Where it was uploaded.
+    pub uploaded: Option<crate::upload::Uploaded>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -46,13 +48,14 @@ pub struct Outcome {
 pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome> {
     let started = Instant::now();
     let rootfs = RootFs::new(&cfg.root);
+    let local_artifact = cfg.upload.as_ref().is_none_or(|(t, _)| !t.can_stream()) || cfg.keep_local;
     let final_names = [
         &cfg.artifact_name,
         &cfg.manifest_name,
         &cfg.manifest_json_name,
     ];
     if !cfg.force {
-        for name in final_names {
+        for name in final_names.into_iter().skip(usize::from(!local_artifact)) {
             let p = cfg.output_dir.join(name);
             if p.symlink_metadata().is_ok() {
                 return Err(
@@ -61,12 +64,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
             }
         }
     }
-    let facts = Facts {
-        os: cfg.os_release.clone(),
-        kernels: crate::facts::kernels(&rootfs),
-        boot: crate::facts::boot_support(&rootfs),
-        packages: crate::facts::packages(&rootfs),
-    };
+    let facts = Facts::gather(&rootfs, cfg.os_release.clone());
 
     let create = |name: &str| {
         AtomicFile::create(&cfg.output_dir, name).with_context(|| {
@@ -76,7 +74,35 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
             )
         })
     };
-    let artifact = create(&cfg.artifact_name)?;
+    // Where the compressed bytes go: the local file, the upload stream
+    // (DRP, S3), or both with --keep-local. Starting the upload first means
+    // a refused token stops the capture before the root is read.
+    let stream = match &cfg.upload {
+        Some((target, opts)) if target.can_stream() => {
+            let names = crate::upload::StreamNames {
+                artifact: cfg.artifact_name.clone(),
+                upload_tarball: cfg.upload_tarball.clone(),
+            };
+            Some(crate::upload::start_stream(
+                target,
+                opts,
+                &names,
+                estimate_total(cfg),
+                cancel,
+            )?)
+        }
+        _ => None,
+    };
+    let file = if stream.is_none() || cfg.keep_local {
+        Some(create(&cfg.artifact_name)?)
+    } else {
+        None
+    };
+    let artifact = Output {
+        file,
+        stream,
+        stream_error: None,
+    };
     let mut paths = PathList::new(&cfg.output_dir).with_context(|| {
         format!(
             "cannot create files in the output directory {}",
@@ -199,8 +225,28 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     let tee = compressor
         .finish()
         .context("cannot finish the compressed stream")?;
-    let (mut artifact, digests) = tee.finish().context("cannot write the archive")?;
-    artifact.sync()?;
+    let (mut output, digests) = tee.finish().context("cannot write the archive")?;
+    if let Some(f) = &mut output.file {
+        f.sync()?;
+    }
+    let streamed = match output.stream.take() {
+        Some(s) => match s.finish(&digests, cancel) {
+            Ok(stored) => Some(stored),
+            Err(e) if output.file.is_some() => {
+                output.stream_error = Some(e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    if let Some(err) = &output.stream_error {
+        // --keep-local: the capture is complete locally, so nothing is
+        // lost; upload_after sends the finished file, with retries.
+        ui.warn(&format!(
+            "the streamed upload failed ({err}); the local copy is complete, uploading it instead"
+        ));
+    }
     let paths = paths.finish().map_err(spool)?;
     cancel.check()?;
 
@@ -243,14 +289,130 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     json.sync()?;
     cancel.check()?;
 
-    let (artifact_path, manifest, manifest_json) = publish(cfg, cancel, artifact, text, json)?;
+    let (artifact_path, manifest, manifest_json) = publish(cfg, cancel, output.file, text, json)?;
+    let uploaded = match &cfg.upload {
+        Some((target, opts)) => {
+            let files = crate::upload::Files {
+                artifact: artifact_path
+                    .clone()
+                    .unwrap_or_else(|| cfg.output_dir.join(&cfg.artifact_name)),
+                manifest: manifest.clone(),
+                manifest_json: manifest_json.clone(),
+                upload_tarball: cfg.upload_tarball.clone(),
+                upload_manifest: cfg.upload_manifest.clone(),
+                size: data.digests.size,
+                md5: data.digests.md5.clone(),
+                sha256: data.digests.sha256.clone(),
+            };
+            Some(upload_after(
+                cfg,
+                target,
+                opts,
+                &files,
+                streamed,
+                artifact_path.is_some(),
+                ui,
+                cancel,
+            )?)
+        }
+        None => None,
+    };
     Ok(Outcome {
         artifact: artifact_path,
         manifest,
         manifest_json,
         data,
+        uploaded,
         elapsed: started.elapsed(),
     })
+}
+
+/// After the local files are published: the MANIFEST(s) to the store after
+/// a streamed artifact, or everything for a presigned PUT. A failure leaves
+/// nothing half-published: a streamed artifact is withdrawn, and local
+/// MANIFESTs of an artifact that exists nowhere are removed.
+#[allow(clippy::too_many_arguments)]
+fn upload_after(
+    cfg: &CaptureConfig,
+    target: &crate::upload::Target,
+    opts: &crate::upload::Options,
+    files: &crate::upload::Files,
+    streamed: Option<crate::upload::Stored>,
+    local: bool,
+    ui: &mut Ui,
+    cancel: &Cancel,
+) -> Result<crate::upload::Uploaded> {
+    match streamed {
+        Some(artifact) => match crate::upload::upload_manifests(target, opts, files, ui, cancel) {
+            Ok(m) => {
+                let mut objects = vec![artifact];
+                objects.extend(m);
+                Ok(crate::upload::Uploaded {
+                    target: target.describe(),
+                    objects,
+                    presigned_get: crate::upload::presigned_get(target, opts, files),
+                })
+            }
+            Err(e) => {
+                let left = crate::upload::withdraw(target, opts, files, cancel)
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                if !local {
+                    let _ = std::fs::remove_file(&files.manifest);
+                    let _ = std::fs::remove_file(&files.manifest_json);
+                }
+                Err(anyhow::anyhow!("{e}{left}").into())
+            }
+        },
+        None => {
+            ui.start_progress(Some(files.size), "uploading");
+            let r = crate::upload::upload_files(target, opts, files, ui, cancel);
+            ui.finish_progress();
+            r.map_err(|e| {
+                Error::Failed(anyhow::anyhow!(
+                    "{e} (the capture itself is complete in {})",
+                    cfg.output_dir.display()
+                ))
+            })
+        }
+    }
+}
+
+/// The artifact's destination: a local file, an upload stream, or both.
+struct Output {
+    file: Option<AtomicFile>,
+    stream: Option<Box<dyn crate::upload::StreamUpload>>,
+    /// Why the stream was given up while the local copy went on.
+    stream_error: Option<String>,
+}
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        if let Some(s) = &mut self.stream
+            && let Err(e) = s.write_all(buf)
+        {
+            // With a local copy (--keep-local) the capture goes on and the
+            // finished file is uploaded afterwards; without one it fails.
+            if self.file.is_none() {
+                return Err(e);
+            }
+            let left = self.stream.take().and_then(|s| s.abort());
+            self.stream_error = Some(match left {
+                Some(l) => format!("{e}; {l}"),
+                None => e.to_string(),
+            });
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = &mut self.file {
+            f.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Publication: the artifact first, the MANIFEST last, then the directory
@@ -261,10 +423,10 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
 fn publish(
     cfg: &CaptureConfig,
     cancel: &Cancel,
-    artifact: AtomicFile,
+    artifact: Option<AtomicFile>,
     text: AtomicFile,
     json: AtomicFile,
-) -> Result<(PathBuf, PathBuf, PathBuf)> {
+) -> Result<(Option<PathBuf>, PathBuf, PathBuf)> {
     let _guard = cancel.publishing();
     if cfg.force {
         for name in [&cfg.manifest_name, &cfg.manifest_json_name] {
@@ -284,7 +446,8 @@ fn publish(
             let _ = std::fs::remove_file(p);
         }
     };
-    for file in [artifact, text, json] {
+    let has_artifact = artifact.is_some();
+    for file in artifact.into_iter().chain([text, json]) {
         match file.persist(cfg.force) {
             Ok(p) => done.push(p),
             Err(e) => {
@@ -302,9 +465,10 @@ fn publish(
             .into());
     }
     let mut it = done.into_iter();
-    // Unwrap expectation: exactly three files were published above.
+    let artifact = if has_artifact { it.next() } else { None };
+    // Unwrap expectation: both manifests were published above.
     Ok((
-        it.next().expect("artifact"),
+        artifact,
         it.next().expect("manifest"),
         it.next().expect("json"),
     ))

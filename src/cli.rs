@@ -12,6 +12,20 @@ use crate::scrub::MachineIdMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// Environment of `upload`, `token` and `capture --upload` (man pages, --help).
+pub const UPLOAD_ENV_HELP: &str = "Environment:
+  RS_ENDPOINT        DRP endpoint when --to drp names none (else the first of RS_ENDPOINTS,
+                     else https://127.0.0.1:8092), as drpcli
+  RS_TOKEN           DRP token (inside a DRP task: the job's token); --token-file wins
+  RS_KEY             user:password for DRP when there is no token
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                     S3 credentials
+  AWS_REGION         S3 region (or AWS_DEFAULT_REGION; default us-east-1)
+  AWS_ENDPOINT_URL   S3-compatible endpoint, path-style (MinIO, Ceph RGW); or AWS_ENDPOINT_URL_S3
+Credentials are never taken from the command line and never printed.
+Exit status: 0 uploaded and verified; 1 the upload failed (the message says what is left on
+the target, if anything); 2 usage (bad target, missing credentials or files).";
+
 /// goldcap: turn a Linux system into a deployable gold image.
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +87,39 @@ pub enum Command {
                       configuration, no DHCP leases. Every failure is listed; exit status 4 if any."
     )]
     Verify(Box<VerifyArgs>),
+    /// Upload a finished capture (artifact and MANIFEST) and verify it.
+    #[command(
+        long_about = "Upload a capture's artifact and MANIFEST, named by its JSON MANIFEST, to a Digital Rebar \
+                      Provision endpoint (drp or drp:URL: POST /api/v3/files, then HEAD and compare \
+                      X-DRP-SHA256SUM), to S3 or an S3-compatible store (s3://BUCKET/PREFIX: multipart, \
+                      part ETags and final size checked, aborted on failure), or to two presigned PUT URLs \
+                      (put:URL,URL or put:@FILE). The artifact is hashed as it is sent and must match the \
+                      MANIFEST. Credentials come from the environment (RS_TOKEN, RS_KEY, AWS_*) or \
+                      --token-file, never from the command line.",
+        after_help = UPLOAD_ENV_HELP
+    )]
+    Upload(Box<UploadCmdArgs>),
+    /// Ask a DRP endpoint for a token that can upload given files and
+    /// nothing else.
+    #[command(
+        long_about = "Mint a DRP token for USER limited to scope files, actions post and get, on exactly the \
+                      given paths (as DRP matches claims), for TTL seconds, and print only the token. Hand it \
+                      to a brownfield server as RS_TOKEN or --token-file: it can upload its image and manifest \
+                      and read them back, nothing else. Authenticates with RS_KEY=user:pass, RS_TOKEN or \
+                      --token-file.",
+        after_help = UPLOAD_ENV_HELP
+    )]
+    Token(Box<TokenArgs>),
+    /// Write the DRP image-deploy profile for a capture.
+    #[command(
+        long_about = "Write the Digital Rebar Provision profile that deploys a capture with image-deploy, \
+                      as in the image-builder documentation: image-deploy/image-os linux, image-type tgz, \
+                      image-url {{.ProvisionerURL}}/files/<upload path> (or --endpoint: a base URL or a \
+                      full, e.g. presigned, URL), and kexec-ok only when the captured kernel has \
+                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused: \
+                      image-deploy's curtin only streams gzip, bzip2 and xz."
+    )]
+    Profile(Box<ProfileArgs>),
     /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
     #[command(hide = true)]
     Man {
@@ -123,6 +170,102 @@ pub struct ScrubCmdArgs {
     /// Scrub options.
     #[command(flatten)]
     pub scrub: ScrubArgs,
+}
+
+/// Upload options, shared by `capture --upload`, `upload` and `token`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// DRP token from this file (default: RS_TOKEN, or RS_KEY=user:pass).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify TLS certificates (drpcli's default; not goldcap's).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds without progress before a request is given up (and retried).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Attempts per request on connection errors, timeouts and 5xx.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+    /// S3 part size in MiB (default: 8, more for very large images).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size: Option<u64>,
+    /// Also print a presigned S3 GET URL valid this long (for image-deploy's
+    /// unauthenticated image-url).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub presign_get: Option<u64>,
+}
+
+impl UploadArgs {
+    /// As upload options.
+    pub fn options(&self) -> crate::upload::Options {
+        crate::upload::Options {
+            token_file: self.token_file.clone(),
+            ca_cert: self.ca_cert.clone(),
+            insecure: self.insecure,
+            timeout: std::time::Duration::from_secs(self.timeout),
+            attempts: self.attempts,
+            part_size: self.part_size.map(|m| m << 20),
+            presign_get: self.presign_get.map(std::time::Duration::from_secs),
+        }
+    }
+}
+
+/// `goldcap upload`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadCmdArgs {
+    /// The capture's JSON MANIFEST (the artifact and text MANIFEST are next to it).
+    #[arg(value_name = "MANIFEST.json")]
+    pub manifest: PathBuf,
+    /// drp, drp:URL, s3://BUCKET/PREFIX, put:URL,URL or put:@FILE.
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::Target::parse)]
+    pub to: crate::upload::Target,
+    /// Print one JSON object describing the upload on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Upload options.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// `goldcap token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The DRP user the token acts as.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Lifetime in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: u64,
+    /// Files paths it may post and get, comma-separated (e.g.
+    /// images/debian-12-rootfs-….tgz,images/debian-12-MANIFEST-….txt);
+    /// `*` for any.
+    #[arg(long, value_name = "P,…", value_delimiter = ',', required = true)]
+    pub paths: Vec<String>,
+    /// DRP endpoint (default: RS_ENDPOINT, else https://127.0.0.1:8092).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Connection options.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// `goldcap profile`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// The capture's JSON MANIFEST.
+    #[arg(value_name = "MANIFEST.json")]
+    pub manifest: PathBuf,
+    /// Base URL the image is served from (default: DRP's own
+    /// {{.ProvisionerURL}}/files/).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Write the profile here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `goldcap verify`.
@@ -208,6 +351,17 @@ pub struct CaptureArgs {
     /// Identity scrub in the stream.
     #[command(flatten)]
     pub scrub: ScrubArgs,
+    /// Upload while capturing: drp, drp:URL or s3://BUCKET/PREFIX stream the
+    /// compressed bytes straight to the store (no local copy unless
+    /// --keep-local); put:URL,URL uploads the finished file.
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::Target::parse)]
+    pub upload: Option<crate::upload::Target>,
+    /// With --upload to drp or s3, also keep the artifact in --output-dir.
+    #[arg(long, requires = "upload")]
+    pub keep_local: bool,
+    /// Upload options.
+    #[command(flatten)]
+    pub upload_opts: UploadArgs,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,

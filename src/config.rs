@@ -65,6 +65,10 @@ pub struct CaptureConfig {
     pub include_mounts: Vec<Vec<u8>>,
     /// Replace existing files.
     pub force: bool,
+    /// Upload target and options.
+    pub upload: Option<(crate::upload::Target, crate::upload::Options)>,
+    /// Keep a local copy when streaming to the upload target.
+    pub keep_local: bool,
 }
 
 fn rel_bytes(p: &str) -> Vec<u8> {
@@ -212,6 +216,8 @@ impl CaptureConfig {
             mounts,
             include_mounts,
             force: args.force,
+            upload: args.upload.clone().map(|t| (t, args.upload_opts.options())),
+            keep_local: args.keep_local,
         })
     }
 }

@@ -14,7 +14,8 @@ pub enum ExitCode {
     /// 0: the command did everything it was asked to, without warnings.
     Success,
     /// 1: the command failed (I/O error, full disk, output already exists,
-    /// …). Nothing was left under a final name.
+    /// upload refused, …). Nothing was left under a final name, except a
+    /// complete local capture whose upload failed afterwards.
     Failure,
     /// 2: the command line or an input is wrong (bad option, template,
     /// ident, date, a root that is not a directory, …). Nothing was done.
@@ -53,8 +54,9 @@ impl ExitCode {
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0    success
-  1    failure (I/O error, full disk, output exists, ...); no file is left
-       under a final name
+  1    failure (I/O error, full disk, output exists, upload refused ...); no
+       file is left under a final name, except a complete local capture whose
+       upload failed afterwards (the message says so)
   2    usage error: bad option or input (template, ident, date, root ...)
   3    completed with warnings: the artifact is complete and valid, but files
        vanished, changed or were unreadable during the capture (listed on

@@ -33,6 +33,59 @@ pub struct Facts {
     pub boot: BootSupport,
     /// The installed packages.
     pub packages: Packages,
+    /// Whether the image can be kexec'ed into (DRP's `kexec-ok`).
+    pub kexec: Kexec,
+}
+
+/// kexec support: a kernel built with it, and kexec-tools installed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Kexec {
+    /// Both are present.
+    pub supported: bool,
+    /// What showed it (or what is missing).
+    pub evidence: Vec<String>,
+}
+
+/// Reads `/boot/config-<version>` of each kernel for `CONFIG_KEXEC(_FILE)=y`
+/// and looks for the `kexec` binary.
+pub fn kexec(root: &RootFs, kernels: &[Kernel]) -> Kexec {
+    let mut k = Kexec::default();
+    let mut kernel_ok = false;
+    for kern in kernels {
+        // Debian, SUSE and RHEL keep it in /boot; Fedora, Arch and
+        // merged-/usr layouts also next to the modules.
+        let candidates = [
+            format!("/boot/config-{}", kern.version),
+            format!("/usr/lib/modules/{}/config", kern.version),
+            format!("/lib/modules/{}/config", kern.version),
+        ];
+        let found = candidates
+            .iter()
+            .find_map(|p| root.read(p, 4 << 20).ok().flatten().map(|c| (p.clone(), c)));
+        if let Some((p, cfg)) = found {
+            let text = String::from_utf8_lossy(&cfg);
+            if text
+                .lines()
+                .any(|l| l == "CONFIG_KEXEC=y" || l == "CONFIG_KEXEC_FILE=y")
+            {
+                kernel_ok = true;
+                k.evidence.push(format!("{p}: CONFIG_KEXEC"));
+            }
+        }
+    }
+    let tool = ["/sbin/kexec", "/usr/sbin/kexec", "/usr/bin/kexec"]
+        .into_iter()
+        .find(|p| root.exists(p));
+    match tool {
+        Some(t) => k.evidence.push(t.to_owned()),
+        None => k.evidence.push("no kexec binary (kexec-tools)".into()),
+    }
+    if !kernel_ok {
+        k.evidence
+            .push("no kernel config with CONFIG_KEXEC=y in /boot".into());
+    }
+    k.supported = kernel_ok && tool.is_some();
+    k
 }
 
 /// The fields of os-release goldcap uses.
@@ -108,12 +161,15 @@ pub struct Package {
 }
 
 impl Facts {
-    /// Gathers every fact from the root. Never fails: what cannot be read is
-    /// left empty with a note.
-    pub fn gather(root: &RootFs) -> Facts {
+    /// Gathers every fact from the root (os-release already read by the
+    /// configuration). Never fails: what cannot be read is left empty with
+    /// a note.
+    pub fn gather(root: &RootFs, os: Option<OsRelease>) -> Facts {
+        let kernels = kernels(root);
         Facts {
-            os: read_os_release(root),
-            kernels: kernels(root),
+            os,
+            kexec: kexec(root, &kernels),
+            kernels,
             boot: boot_support(root),
             packages: packages(root),
         }
@@ -123,11 +179,11 @@ impl Facts {
 /// Reads `/etc/os-release`, falling back to `/usr/lib/os-release`.
 pub fn read_os_release(root: &RootFs) -> Option<OsRelease> {
     for path in ["/etc/os-release", "/usr/lib/os-release"] {
-        if let Ok(Some(bytes)) = root.read(path, 64 * 1024) {
-            if let Some(mut os) = parse_os_release(&String::from_utf8_lossy(&bytes)) {
-                os.path = path.to_owned();
-                return Some(os);
-            }
+        if let Ok(Some(bytes)) = root.read(path, 64 * 1024)
+            && let Some(mut os) = parse_os_release(&String::from_utf8_lossy(&bytes))
+        {
+            os.path = path.to_owned();
+            return Some(os);
         }
     }
     None

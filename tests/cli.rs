@@ -37,7 +37,10 @@ fn committed_man_pages_match_the_code() {
         generated,
         vec![
             "goldcap-capture.1",
+            "goldcap-profile.1",
             "goldcap-scrub.1",
+            "goldcap-token.1",
+            "goldcap-upload.1",
             "goldcap-verify.1",
             "goldcap.1"
         ]

@@ -30,7 +30,7 @@ struct AclEntry {
 }
 
 fn parse(raw: &[u8]) -> Option<Vec<AclEntry>> {
-    if raw.len() < 4 || (raw.len() - 4) % 8 != 0 {
+    if raw.len() < 4 || !(raw.len() - 4).is_multiple_of(8) {
         return None;
     }
     if u32::from_le_bytes(raw[..4].try_into().ok()?) != VERSION {

@@ -1,0 +1,681 @@
+//! Digital Rebar Provision's files API, as drpcli uses it and the server
+//! answers (`../shared/reference/drp-image-builder.md` §2–3).
+//!
+//! `POST /api/v3/files/<path>` with a raw body (`Content-Type:
+//! application/octet-stream`, a `Content-Length` whenever the size is known
+//! — drpcli sends none, so the server's size check never fires), answered
+//! `201 {"Path","Size"}`; then `HEAD` the same URL and compare
+//! `X-DRP-SHA256SUM` with the sha256 goldcap computed. Credentials follow
+//! drpcli: `RS_TOKEN` (a job token inside a DRP task), `RS_KEY=user:pass`, or
+//! `--token-file`; endpoint `RS_ENDPOINT`, default `https://127.0.0.1:8092`.
+//! Unlike drpcli, TLS is verified (`--ca-cert`, explicit `--insecure`).
+//!
+//! DRP's error JSON (`{"Model","Key","Type","Messages","Code"}`) is shown
+//! as a sentence; a 403 names the claim the credentials lack. A streamed upload
+//! asks `Expect: 100-continue`, so a refused token is known before the first
+//! byte of the root is read, and an aborted stream is cut off with an error
+//! (never a final chunk), so DRP discards it instead of storing a truncated
+//! artifact. The token never appears in a message.
+
+use super::{
+    Attempt, Files, HashingReader, Options, Stored, Uploaded, agent, body_text, retry,
+    status_attempt,
+};
+use crate::error::{Error, Result};
+use crate::signals::Cancel;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Default endpoint, as drpcli's.
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:8092";
+
+/// Credentials, never shown.
+#[derive(Clone)]
+enum Auth {
+    Bearer(String),
+    Basic(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth(redacted)")
+    }
+}
+
+impl Auth {
+    fn header(&self) -> String {
+        use base64::Engine;
+        match self {
+            Auth::Bearer(t) => format!("Bearer {t}"),
+            Auth::Basic(up) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(up)
+            ),
+        }
+    }
+}
+
+/// Reads credentials: `--token-file`, else `RS_TOKEN`, else `RS_KEY`.
+fn credentials(opts: &Options) -> Result<Auth> {
+    if let Some(p) = &opts.token_file {
+        let t = std::fs::read_to_string(p).map_err(|e| {
+            Error::usage(format!(
+                "--token-file {}: {}",
+                p.display(),
+                crate::util::io_reason(&e)
+            ))
+        })?;
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(Error::usage(format!("--token-file {}: empty", p.display())));
+        }
+        return Ok(Auth::Bearer(t.to_owned()));
+    }
+    if let Ok(t) = std::env::var("RS_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Auth::Bearer(t.trim().to_owned()));
+    }
+    if let Ok(k) = std::env::var("RS_KEY")
+        && k.contains(':')
+    {
+        return Ok(Auth::Basic(k));
+    }
+    Err(Error::usage(
+        "no DRP credentials: set RS_TOKEN (a job token inside a DRP task), RS_KEY=user:pass, or --token-file FILE",
+    ))
+}
+
+/// `%`-encodes a files-API path (keeps `/` and unreserved characters).
+pub fn encode_path(p: &str) -> String {
+    let mut out = String::new();
+    for b in p.trim_start_matches('/').bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `%`-encodes a query value (everything but unreserved characters).
+pub fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// DRP's error JSON as a sentence. `path` is the files path.
+pub fn error_message(status: u16, body: &str, action: &str, path: &str) -> String {
+    let claim = format!("files {action} /{}", path.trim_start_matches('/'));
+    if status == 401 {
+        return "the endpoint wants credentials (set RS_TOKEN, RS_KEY=user:pass or --token-file)"
+            .into();
+    }
+    if status == 403 && body.is_empty() {
+        return "the token was refused: it is invalid or has expired".into();
+    }
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let messages: Vec<String> = json
+        .as_ref()
+        .and_then(|v| v["Messages"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if status == 403 {
+        let needs = messages
+            .iter()
+            .find_map(|m| m.strip_prefix("Requires: "))
+            .map_or(claim, str::to_owned);
+        return format!(
+            "permission denied: the credentials lack the claim `{needs}` (DRP: {})",
+            messages.join("; ")
+        );
+    }
+    match json {
+        Some(v) if !messages.is_empty() => {
+            let model = v["Model"].as_str().unwrap_or("files");
+            let key = v["Key"].as_str().unwrap_or(path).trim_start_matches('/');
+            let kind = v["Type"].as_str().unwrap_or("ERROR");
+            format!(
+                "HTTP {status}: {kind}: {model}/{key}: {}",
+                messages.join("; ")
+            )
+        }
+        _ if body.is_empty() => format!("HTTP {status}"),
+        _ => format!(
+            "HTTP {status}: {}",
+            body.chars().take(300).collect::<String>()
+        ),
+    }
+}
+
+/// A DRP endpoint with credentials.
+pub struct Client {
+    endpoint: String,
+    auth: Auth,
+    agent: ureq::Agent,
+    attempts: u32,
+}
+
+/// The endpoint: the given one, `RS_ENDPOINT`, or the first of
+/// `RS_ENDPOINTS`, or drpcli's default.
+pub fn endpoint(given: Option<&str>) -> String {
+    let from_env = || {
+        std::env::var("RS_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .or_else(|| {
+                std::env::var("RS_ENDPOINTS")
+                    .ok()
+                    .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            })
+    };
+    given
+        .map(str::to_owned)
+        .or_else(from_env)
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+impl Client {
+    /// A client for `endpoint` (or `RS_ENDPOINT`, or the default).
+    pub fn new(given: Option<&str>, opts: &Options) -> Result<Client> {
+        Ok(Client {
+            endpoint: endpoint(given),
+            auth: credentials(opts)?,
+            agent: agent(opts)?,
+            attempts: opts.attempts,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v3/files/{}", self.endpoint, encode_path(path))
+    }
+
+    /// `HEAD`: the stored file's sha256, `None` if it does not exist.
+    pub fn sha256(&self, path: &str, cancel: &Cancel) -> Result<Option<String>> {
+        retry(&format!("HEAD /{path}"), self.attempts, cancel, || {
+            let resp = self
+                .agent
+                .head(&self.url(path))
+                .header("Authorization", self.auth.header())
+                .call()?;
+            let status = resp.status().as_u16();
+            match status {
+                200 => Ok(resp
+                    .headers()
+                    .get("X-DRP-SHA256SUM")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .or(Some(String::new()))),
+                404 => Ok(None),
+                // A HEAD answer has no body to tell the two apart.
+                403 => Err(Attempt::Fatal(format!(
+                    "permission denied: the credentials are invalid or expired, or lack the claim `files get /{}` \
+                     (goldcap reads every upload back with HEAD, so it needs files post and get)",
+                    path.trim_start_matches('/')
+                ))),
+                _ => Err(status_attempt(
+                    status,
+                    error_message(status, "", "get", path),
+                )),
+            }
+        })
+    }
+
+    fn verify(&self, path: &str, sha256: &str, cancel: &Cancel) -> Result<()> {
+        match self.sha256(path, cancel)? {
+            Some(s) if s == sha256 => Ok(()),
+            Some(s) if s.is_empty() => Err(anyhow::anyhow!(
+                "/{path}: the endpoint's HEAD answer has no X-DRP-SHA256SUM, so the upload cannot be verified"
+            )
+            .into()),
+            Some(s) => Err(anyhow::anyhow!(
+                "/{path}: DRP reports sha256 {s}, but goldcap sent {sha256}"
+            )
+            .into()),
+            None => Err(anyhow::anyhow!("/{path}: not on the endpoint after the upload").into()),
+        }
+    }
+
+    /// Uploads a local file to `path`, sending its size, and verifies it.
+    /// `expect` is the (size, md5, sha256) the MANIFEST promises.
+    fn post_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        expect: Option<(u64, &str, &str)>,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        let size = std::fs::metadata(file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            .len();
+        let (md5, sha256) = retry(&format!("POST /{path}"), self.attempts, cancel, || {
+            let f = std::fs::File::open(file)
+                .map_err(|e| Attempt::Fatal(format!("{}: {e}", file.display())))?;
+            let mut r = HashingReader::new(f, ui);
+            let mut resp = self
+                .agent
+                .post(&self.url(path))
+                .header("Authorization", self.auth.header())
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", size.to_string())
+                .header("Expect", "100-continue")
+                .send(ureq::SendBody::from_reader(&mut r))?;
+            let status = resp.status().as_u16();
+            let body = body_text(&mut resp);
+            if status != 201 {
+                return Err(status_attempt(
+                    status,
+                    error_message(status, &body, "post", path),
+                ));
+            }
+            check_created(&body, path, r.size)?;
+            Ok(r.digests())
+        })?;
+        if let Some((esize, emd5, esha)) = expect
+            && (esize != size || emd5 != md5 || esha != sha256)
+        {
+            let left = self
+                .delete(path, cancel)
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(anyhow::anyhow!(
+                "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {esha}): it changed since the capture{left}",
+                file.display()
+            )
+            .into());
+        }
+        if let Err(e) = self.verify(path, &sha256, cancel) {
+            let left = self
+                .delete(path, cancel)
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(anyhow::anyhow!("{e}{left}").into());
+        }
+        Ok(Stored {
+            name: format!("/{path}"),
+            url: self.url(path),
+            size,
+            verified: "X-DRP-SHA256SUM = sha256 sent".into(),
+        })
+    }
+
+    /// Uploads artifact and text MANIFEST (MANIFEST last).
+    pub fn upload_files(
+        &self,
+        files: &Files,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Uploaded> {
+        self.preflight(&files.upload_tarball, cancel)?;
+        let artifact = self.post_file(
+            &files.upload_tarball,
+            &files.artifact,
+            Some((files.size, &files.md5, &files.sha256)),
+            ui,
+            cancel,
+        )?;
+        let manifest = match self.upload_manifest(files, ui, cancel) {
+            Ok(m) => m,
+            Err(e) => {
+                let left = self
+                    .delete(&files.upload_tarball, cancel)
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                return Err(anyhow::anyhow!("{e}{left}").into());
+            }
+        };
+        Ok(Uploaded {
+            target: format!("DRP {}", self.endpoint),
+            objects: vec![artifact, manifest],
+            presigned_get: None,
+        })
+    }
+
+    /// Uploads the text MANIFEST.
+    pub fn upload_manifest(
+        &self,
+        files: &Files,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        self.post_file(&files.upload_manifest, &files.manifest, None, ui, cancel)
+    }
+
+    /// Checks before any data moves that the token can read back what it
+    /// will write (the verification needs `files get`).
+    fn preflight(&self, path: &str, cancel: &Cancel) -> Result<()> {
+        self.sha256(path, cancel).map(|_| ())
+    }
+
+    /// Deletes `path`; `None` when it is gone, else what is left and why.
+    pub fn delete(&self, path: &str, cancel: &Cancel) -> Option<String> {
+        let result = retry(&format!("DELETE /{path}"), self.attempts, cancel, || {
+            let mut resp = self
+                .agent
+                .delete(&self.url(path))
+                .header("Authorization", self.auth.header())
+                .call()?;
+            let status = resp.status().as_u16();
+            let body = body_text(&mut resp);
+            match status {
+                200 | 204 | 404 => Ok(()),
+                _ => Err(status_attempt(
+                    status,
+                    error_message(status, &body, "delete", path),
+                )),
+            }
+        });
+        result
+            .err()
+            .map(|e| format!("/{path} is left on the endpoint ({e})"))
+    }
+
+    /// Mints a token for `user` limited to `files` `post,get` on `paths`.
+    pub fn token(&self, user: &str, ttl: u64, paths: &[String], cancel: &Cancel) -> Result<String> {
+        let specific = paths
+            .iter()
+            .map(|p| format!("/{}", p.trim_start_matches('/')))
+            .collect::<Vec<_>>()
+            .join(",");
+        let specific = if paths.iter().any(|p| p == "*") {
+            "*".to_owned()
+        } else {
+            specific
+        };
+        let url = format!(
+            "{}/api/v3/users/{}/token?ttl={ttl}&scope=files&action={}&specific={}",
+            self.endpoint,
+            encode_path(user),
+            encode_query("post,get"),
+            encode_query(&specific)
+        );
+        retry(&format!("token for {user}"), self.attempts, cancel, || {
+            let mut resp = self
+                .agent
+                .get(&url)
+                .header("Authorization", self.auth.header())
+                .header("Accept", "application/json")
+                .call()?;
+            let status = resp.status().as_u16();
+            let body = body_text(&mut resp);
+            if status != 200 {
+                return Err(status_attempt(
+                    status,
+                    error_message(status, &body, "token", &format!("users/{user}")),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|_| Attempt::Fatal("the endpoint's answer has no Token".into()))?;
+            v["Token"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Attempt::Fatal("the endpoint's answer has no Token".into()))
+        })
+    }
+
+    /// Starts a streamed (chunked) upload of the artifact to `path`.
+    pub fn start_stream(self, path: &str, cancel: &Cancel) -> Result<Stream> {
+        self.preflight(path, cancel)?;
+        let (reader, writer) = std::io::pipe()?;
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut body = AbortableReader {
+            inner: reader,
+            abort: Arc::clone(&abort),
+            consumed: 0,
+        };
+        let (agent, url, auth) = (self.agent.clone(), self.url(path), self.auth.header());
+        let (path_owned, attempts, thread_cancel) = (path.to_owned(), self.attempts, *cancel);
+        let thread = std::thread::spawn(move || -> std::result::Result<(u64, String), String> {
+            // Until DRP has taken a byte of the body, a refusal (5xx, a
+            // dropped connection) can be retried with the same stream;
+            // after that the bytes are gone and the capture has to be rerun.
+            let gone = "; a streamed upload cannot be resent once data has gone \
+                        (capture with --keep-local, or capture first and use `goldcap upload`, which retries)";
+            retry(
+                &format!("DRP POST /{path_owned}"),
+                attempts,
+                &thread_cancel,
+                || {
+                    let sent = agent
+                        .post(&url)
+                        .header("Authorization", &auth)
+                        .header("Content-Type", "application/octet-stream")
+                        .header("Expect", "100-continue")
+                        .send(ureq::SendBody::from_reader(&mut body));
+                    let started = body.consumed > 0;
+                    let mut resp = match sent {
+                        Ok(r) => r,
+                        Err(e) if started => {
+                            return Err(Attempt::Fatal(format!(
+                                "{}{gone}",
+                                super::redact_error(&e.to_string())
+                            )));
+                        }
+                        Err(e) => return Err(Attempt::from(e)),
+                    };
+                    let status = resp.status().as_u16();
+                    let text = body_text(&mut resp);
+                    if status != 201 {
+                        let msg = error_message(status, &text, "post", &path_owned);
+                        return Err(if started && status >= 500 {
+                            Attempt::Fatal(format!("{msg}{gone}"))
+                        } else {
+                            status_attempt(status, msg)
+                        });
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    Ok((v["Size"].as_u64().unwrap_or(0), text))
+                },
+            )
+            .map_err(|e| e.to_string())
+        });
+        Ok(Stream {
+            client: self,
+            path: path.to_owned(),
+            writer: Some(writer),
+            thread: Some(thread),
+            abort,
+            cancel: *cancel,
+        })
+    }
+}
+
+fn check_created(body: &str, path: &str, sent: u64) -> std::result::Result<(), Attempt> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match v["Size"].as_u64() {
+        Some(n) if n == sent => Ok(()),
+        Some(n) => Err(Attempt::Fatal(format!(
+            "/{path}: DRP stored {n} bytes of {sent}"
+        ))),
+        None => Err(Attempt::Fatal(format!(
+            "/{path}: unexpected answer to the upload: {body}"
+        ))),
+    }
+}
+
+/// The pipe's read side, as the request body: ends cleanly at EOF, or with
+/// an error once aborted, so DRP never sees a complete but truncated body.
+struct AbortableReader {
+    inner: std::io::PipeReader,
+    abort: Arc<AtomicBool>,
+    /// Bytes handed to the request so far.
+    consumed: u64,
+}
+
+impl Read for AbortableReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.abort.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("upload aborted"));
+        }
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+type StreamThread = std::thread::JoinHandle<std::result::Result<(u64, String), String>>;
+
+/// A chunked upload in progress: writes go to the request body.
+pub struct Stream {
+    client: Client,
+    path: String,
+    writer: Option<std::io::PipeWriter>,
+    thread: Option<StreamThread>,
+    abort: Arc<AtomicBool>,
+    cancel: Cancel,
+}
+
+impl Stream {
+    /// The request's outcome (closing the body first).
+    fn join(&mut self) -> std::result::Result<(u64, String), String> {
+        self.writer.take();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("the upload thread panicked".into())),
+            None => Err("the upload already ended".into()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(std::io::Error::other("upload closed"));
+        };
+        match w.write(buf) {
+            Ok(n) => Ok(n),
+            // The request ended early (refused, connection lost): report why.
+            Err(_) => {
+                self.abort.store(true, Ordering::SeqCst);
+                let why = match self.join() {
+                    Err(e) => e,
+                    Ok(_) => "the endpoint answered before the upload was complete".into(),
+                };
+                Err(std::io::Error::other(why))
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl super::StreamUpload for Stream {
+    fn finish(
+        mut self: Box<Self>,
+        digests: &crate::sink::Digests,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        let result = self.join();
+        let path = self.path.clone();
+        let (size, _) = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if size != digests.size {
+            let left = self
+                .client
+                .delete(&path, cancel)
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(anyhow::anyhow!(
+                "/{path}: DRP stored {size} bytes of {}{left}",
+                digests.size
+            )
+            .into());
+        }
+        if let Err(e) = self.client.verify(&path, &digests.sha256, cancel) {
+            let left = self
+                .client
+                .delete(&path, cancel)
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(anyhow::anyhow!("{e}{left}").into());
+        }
+        Ok(Stored {
+            name: format!("/{path}"),
+            url: self.client.url(&path),
+            size,
+            verified: "X-DRP-SHA256SUM = sha256 sent".into(),
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> Option<String> {
+        self.abort.store(true, Ordering::SeqCst);
+        match self.join() {
+            // DRP kept it after all (it had the whole body): remove it.
+            Ok(_) => {
+                let cancel = self.cancel;
+                self.client.delete(&self.path, &cancel)
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.abort.store(true, Ordering::SeqCst);
+            let _ = self.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_table() {
+        assert!(error_message(401, "", "post", "images/a.tgz").contains("set RS_TOKEN"));
+        assert_eq!(
+            error_message(403, "", "post", "images/a.tgz"),
+            "the token was refused: it is invalid or has expired"
+        );
+        let auth = r#"{"Type":"AUTH","Code":403,"Messages":["Cannot access /api/v3/files/images/a.tgz","Requires: files post /images/a.tgz"]}"#;
+        let m = error_message(403, auth, "post", "images/a.tgz");
+        assert!(
+            m.starts_with(
+                "permission denied: the credentials lack the claim `files post /images/a.tgz`"
+            ),
+            "{m}"
+        );
+        let busy = r#"{"Model":"files","Key":"/images/a.tgz","Type":"POST","Messages":["File already uploading"],"Code":409}"#;
+        assert_eq!(
+            error_message(409, busy, "post", "images/a.tgz"),
+            "HTTP 409: POST: files/images/a.tgz: File already uploading"
+        );
+        assert_eq!(
+            error_message(502, "bad gateway", "post", "x"),
+            "HTTP 502: bad gateway"
+        );
+    }
+
+    #[test]
+    fn paths_are_encoded() {
+        assert_eq!(
+            encode_path("/images/debian-12-rootfs.tgz"),
+            "images/debian-12-rootfs.tgz"
+        );
+        assert_eq!(encode_path("images/a b?.tgz"), "images/a%20b%3F.tgz");
+        assert_eq!(
+            encode_query("/images/a.tgz,/images/b.txt"),
+            "%2Fimages%2Fa.tgz%2C%2Fimages%2Fb.txt"
+        );
+    }
+}

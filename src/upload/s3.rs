@@ -1,0 +1,672 @@
+//! S3 and S3-compatible stores (MinIO, Ceph RGW): multipart uploads signed
+//! with SigV4 by `rusty-s3` (sans-IO: it signs, `ureq` sends).
+//!
+//! Credentials and endpoint come from the standard AWS environment:
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION` (or `AWS_DEFAULT_REGION`, default `us-east-1`),
+//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`). A custom endpoint uses
+//! path-style addressing (MinIO, Ceph), AWS itself virtual-host style.
+//!
+//! The artifact goes up in parts from a bounded buffer: while one part is
+//! being sent by a background thread the next fills, so memory stays at a
+//! few parts whatever the size. Each part is retried on its own and its ETag
+//! checked against the md5 of what was sent; the completed object's ETag
+//! (md5 of the part md5s, `-N`) and size are checked at the end. Anything
+//! that fails aborts the multipart upload, so no orphaned parts remain and
+//! nothing appears under the final key. MANIFESTs are single PUTs.
+
+use super::{
+    Attempt, Files, HashingReader, Options, Stored, Uploaded, agent, body_text, redact, retry,
+    status_attempt,
+};
+use crate::error::{Error, Result};
+use crate::signals::Cancel;
+use md5::{Digest, Md5};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Smallest part S3 accepts (but the last).
+pub const MIN_PART: u64 = 5 << 20;
+/// Default part size.
+pub const DEFAULT_PART: u64 = 8 << 20;
+/// S3's limit on parts.
+pub const MAX_PARTS: u64 = 10_000;
+const SIGN_FOR: Duration = Duration::from_secs(3600);
+
+/// `<Code>` and `<Message>` of an S3 XML error, as a sentence.
+pub fn error_message(body: &str) -> String {
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{t}>"))? + start;
+        Some(body[start..end].to_owned())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ if body.is_empty() => "no details".into(),
+        _ => body.chars().take(300).collect(),
+    }
+}
+
+/// Part size for an expected size: at least 8 MiB, large enough to stay
+/// under 10,000 parts (with room), whole MiB.
+pub fn part_size(opts: &Options, estimate: Option<u64>) -> u64 {
+    if let Some(p) = opts.part_size {
+        return p.max(MIN_PART);
+    }
+    let need = estimate.map_or(0, |e| e.div_ceil(9_000));
+    need.max(DEFAULT_PART).div_ceil(1 << 20) << 20
+}
+
+/// A bucket with credentials.
+#[derive(Clone)]
+pub struct Client {
+    bucket: Bucket,
+    creds: Credentials,
+    prefix: String,
+    agent: ureq::Agent,
+    attempts: u32,
+    presign_get: Option<Duration>,
+}
+
+impl Client {
+    /// A client for `bucket`, keys under `prefix`.
+    pub fn new(bucket: &str, prefix: &str, opts: &Options) -> Result<Client> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(Error::usage(
+                "S3 credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)",
+            ));
+        };
+        let creds = match env("AWS_SESSION_TOKEN") {
+            Some(t) => Credentials::new_with_token(key, secret, t),
+            None => Credentials::new(key, secret),
+        };
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let custom = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
+        let (endpoint, style) = match &custom {
+            Some(e) => (e.clone(), UrlStyle::Path),
+            None => (
+                format!("https://s3.{region}.amazonaws.com"),
+                UrlStyle::VirtualHost,
+            ),
+        };
+        let url = endpoint
+            .parse()
+            .map_err(|e| Error::usage(format!("AWS_ENDPOINT_URL {endpoint:?}: {e}")))?;
+        let bucket = Bucket::new(url, style, bucket.to_owned(), region)
+            .map_err(|e| Error::usage(format!("s3://{bucket}: {e}")))?;
+        Ok(Client {
+            bucket,
+            creds,
+            prefix: prefix.to_owned(),
+            agent: agent(opts)?,
+            attempts: opts.attempts,
+            presign_get: opts.presign_get,
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        redact(self.bucket.object_url(key).as_str())
+    }
+
+    /// Single PUT of a small file, ETag checked.
+    fn put_file(
+        &self,
+        path: &std::path::Path,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        let name = Files::name(path);
+        let key = self.key(&name);
+        let size = std::fs::metadata(path)?.len();
+        retry(
+            &format!("PUT s3://{}/{key}", self.bucket.name()),
+            self.attempts,
+            cancel,
+            || {
+                let url = self
+                    .bucket
+                    .put_object(Some(&self.creds), &key)
+                    .sign(SIGN_FOR);
+                let f = std::fs::File::open(path)
+                    .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
+                let mut r = HashingReader::new(f, ui);
+                let mut resp = self
+                    .agent
+                    .put(url.as_str())
+                    .header("Content-Length", size.to_string())
+                    // A refusal (signature, permission) then comes before
+                    // the body, with S3's reason, not as a broken pipe.
+                    .header("Expect", "100-continue")
+                    .send(ureq::SendBody::from_reader(&mut r))?;
+                let status = resp.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let body = body_text(&mut resp);
+                    return Err(status_attempt(
+                        status,
+                        format!("HTTP {status}: {}", error_message(&body)),
+                    ));
+                }
+                let etag = etag_of(&resp);
+                let (md5, _) = r.digests();
+                if etag != md5 {
+                    return Err(Attempt::Fatal(format!(
+                        "ETag {etag} is not the md5 of what was sent ({md5})"
+                    )));
+                }
+                Ok(())
+            },
+        )?;
+        Ok(Stored {
+            name: key.clone(),
+            url: self.object_url(&key),
+            size,
+            verified: "ETag = md5 sent".into(),
+        })
+    }
+
+    /// Uploads artifact (multipart), then text and JSON MANIFESTs.
+    pub fn upload_files(
+        &self,
+        files: &Files,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Uploaded> {
+        let name = Files::name(&files.artifact);
+        let opts = Options {
+            part_size: None,
+            ..Options::default()
+        };
+        let mut up = self
+            .clone()
+            .start_stream(&name, Some(files.size), &opts, cancel)?;
+        let file = std::fs::File::open(&files.artifact)?;
+        let mut r = HashingReader::new(file, ui);
+        let copied = std::io::copy(&mut r, &mut up);
+        let (md5, sha256) = r.digests();
+        if let Err(e) = copied {
+            let left = super::StreamUpload::abort(Box::new(up))
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(
+                anyhow::anyhow!("uploading {}: {e}{left}", files.artifact.display()).into(),
+            );
+        }
+        if md5 != files.md5 || sha256 != files.sha256 || r.size != files.size {
+            let left = super::StreamUpload::abort(Box::new(up))
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
+            return Err(anyhow::anyhow!(
+                "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {}): it changed since the capture{left}",
+                files.artifact.display(),
+                files.sha256
+            )
+            .into());
+        }
+        let digests = crate::sink::Digests {
+            size: files.size,
+            md5,
+            sha256,
+        };
+        let artifact = super::StreamUpload::finish(Box::new(up), &digests, cancel)?;
+        let mut objects = vec![artifact];
+        match self.upload_manifests(files, ui, cancel) {
+            Ok(m) => objects.extend(m),
+            Err(e) => {
+                let left = self
+                    .delete(&name, cancel)
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                return Err(anyhow::anyhow!("{e}{left}").into());
+            }
+        }
+        Ok(Uploaded {
+            target: format!("s3://{}/{}", self.bucket.name(), self.prefix),
+            objects,
+            presigned_get: self.presigned_get(&name),
+        })
+    }
+
+    /// A presigned GET URL for `name`, when `--presign-get` asked for one.
+    pub fn presigned_get(&self, name: &str) -> Option<String> {
+        self.presign_get.map(|d| {
+            self.bucket
+                .get_object(Some(&self.creds), &self.key(name))
+                .sign(d)
+                .to_string()
+        })
+    }
+
+    /// The text and JSON MANIFESTs.
+    pub fn upload_manifests(
+        &self,
+        files: &Files,
+        ui: &crate::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Vec<Stored>> {
+        Ok(vec![
+            self.put_file(&files.manifest, ui, cancel)?,
+            self.put_file(&files.manifest_json, ui, cancel)?,
+        ])
+    }
+
+    /// Deletes an object; `None` when gone, else what is left.
+    pub fn delete(&self, name: &str, cancel: &Cancel) -> Option<String> {
+        let key = self.key(name);
+        retry(
+            &format!("DELETE s3://{}/{key}", self.bucket.name()),
+            self.attempts,
+            cancel,
+            || {
+                let url = self
+                    .bucket
+                    .delete_object(Some(&self.creds), &key)
+                    .sign(SIGN_FOR);
+                let mut resp = self.agent.delete(url.as_str()).call()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                if (200..300).contains(&status) || status == 404 {
+                    Ok(())
+                } else {
+                    Err(status_attempt(status, error_message(&body)))
+                }
+            },
+        )
+        .err()
+        .map(|e| {
+            format!(
+                "s3://{}/{key} is left in the bucket ({e})",
+                self.bucket.name()
+            )
+        })
+    }
+
+    /// Starts a multipart upload of `name`.
+    pub fn start_stream(
+        self,
+        name: &str,
+        estimate: Option<u64>,
+        opts: &Options,
+        cancel: &Cancel,
+    ) -> Result<Multipart> {
+        let key = self.key(name);
+        let id = retry(
+            &format!("create upload s3://{}/{key}", self.bucket.name()),
+            self.attempts,
+            cancel,
+            || {
+                let url = self
+                    .bucket
+                    .create_multipart_upload(Some(&self.creds), &key)
+                    .sign(SIGN_FOR);
+                let mut resp = self.agent.post(url.as_str()).send_empty()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                if !(200..300).contains(&status) {
+                    return Err(status_attempt(
+                        status,
+                        format!("HTTP {status}: {}", error_message(&body)),
+                    ));
+                }
+                rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+                    .map(|r| r.upload_id().to_owned())
+                    .map_err(|e| Attempt::Fatal(format!("unexpected answer: {e}")))
+            },
+        )?;
+        let part = part_size(opts, estimate) as usize;
+        // One part in flight while the next fills: memory is about 3 parts.
+        let (tx, rx) = mpsc::sync_channel::<(u16, Vec<u8>)>(1);
+        let worker = self.clone();
+        let (wkey, wid, wcancel) = (key.clone(), id.clone(), *cancel);
+        let thread = std::thread::spawn(
+            move || -> std::result::Result<Vec<(u16, [u8; 16])>, String> {
+                let mut done = Vec::new();
+                for (n, data) in rx {
+                    let md5: [u8; 16] = Md5::digest(&data).into();
+                    worker
+                        .upload_part(&wkey, &wid, n, &data, &md5, &wcancel)
+                        .map_err(|e| e.to_string())?;
+                    done.push((n, md5));
+                }
+                Ok(done)
+            },
+        );
+        Ok(Multipart {
+            client: self,
+            key,
+            id,
+            part,
+            buf: Vec::with_capacity(part),
+            next: 1,
+            tx: Some(tx),
+            thread: Some(thread),
+            size: 0,
+        })
+    }
+
+    fn upload_part(
+        &self,
+        key: &str,
+        id: &str,
+        n: u16,
+        data: &[u8],
+        md5: &[u8; 16],
+        cancel: &Cancel,
+    ) -> Result<()> {
+        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        retry(
+            &format!("part {n} of s3://{}/{key}", self.bucket.name()),
+            self.attempts,
+            cancel,
+            || {
+                let url = self
+                    .bucket
+                    .upload_part(Some(&self.creds), key, n, id)
+                    .sign(SIGN_FOR);
+                let mut resp = self
+                    .agent
+                    .put(url.as_str())
+                    .header("Expect", "100-continue")
+                    .send(data)?;
+                let status = resp.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let body = body_text(&mut resp);
+                    return Err(status_attempt(
+                        status,
+                        format!("HTTP {status}: {}", error_message(&body)),
+                    ));
+                }
+                let etag = etag_of(&resp);
+                if etag != hex {
+                    // Corrupted on the way: send the part again.
+                    return Err(Attempt::Retry(format!(
+                        "part ETag {etag} is not the md5 of the part ({hex})"
+                    )));
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn abort_upload(&self, key: &str, id: &str) -> Option<String> {
+        let never = Cancel::never();
+        retry(&format!("abort upload s3://{}/{key}", self.bucket.name()), self.attempts, &never, || {
+            let url = self.bucket.abort_multipart_upload(Some(&self.creds), key, id).sign(SIGN_FOR);
+            let mut resp = self.agent.delete(url.as_str()).call()?;
+            let status = resp.status().as_u16();
+            let body = body_text(&mut resp);
+            if (200..300).contains(&status) || status == 404 { Ok(()) } else { Err(status_attempt(status, error_message(&body))) }
+        })
+        .err()
+        .map(|e| format!("multipart upload {id} of s3://{}/{key} could not be aborted ({e}); its parts are billed until it is", self.bucket.name()))
+    }
+}
+
+fn etag_of(resp: &ureq::http::Response<ureq::Body>) -> String {
+    resp.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_ascii_lowercase()
+}
+
+type PartThread = std::thread::JoinHandle<std::result::Result<Vec<(u16, [u8; 16])>, String>>;
+
+/// A multipart upload in progress.
+pub struct Multipart {
+    client: Client,
+    key: String,
+    id: String,
+    part: usize,
+    buf: Vec<u8>,
+    next: u16,
+    tx: Option<mpsc::SyncSender<(u16, Vec<u8>)>>,
+    thread: Option<PartThread>,
+    size: u64,
+}
+
+impl Multipart {
+    fn send_part(&mut self) -> std::io::Result<()> {
+        if self.next as u64 > MAX_PARTS {
+            return Err(std::io::Error::other(
+                "more than 10,000 parts: use a larger --part-size",
+            ));
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part));
+        let sent = self.tx.as_ref().map(|tx| tx.send((self.next, data)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The uploader stopped: say why.
+            let why = self
+                .join()
+                .err()
+                .unwrap_or_else(|| "the part uploader stopped".into());
+            return Err(std::io::Error::other(why));
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    fn join(&mut self) -> std::result::Result<Vec<(u16, [u8; 16])>, String> {
+        self.tx.take();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("the part uploader panicked".into())),
+            None => Err("the upload already ended".into()),
+        }
+    }
+}
+
+impl Write for Multipart {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.part - self.buf.len();
+        let n = room.min(buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        self.size += n as u64;
+        if self.buf.len() == self.part {
+            self.send_part()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl super::StreamUpload for Multipart {
+    fn finish(
+        mut self: Box<Self>,
+        digests: &crate::sink::Digests,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        let result = (|| -> Result<Stored> {
+            if !self.buf.is_empty() || self.next == 1 {
+                self.send_part()?;
+            }
+            let mut parts = self.join().map_err(|e| anyhow::anyhow!("{e}"))?;
+            parts.sort_by_key(|p| p.0);
+            let c = &self.client;
+            let hex = |m: &[u8]| m.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let etags: Vec<String> = parts
+                .iter()
+                .map(|(_, m)| format!("\"{}\"", hex(m)))
+                .collect();
+            let mut all = Md5::new();
+            for (_, m) in &parts {
+                all.update(m);
+            }
+            let expected = format!(
+                "{}-{}",
+                all.finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+                parts.len()
+            );
+            retry(
+                &format!("complete s3://{}/{}", c.bucket.name(), self.key),
+                c.attempts,
+                cancel,
+                || {
+                    let action = c.bucket.complete_multipart_upload(
+                        Some(&c.creds),
+                        &self.key,
+                        &self.id,
+                        etags.iter().map(String::as_str),
+                    );
+                    let url = action.sign(SIGN_FOR);
+                    let mut resp = c.agent.post(url.as_str()).send(action.body())?;
+                    let status = resp.status().as_u16();
+                    let body = body_text(&mut resp);
+                    if !(200..300).contains(&status) || body.contains("<Error>") {
+                        return Err(status_attempt(
+                            if status < 300 { 500 } else { status },
+                            format!("HTTP {status}: {}", error_message(&body)),
+                        ));
+                    }
+                    let etag = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&body)
+                        .map(|r| r.etag().trim_matches('"').to_ascii_lowercase())
+                        .unwrap_or_default();
+                    if !etag.is_empty() && etag != expected {
+                        return Err(Attempt::Fatal(format!(
+                            "object ETag {etag}, expected {expected} from the parts sent"
+                        )));
+                    }
+                    Ok(())
+                },
+            )?;
+            // Completed: there is no upload left to abort, only an object.
+            self.id.clear();
+            // The stored object's size.
+            let stored = retry(
+                &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
+                c.attempts,
+                cancel,
+                || {
+                    let url = c
+                        .bucket
+                        .head_object(Some(&c.creds), &self.key)
+                        .sign(SIGN_FOR);
+                    let resp = c.agent.head(url.as_str()).call()?;
+                    let status = resp.status().as_u16();
+                    if !(200..300).contains(&status) {
+                        return Err(status_attempt(status, format!("HTTP {status}")));
+                    }
+                    Ok(resp
+                        .headers()
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0))
+                },
+            )?;
+            if stored != digests.size || self.size != digests.size {
+                let left = c
+                    .delete(self.key.rsplit('/').next().unwrap_or(&self.key), cancel)
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                return Err(anyhow::anyhow!(
+                    "s3://{}/{}: stored {stored} bytes of {}{left}",
+                    c.bucket.name(),
+                    self.key,
+                    digests.size
+                )
+                .into());
+            }
+            Ok(Stored {
+                name: self.key.clone(),
+                url: c.object_url(&self.key),
+                size: stored,
+                verified: format!(
+                    "{} part ETags = md5 sent; object ETag {expected}; size",
+                    parts.len()
+                ),
+            })
+        })();
+        if result.is_err() && !self.id.is_empty() {
+            let (client, key, id) = (
+                self.client.clone(),
+                self.key.clone(),
+                std::mem::take(&mut self.id),
+            );
+            if let Some(left) = client.abort_upload(&key, &id) {
+                return Err(anyhow::anyhow!(
+                    "{}; {left}",
+                    result.err().map(|e| e.to_string()).unwrap_or_default()
+                )
+                .into());
+            }
+        }
+        std::mem::take(&mut self.id);
+        result
+    }
+
+    fn abort(mut self: Box<Self>) -> Option<String> {
+        let _ = self.join();
+        let id = std::mem::take(&mut self.id);
+        self.client.abort_upload(&self.key, &id)
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            let _ = self.join();
+            let id = std::mem::take(&mut self.id);
+            let _ = self.client.abort_upload(&self.key, &id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes() {
+        let o = Options::default();
+        assert_eq!(part_size(&o, None), 8 << 20);
+        assert_eq!(part_size(&o, Some(1 << 30)), 8 << 20);
+        // 200 GiB: parts grow so that fewer than 10,000 are needed.
+        let p = part_size(&o, Some(200 << 30));
+        assert!((200u64 << 30).div_ceil(p) < 10_000, "{p}");
+        assert_eq!(p % (1 << 20), 0);
+        assert_eq!(
+            part_size(
+                &Options {
+                    part_size: Some(1 << 20),
+                    ..o
+                },
+                None
+            ),
+            MIN_PART
+        );
+    }
+
+    #[test]
+    fn errors_table() {
+        assert_eq!(
+            error_message(
+                "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error>"
+            ),
+            "SignatureDoesNotMatch: The request signature we calculated does not match"
+        );
+        assert_eq!(error_message(""), "no details");
+    }
+}
