@@ -82,6 +82,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
             let names = crate::upload::StreamNames {
                 artifact: cfg.artifact_name.clone(),
                 upload_tarball: cfg.upload_tarball.clone(),
+                upload_manifest: cfg.upload_manifest.clone(),
             };
             Some(crate::upload::start_stream(
                 target,
@@ -229,24 +230,6 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     if let Some(f) = &mut output.file {
         f.sync()?;
     }
-    let streamed = match output.stream.take() {
-        Some(s) => match s.finish(&digests, cancel) {
-            Ok(stored) => Some(stored),
-            Err(e) if output.file.is_some() => {
-                output.stream_error = Some(e.to_string());
-                None
-            }
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
-    if let Some(err) = &output.stream_error {
-        // --keep-local: the capture is complete locally, so nothing is
-        // lost; upload_after sends the finished file, with retries.
-        ui.warn(&format!(
-            "the streamed upload failed ({err}); the local copy is complete, uploading it instead"
-        ));
-    }
     let paths = paths.finish().map_err(spool)?;
     cancel.check()?;
 
@@ -289,7 +272,48 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     json.sync()?;
     cancel.check()?;
 
-    let (artifact_path, manifest, manifest_json) = publish(cfg, cancel, output.file, text, json)?;
+    // Only now, with every local file written and synced, is the streamed
+    // artifact committed on the store (DRP renames it, S3 completes the
+    // multipart upload): a failure before this point leaves nothing there.
+    let streamed = match output.stream.take() {
+        Some(s) => match s.finish(&data.digests, cancel) {
+            Ok(stored) => Some(stored),
+            Err(e) if output.file.is_some() => {
+                output.stream_error = Some(e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    if let Some(err) = &output.stream_error {
+        // --keep-local: the capture is complete locally, so nothing is
+        // lost; upload_after sends the finished file, with retries.
+        ui.warn(&format!(
+            "the streamed upload failed ({err}); the local copy is complete, uploading it instead"
+        ));
+    }
+
+    let (artifact_path, manifest, manifest_json) =
+        match publish(cfg, cancel, output.file, text, json) {
+            Ok(p) => p,
+            Err(e) => {
+                let left = match (&streamed, &cfg.upload) {
+                    (Some(_), Some((target, opts))) => crate::upload::withdraw_name(
+                        target,
+                        opts,
+                        &cfg.upload_tarball,
+                        &cfg.artifact_name,
+                        cancel,
+                    ),
+                    _ => None,
+                };
+                return Err(match left {
+                    Some(l) => anyhow!("{e}; {l}").into(),
+                    None => e,
+                });
+            }
+        };
     let uploaded = match &cfg.upload {
         Some((target, opts)) => {
             let files = crate::upload::Files {
@@ -357,7 +381,9 @@ fn upload_after(
                 let left = crate::upload::withdraw(target, opts, files, cancel)
                     .map(|l| format!("; {l}"))
                     .unwrap_or_default();
-                if !local {
+                // Local MANIFESTs of an artifact that exists nowhere are
+                // removed; if the store kept it, they are its only record.
+                if !local && left.is_empty() {
                     let _ = std::fs::remove_file(&files.manifest);
                     let _ = std::fs::remove_file(&files.manifest_json);
                 }

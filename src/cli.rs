@@ -221,7 +221,7 @@ pub struct UploadCmdArgs {
     #[arg(value_name = "MANIFEST.json")]
     pub manifest: PathBuf,
     /// drp, drp:URL, s3://BUCKET/PREFIX, put:URL,URL or put:@FILE.
-    #[arg(long, value_name = "TARGET", value_parser = crate::upload::Target::parse)]
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser)]
     pub to: crate::upload::Target,
     /// Print one JSON object describing the upload on stdout.
     #[arg(long)]
@@ -354,7 +354,7 @@ pub struct CaptureArgs {
     /// Upload while capturing: drp, drp:URL or s3://BUCKET/PREFIX stream the
     /// compressed bytes straight to the store (no local copy unless
     /// --keep-local); put:URL,URL uploads the finished file.
-    #[arg(long, value_name = "TARGET", value_parser = crate::upload::Target::parse)]
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser)]
     pub upload: Option<crate::upload::Target>,
     /// With --upload to drp or s3, also keep the artifact in --output-dir.
     #[arg(long, requires = "upload")]

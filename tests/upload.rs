@@ -113,12 +113,21 @@ impl Drp {
         list_dir(&self.stored("images"))
     }
 
+    /// Requests in the order they started (a stalled one is written
+    /// when it ends).
     fn log(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("log.jsonl"))
+        let mut log: Vec<Value> = std::fs::read_to_string(self.dir.path().join("log.jsonl"))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+            .collect();
+        log.sort_by(|a, b| {
+            a["started"]
+                .as_f64()
+                .partial_cmp(&b["started"].as_f64())
+                .unwrap()
+        });
+        log
     }
 }
 
@@ -132,7 +141,7 @@ impl Drop for Drp {
 /// A running s3s-fs (plus fault proxy); stopped on drop.
 struct S3 {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     info: Value,
     data: tempfile::TempDir,
 }
@@ -180,7 +189,7 @@ impl S3 {
         let info: Value = serde_json::from_str(&line).expect("the S3 server did not start");
         S3 {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
             info,
             data,
         }
@@ -224,9 +233,30 @@ impl S3 {
     }
 }
 
+impl S3 {
+    /// Runs goldcap with this server's credentials and endpoint.
+    fn goldcap(&self, args: &[OsString], out: &Path) -> Run {
+        let mut c = goldcap_cmd(args);
+        self.env(&mut c);
+        Run {
+            out: out.to_path_buf(),
+            output: c.output().unwrap(),
+        }
+    }
+}
+
 impl Drop for S3 {
     fn drop(&mut self) {
-        // Closing stdin stops s3s-fs too; kill the wrapper if it lingers.
+        // Closing stdin makes the wrapper stop s3s-fs and exit; if it
+        // lingers it is killed (and s3s-fs, by its parent-death signal).
+        self.stdin.take();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -348,7 +378,8 @@ fn drp_upload_sends_the_size_and_verifies_with_head() {
             "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz"
         ]
     );
-    // POST with a Content-Length and the raw-body type, then HEAD; the
+    // Both names checked up front (HEAD: the token may read them back),
+    // then POST with a Content-Length and the raw-body type, then HEAD; the
     // MANIFEST after the artifact.
     let log = drp.log();
     let calls: Vec<String> = log
@@ -367,13 +398,14 @@ fn drp_upload_sends_the_size_and_verifies_with_head() {
         calls,
         vec![
             format!("HEAD {art}"),
+            format!("HEAD {man}"),
             format!("POST {art}"),
             format!("HEAD {art}"),
             format!("POST {man}"),
             format!("HEAD {man}")
         ]
     );
-    let post = &log[1];
+    let post = &log[2];
     assert_eq!(
         post["content_length"],
         manifest["size"].as_u64().unwrap().to_string()
@@ -515,11 +547,80 @@ fn drp_capture_keep_local_keeps_an_identical_copy() {
         &env.path("out"),
     );
     r.ok();
+    // Both copies came from the one stream: no fallback upload of the file.
+    assert!(
+        !r.stderr().contains("the streamed upload failed"),
+        "{}",
+        r.stderr()
+    );
+    let posts: Vec<Value> = drp
+        .log()
+        .into_iter()
+        .filter(|e| e["method"] == "POST" && e["path"] == format!("/api/v3/files/{UPLOAD_TARBALL}"))
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["transfer_encoding"], "chunked", "{posts:?}");
     assert_eq!(md5sum(&r.artifact()), md5sum(&drp.stored(UPLOAD_TARBALL)));
     assert_eq!(
         md5sum(&r.artifact()),
         r.manifest_json()["md5"].as_str().unwrap()
     );
+}
+
+#[test]
+fn drp_stream_whose_answer_is_lost_is_checked_and_kept() {
+    // DRP stored the whole stream but the connection dropped before its
+    // 201: the body cannot be sent again, so goldcap asks DRP what it has.
+    let env = Env::new();
+    let art = format!("/{UPLOAD_TARBALL}");
+    let drp = Drp::start(
+        json!({"faults": [{"kind": "lose-answer", "method": "POST", "path": art, "times": 1}]}),
+    );
+    let r = run(
+        &capture_args(&env, "out", &["--upload", &drp.target(), "--json"]),
+        &[("RS_TOKEN", TOKEN)],
+        &env.path("out"),
+    );
+    r.ok();
+    let out: Value = serde_json::from_str(&r.stdout()).unwrap();
+    let verified = out["upload"]["objects"][0]["verified"].as_str().unwrap();
+    assert!(verified.contains("answer was lost"), "{out}");
+    assert_eq!(
+        md5sum(&drp.stored(UPLOAD_TARBALL)),
+        r.manifest_json()["md5"].as_str().unwrap()
+    );
+    assert!(drp.stored(UPLOAD_MANIFEST).exists());
+}
+
+#[test]
+fn upload_targets_with_credentials_are_never_echoed() {
+    // clap would quote a bad value back; presigned URLs and user:pass@
+    // endpoints are credentials.
+    let env = Env::new();
+    for (flag, value) in [
+        (
+            "--to",
+            "put:https://s3.example/b/k?X-Amz-Signature=SECRETSIG",
+        ),
+        ("--to", "https://s3.example/b/k?X-Amz-Signature=SECRETSIG"),
+        ("--to", "drp:ftp://admin:SECRETPW@drp.example/"),
+    ] {
+        let r = run(&os(&["upload", "x.json", flag, value]), &[], &env.path("."));
+        assert_eq!(r.code(), 2, "{value}");
+        assert!(
+            r.stderr().contains("invalid value for '--to"),
+            "{}",
+            r.stderr()
+        );
+        assert!(!r.stderr().contains("SECRET"), "{}", r.stderr());
+    }
+    let r = run(
+        &capture_args(&env, "out", &["--upload", "put:https://s/a?sig=SECRETSIG"]),
+        &[],
+        &env.path("out"),
+    );
+    assert_eq!(r.code(), 2);
+    assert!(!r.stderr().contains("SECRET"), "{}", r.stderr());
 }
 
 #[test]
@@ -592,7 +693,7 @@ fn drp_upload_in_progress_is_a_clear_409() {
     let cap = captured(&env, "out");
     let drp = Drp::start(json!({}));
     std::fs::create_dir_all(drp.stored("images")).unwrap();
-    let part = drp.stored("images/.debian-12-rootfs-20261122-101500-cf99cd80eb.tgz.part");
+    let part = drp.stored("images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz.part");
     std::fs::write(&part, b"someone else's upload").unwrap();
     let r = run(&args_for(&cap, &drp), &[("RS_TOKEN", TOKEN)], &cap.out);
     assert_eq!(r.code(), 1);
@@ -603,7 +704,8 @@ fn drp_upload_in_progress_is_a_clear_409() {
         "{}",
         r.stderr()
     );
-    // 4xx is not retried, and the other upload is left alone.
+    // A 409 for a first attempt is not retried (it is someone else's
+    // upload), and the other upload is left alone.
     assert_eq!(
         drp.log().iter().filter(|e| e["method"] == "POST").count(),
         1
@@ -620,15 +722,18 @@ fn drp_faults_are_retried_then_verified() {
     let drp = Drp::start(json!({"faults": [
         {"kind": "reset", "method": "POST", "path": art, "times": 1, "after": 65536},
         {"kind": "500", "method": "POST", "path": art, "times": 2},
-        {"kind": "stall", "method": "POST", "path": art, "times": 1, "seconds": 6}
+        {"kind": "stall", "method": "POST", "path": art, "times": 1, "seconds": 5}
     ]}));
     let mut args = args_for(&cap, &drp);
     args.extend(os(&["--timeout", "2", "--attempts", "6"]));
     let r = run(&args, &[("RS_TOKEN", TOKEN)], &cap.out);
     r.ok();
     let err = r.stderr();
-    assert_eq!(err.matches("retrying").count(), 4, "{err}");
+    assert_eq!(err.matches("retrying").count(), 5, "{err}");
     assert!(err.contains("HTTP 500"), "{err}");
+    // The stalled attempt's .part is still on the server when goldcap
+    // tries again: that 409 is its own upload, so it waits and retries.
+    assert!(err.contains("File already uploading"), "{err}");
     assert!(
         err.contains("no progress within --timeout") || err.contains("Broken pipe"),
         "{err}"
@@ -639,8 +744,12 @@ fn drp_faults_are_retried_then_verified() {
         .into_iter()
         .filter(|e| e["method"] == "POST" && e["path"] == format!("/api/v3/files{art}"))
         .collect();
-    assert_eq!(posts.len(), 5, "{posts:?}");
-    assert_eq!(posts[4]["status"], 201);
+    let statuses: Vec<String> = posts.iter().map(|p| p["status"].to_string()).collect();
+    assert_eq!(
+        statuses,
+        ["\"reset\"", "500", "500", "\"stalled\"", "409", "201"],
+        "{posts:?}"
+    );
     // Nothing half-written is left behind by the failed attempts.
     assert_eq!(drp.images().len(), 2, "{:?}", drp.images());
 }
@@ -756,7 +865,7 @@ fn drp_interrupted_stream_stores_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        let part = drp.stored("images/.debian-12-rootfs-20261122-101500-cf99cd80eb.tgz.part");
+        let part = drp.stored("images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz.part");
         // Paused after the random file: DRP is receiving the stream.
         let start = Instant::now();
         while !(flag.exists()
@@ -1099,22 +1208,20 @@ fn tokens_never_appear_in_anything_goldcap_writes() {
 fn s3_capture_streams_a_multipart_upload() {
     let env = big_env(20);
     let s3 = S3::start(json!([]));
-    let mut c = goldcap_cmd(&capture_args(
-        &env,
-        "out",
-        &[
-            "--upload",
-            "s3://goldcap-test/fleet/a",
-            "--part-size",
-            "5",
-            "--json",
-        ],
-    ));
-    s3.env(&mut c);
-    let r = Run {
-        out: env.path("out"),
-        output: c.output().unwrap(),
-    };
+    let r = s3.goldcap(
+        &capture_args(
+            &env,
+            "out",
+            &[
+                "--upload",
+                "s3://goldcap-test/fleet/a",
+                "--part-size",
+                "5",
+                "--json",
+            ],
+        ),
+        &env.path("out"),
+    );
     r.ok();
     assert_eq!(
         r.listing(),
@@ -1218,26 +1325,25 @@ fn s3_parts_are_retried_individually() {
         {"kind": "reset", "method": "PUT", "query": "partNumber=3&", "times": 1},
         {"kind": "stall", "method": "PUT", "query": "partNumber=1&", "times": 1, "seconds": 6}
     ]));
-    let mut c = goldcap_cmd(&capture_args(
-        &env,
-        "out",
-        &[
-            "--upload",
-            "s3://goldcap-test/x",
-            "--part-size",
-            "5",
-            "--keep-local",
-            "--timeout",
-            "2",
-        ],
-    ));
-    s3.env(&mut c);
-    let r = Run {
-        out: env.path("out"),
-        output: c.output().unwrap(),
-    };
+    let r = s3.goldcap(
+        &capture_args(
+            &env,
+            "out",
+            &[
+                "--upload",
+                "s3://goldcap-test/x",
+                "--part-size",
+                "5",
+                "--timeout",
+                "2",
+            ],
+        ),
+        &env.path("out"),
+    );
     r.ok();
     let err = r.stderr();
+    // The stream itself recovered: no local copy exists to fall back on.
+    assert!(!err.contains("the streamed upload failed"), "{err}");
     assert_eq!(
         err.matches("part 2 of s3://goldcap-test/x/").count(),
         2,
@@ -1255,8 +1361,9 @@ fn s3_parts_are_retried_individually() {
     );
     assert_eq!(
         md5sum(&s3.object(&format!("x/{ARTIFACT}"))),
-        md5sum(&r.artifact())
+        r.manifest_json()["md5"].as_str().unwrap()
     );
+    assert!(!env.path("out").join(ARTIFACT).exists());
     assert!(s3.open_uploads().is_empty());
 }
 
@@ -1266,23 +1373,21 @@ fn s3_failed_upload_is_aborted_and_leaves_nothing() {
     let s3 = S3::start(json!([
         {"kind": "500", "method": "PUT", "query": "partNumber=3&", "times": 100}
     ]));
-    let mut c = goldcap_cmd(&capture_args(
-        &env,
-        "out",
-        &[
-            "--upload",
-            "s3://goldcap-test/x",
-            "--part-size",
-            "5",
-            "--attempts",
-            "2",
-        ],
-    ));
-    s3.env(&mut c);
-    let r = Run {
-        out: env.path("out"),
-        output: c.output().unwrap(),
-    };
+    let r = s3.goldcap(
+        &capture_args(
+            &env,
+            "out",
+            &[
+                "--upload",
+                "s3://goldcap-test/x",
+                "--part-size",
+                "5",
+                "--attempts",
+                "2",
+            ],
+        ),
+        &env.path("out"),
+    );
     assert_eq!(r.code(), 1, "{}", r.stderr());
     assert!(
         r.stderr().contains("part 3 of s3://goldcap-test/x/"),

@@ -167,6 +167,25 @@ pub struct Client {
     auth: Auth,
     agent: ureq::Agent,
     attempts: u32,
+    timeout: std::time::Duration,
+}
+
+/// Why an upload could not be confirmed.
+enum Check {
+    /// The endpoint holds something else (or nothing): remove it.
+    Mismatch(String),
+    /// The endpoint could not be asked: what it holds is unknown.
+    Unknown(String),
+}
+
+/// How long a `HEAD` may take to answer: DRP reads and hashes the whole
+/// file first (at 20 MB/s, the slow end of a busy disk), plus `--timeout`.
+/// A file of unknown size may be any size: ten minutes.
+fn head_timeout(timeout: std::time::Duration, size: Option<u64>) -> std::time::Duration {
+    match size {
+        Some(n) => timeout + std::time::Duration::from_secs(n / 20_000_000),
+        None => timeout.max(std::time::Duration::from_secs(600)),
+    }
 }
 
 /// The endpoint: the given one, `RS_ENDPOINT`, or the first of
@@ -198,6 +217,7 @@ impl Client {
             auth: credentials(opts)?,
             agent: agent(opts)?,
             attempts: opts.attempts,
+            timeout: opts.timeout,
         })
     }
 
@@ -206,12 +226,18 @@ impl Client {
     }
 
     /// `HEAD`: the stored file's sha256, `None` if it does not exist.
-    pub fn sha256(&self, path: &str, cancel: &Cancel) -> Result<Option<String>> {
+    /// DRP hashes the whole file before it answers, so the wait for the
+    /// answer grows with `size` (unknown: a file that may be large).
+    pub fn sha256(&self, path: &str, size: Option<u64>, cancel: &Cancel) -> Result<Option<String>> {
+        let wait = head_timeout(self.timeout, size);
         retry(&format!("HEAD /{path}"), self.attempts, cancel, || {
             let resp = self
                 .agent
                 .head(&self.url(path))
                 .header("Authorization", self.auth.header())
+                .config()
+                .timeout_per_read(Some(wait))
+                .build()
                 .call()?;
             let status = resp.status().as_u16();
             match status {
@@ -236,18 +262,46 @@ impl Client {
         })
     }
 
-    fn verify(&self, path: &str, sha256: &str, cancel: &Cancel) -> Result<()> {
-        match self.sha256(path, cancel)? {
-            Some(s) if s == sha256 => Ok(()),
-            Some(s) if s.is_empty() => Err(anyhow::anyhow!(
+    /// Reads the stored file's sha256 back after an upload of `size` bytes.
+    fn verify(
+        &self,
+        path: &str,
+        sha256: &str,
+        size: u64,
+        cancel: &Cancel,
+    ) -> std::result::Result<(), Check> {
+        match self.sha256(path, Some(size), cancel) {
+            Ok(Some(s)) if s == sha256 => Ok(()),
+            Ok(Some(s)) if s.is_empty() => Err(Check::Unknown(format!(
                 "/{path}: the endpoint's HEAD answer has no X-DRP-SHA256SUM, so the upload cannot be verified"
-            )
-            .into()),
-            Some(s) => Err(anyhow::anyhow!(
+            ))),
+            Ok(Some(s)) => Err(Check::Mismatch(format!(
                 "/{path}: DRP reports sha256 {s}, but goldcap sent {sha256}"
+            ))),
+            Ok(None) => Err(Check::Mismatch(format!(
+                "/{path}: not on the endpoint after the upload"
+            ))),
+            Err(e) => Err(Check::Unknown(e.to_string())),
+        }
+    }
+
+    /// Turns a failed check into the error: a mismatch is deleted; a file
+    /// that could not be read back is kept (it is most likely good) and
+    /// the message says so.
+    fn failed_check(&self, path: &str, check: Check, cancel: &Cancel) -> Error {
+        match check {
+            Check::Mismatch(e) => {
+                let left = self
+                    .delete(path, cancel)
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                anyhow::anyhow!("{e}{left}").into()
+            }
+            Check::Unknown(e) => anyhow::anyhow!(
+                "/{path} was uploaded but could not be verified ({e}); it is left on the endpoint: \
+                 compare its X-DRP-SHA256SUM with the MANIFEST's sha256, or upload again"
             )
-            .into()),
-            None => Err(anyhow::anyhow!("/{path}: not on the endpoint after the upload").into()),
+            .into(),
         }
     }
 
@@ -264,28 +318,22 @@ impl Client {
         let size = std::fs::metadata(file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
             .len();
+        // After an attempt of ours failed (a timeout, a reset), DRP may still
+        // hold its `.part` for a while and answer 409 "File already
+        // uploading": that is our own upload, so it is worth waiting for.
+        let mut failed_before = false;
         let (md5, sha256) = retry(&format!("POST /{path}"), self.attempts, cancel, || {
-            let f = std::fs::File::open(file)
-                .map_err(|e| Attempt::Fatal(format!("{}: {e}", file.display())))?;
-            let mut r = HashingReader::new(f, ui);
-            let mut resp = self
-                .agent
-                .post(&self.url(path))
-                .header("Authorization", self.auth.header())
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", size.to_string())
-                .header("Expect", "100-continue")
-                .send(ureq::SendBody::from_reader(&mut r))?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            if status != 201 {
-                return Err(status_attempt(
-                    status,
-                    error_message(status, &body, "post", path),
-                ));
+            let outcome = self.post_once(path, file, size, ui);
+            match &outcome {
+                Err(Attempt::Fatal(m)) if failed_before && m.starts_with("HTTP 409") => {
+                    return Err(Attempt::Retry(format!(
+                        "{m} (the server still holds goldcap's previous attempt)"
+                    )));
+                }
+                Err(_) => failed_before = true,
+                Ok(_) => {}
             }
-            check_created(&body, path, r.size)?;
-            Ok(r.digests())
+            outcome
         })?;
         if let Some((esize, emd5, esha)) = expect
             && (esize != size || emd5 != md5 || esha != sha256)
@@ -300,19 +348,46 @@ impl Client {
             )
             .into());
         }
-        if let Err(e) = self.verify(path, &sha256, cancel) {
-            let left = self
-                .delete(path, cancel)
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
-            return Err(anyhow::anyhow!("{e}{left}").into());
+        if let Err(check) = self.verify(path, &sha256, size, cancel) {
+            return Err(self.failed_check(path, check, cancel));
         }
         Ok(Stored {
             name: format!("/{path}"),
-            url: self.url(path),
+            url: super::redact(&self.url(path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
         })
+    }
+
+    /// One POST of a local file; the (md5, sha256) of what was sent.
+    fn post_once(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        size: u64,
+        ui: &crate::ui::Ui,
+    ) -> std::result::Result<(String, String), Attempt> {
+        let f = std::fs::File::open(file)
+            .map_err(|e| Attempt::Fatal(format!("{}: {e}", file.display())))?;
+        let mut r = HashingReader::new(f, ui);
+        let mut resp = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", self.auth.header())
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string())
+            .header("Expect", "100-continue")
+            .send(ureq::SendBody::from_reader(&mut r))?;
+        let status = resp.status().as_u16();
+        let body = body_text(&mut resp);
+        if status != 201 {
+            return Err(status_attempt(
+                status,
+                error_message(status, &body, "post", path),
+            ));
+        }
+        check_created(&body, path, r.size)?;
+        Ok(r.digests())
     }
 
     /// Uploads artifact and text MANIFEST (MANIFEST last).
@@ -322,7 +397,7 @@ impl Client {
         ui: &crate::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Uploaded> {
-        self.preflight(&files.upload_tarball, cancel)?;
+        self.preflight(&[&files.upload_tarball, &files.upload_manifest], cancel)?;
         let artifact = self.post_file(
             &files.upload_tarball,
             &files.artifact,
@@ -341,7 +416,7 @@ impl Client {
             }
         };
         Ok(Uploaded {
-            target: format!("DRP {}", self.endpoint),
+            target: format!("DRP {}", super::redact(&self.endpoint)),
             objects: vec![artifact, manifest],
             presigned_get: None,
         })
@@ -358,9 +433,12 @@ impl Client {
     }
 
     /// Checks before any data moves that the token can read back what it
-    /// will write (the verification needs `files get`).
-    fn preflight(&self, path: &str, cancel: &Cancel) -> Result<()> {
-        self.sha256(path, cancel).map(|_| ())
+    /// will write (the verification needs `files get`), for every name.
+    fn preflight(&self, paths: &[&str], cancel: &Cancel) -> Result<()> {
+        for p in paths {
+            self.sha256(p, None, cancel)?;
+        }
+        Ok(())
     }
 
     /// Deletes `path`; `None` when it is gone, else what is left and why.
@@ -430,13 +508,16 @@ impl Client {
     }
 
     /// Starts a streamed (chunked) upload of the artifact to `path`.
-    pub fn start_stream(self, path: &str, cancel: &Cancel) -> Result<Stream> {
-        self.preflight(path, cancel)?;
+    /// `manifest` is the name the MANIFEST will have (checked up front).
+    pub fn start_stream(self, path: &str, manifest: &str, cancel: &Cancel) -> Result<Stream> {
+        self.preflight(&[path, manifest], cancel)?;
         let (reader, writer) = std::io::pipe()?;
         let abort = Arc::new(AtomicBool::new(false));
+        let complete = Arc::new(AtomicBool::new(false));
         let mut body = AbortableReader {
             inner: reader,
             abort: Arc::clone(&abort),
+            complete: Arc::clone(&complete),
             consumed: 0,
         };
         let (agent, url, auth) = (self.agent.clone(), self.url(path), self.auth.header());
@@ -473,7 +554,9 @@ impl Client {
                     let text = body_text(&mut resp);
                     if status != 201 {
                         let msg = error_message(status, &text, "post", &path_owned);
-                        return Err(if started && status >= 500 {
+                        // Once data has gone, nothing can be retried: a
+                        // new request would carry only what is left.
+                        return Err(if started {
                             Attempt::Fatal(format!("{msg}{gone}"))
                         } else {
                             status_attempt(status, msg)
@@ -491,6 +574,7 @@ impl Client {
             writer: Some(writer),
             thread: Some(thread),
             abort,
+            complete,
             cancel: *cancel,
         })
     }
@@ -514,6 +598,8 @@ fn check_created(body: &str, path: &str, sent: u64) -> std::result::Result<(), A
 struct AbortableReader {
     inner: std::io::PipeReader,
     abort: Arc<AtomicBool>,
+    /// Set at the clean end of the body: everything was handed over.
+    complete: Arc<AtomicBool>,
     /// Bytes handed to the request so far.
     consumed: u64,
 }
@@ -521,8 +607,11 @@ struct AbortableReader {
 impl Read for AbortableReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n == 0 && self.abort.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("upload aborted"));
+        if n == 0 {
+            if self.abort.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("upload aborted"));
+            }
+            self.complete.store(true, Ordering::SeqCst);
         }
         self.consumed += n as u64;
         Ok(n)
@@ -538,6 +627,7 @@ pub struct Stream {
     writer: Option<std::io::PipeWriter>,
     thread: Option<StreamThread>,
     abort: Arc<AtomicBool>,
+    complete: Arc<AtomicBool>,
     cancel: Cancel,
 }
 
@@ -585,7 +675,28 @@ impl super::StreamUpload for Stream {
     ) -> Result<Stored> {
         let result = self.join();
         let path = self.path.clone();
-        let (size, _) = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let size = match result {
+            Ok((size, _)) => size,
+            // The whole body went out but the answer was lost (a reset, a
+            // proxy timeout while DRP renamed): DRP may well have it.
+            Err(e) if self.complete.load(Ordering::SeqCst) => {
+                return match self
+                    .client
+                    .verify(&path, &digests.sha256, digests.size, cancel)
+                {
+                    Ok(()) => Ok(Stored {
+                        name: format!("/{path}"),
+                        url: super::redact(&self.client.url(&path)),
+                        size: digests.size,
+                        verified:
+                            "X-DRP-SHA256SUM = sha256 sent (the upload's own answer was lost)"
+                                .into(),
+                    }),
+                    Err(_) => Err(anyhow::anyhow!("{e}").into()),
+                };
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}").into()),
+        };
         if size != digests.size {
             let left = self
                 .client
@@ -598,17 +709,15 @@ impl super::StreamUpload for Stream {
             )
             .into());
         }
-        if let Err(e) = self.client.verify(&path, &digests.sha256, cancel) {
-            let left = self
-                .client
-                .delete(&path, cancel)
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
-            return Err(anyhow::anyhow!("{e}{left}").into());
+        if let Err(check) = self
+            .client
+            .verify(&path, &digests.sha256, digests.size, cancel)
+        {
+            return Err(self.client.failed_check(&path, check, cancel));
         }
         Ok(Stored {
             name: format!("/{path}"),
-            url: self.client.url(&path),
+            url: super::redact(&self.client.url(&path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
         })

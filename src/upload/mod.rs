@@ -61,7 +61,8 @@ impl Target {
         if let Some(url) = s.strip_prefix("drp:") {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(format!(
-                    "{s:?}: a DRP endpoint is an http(s) URL, e.g. drp:https://drp.example.com:8092"
+                    "drp:{}: a DRP endpoint is an http(s) URL, e.g. drp:https://drp.example.com:8092",
+                    redact(url)
                 ));
             }
             return Ok(Target::Drp {
@@ -75,7 +76,7 @@ impl Target {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             {
-                return Err(format!("{s:?}: {bucket:?} is not an S3 bucket name"));
+                return Err(format!("{bucket:?} is not an S3 bucket name"));
             }
             return Ok(Target::S3 {
                 bucket: bucket.to_owned(),
@@ -98,16 +99,18 @@ impl Target {
             };
         }
         Err(format!(
-            "{s:?}: upload target must be drp, drp:URL, s3://BUCKET/PREFIX or put:URL,URL"
+            "{}: upload target must be drp, drp:URL, s3://BUCKET/PREFIX or put:URL,URL",
+            redact(s)
         ))
     }
 
     /// For messages: never a presigned query string.
     pub fn describe(&self) -> String {
         match self {
-            Target::Drp { endpoint } => {
-                format!("DRP {}", endpoint.as_deref().unwrap_or("($RS_ENDPOINT)"))
-            }
+            Target::Drp { endpoint } => match endpoint {
+                Some(e) => format!("DRP {}", redact(e)),
+                None => "DRP ($RS_ENDPOINT)".into(),
+            },
             Target::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
             Target::Put { artifact, .. } => format!("presigned PUT {}", redact(artifact)),
         }
@@ -117,6 +120,34 @@ impl Target {
     /// up front, so it uploads the finished local file).
     pub fn can_stream(&self) -> bool {
         !matches!(self, Target::Put { .. })
+    }
+}
+
+/// clap's parser for `--to`/`--upload`. clap's own error would quote the
+/// value, and a presigned URL or a `user:pass@` endpoint is a credential, so
+/// the message is built here from [`Target::parse`]'s (redacted) reason.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetParser;
+
+impl clap::builder::TypedValueParser for TargetParser {
+    type Value = Target;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<Target, clap::Error> {
+        let name = arg.map_or_else(|| "TARGET".to_owned(), |a| a.to_string());
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value.to_str().ok_or_else(|| fail("not UTF-8".into()))?;
+        Target::parse(s).map_err(fail)
     }
 }
 
@@ -512,12 +543,26 @@ fn put_files(
     cancel: &Cancel,
 ) -> Result<Uploaded> {
     let agent = agent(opts)?;
-    let mut objects = Vec::new();
+    let mut objects: Vec<Stored> = Vec::new();
+    // A presigned PUT cannot be undone: once the artifact is up, a later
+    // failure says where it is.
+    let left = |objects: &[Stored], e: Error| -> Error {
+        match objects.first() {
+            Some(a) => anyhow::anyhow!(
+                "{e}; the artifact is already at {} and goldcap cannot delete it (a presigned URL allows only PUT)",
+                a.url
+            )
+            .into(),
+            None => e,
+        }
+    };
     for (url, path, expect) in [
         (artifact_url, &files.artifact, Some(files)),
         (manifest_url, &files.manifest, None),
     ] {
-        let size = std::fs::metadata(path)?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|e| left(&objects, anyhow::anyhow!("{}: {e}", path.display()).into()))?
+            .len();
         let (md5, sha256) = retry(
             &format!("PUT {}", redact(url)),
             opts.attempts,
@@ -557,7 +602,8 @@ fn put_files(
                 }
                 Ok((md5, sha256))
             },
-        )?;
+        )
+        .map_err(|e| left(&objects, e))?;
         if let Some(f) = expect
             && (md5 != f.md5 || sha256 != f.sha256)
         {
@@ -603,14 +649,16 @@ pub fn start_stream(
 ) -> Result<Box<dyn StreamUpload>> {
     match target {
         Target::Drp { endpoint } => Ok(Box::new(
-            drp::Client::new(endpoint.as_deref(), opts)?
-                .start_stream(&names.upload_tarball, cancel)?,
+            drp::Client::new(endpoint.as_deref(), opts)?.start_stream(
+                &names.upload_tarball,
+                &names.upload_manifest,
+                cancel,
+            )?,
         )),
         Target::S3 { bucket, prefix } => Ok(Box::new(
             s3::Client::new(bucket, prefix, opts)?.start_stream(
                 &names.artifact,
                 estimate,
-                opts,
                 cancel,
             )?,
         )),
@@ -628,6 +676,8 @@ pub struct StreamNames {
     pub artifact: String,
     /// DRP upload name of the artifact.
     pub upload_tarball: String,
+    /// DRP upload name of the text MANIFEST.
+    pub upload_manifest: String,
 }
 
 /// Uploads the MANIFEST(s) after a streamed artifact.
@@ -662,13 +712,34 @@ pub fn presigned_get(target: &Target, opts: &Options, files: &Files) -> Option<S
 /// Removes an uploaded artifact after a later step failed; returns what
 /// could not be removed.
 pub fn withdraw(target: &Target, opts: &Options, files: &Files, cancel: &Cancel) -> Option<String> {
+    withdraw_name(
+        target,
+        opts,
+        &files.upload_tarball,
+        &Files::name(&files.artifact),
+        cancel,
+    )
+}
+
+/// [`withdraw`] by name: `upload_tarball` on DRP, `artifact` (the file
+/// name) under the S3 prefix.
+pub fn withdraw_name(
+    target: &Target,
+    opts: &Options,
+    upload_tarball: &str,
+    artifact: &str,
+    cancel: &Cancel,
+) -> Option<String> {
+    let cannot = |e: Error| Some(format!("the uploaded artifact is left on the store ({e})"));
     match target {
-        Target::Drp { endpoint } => drp::Client::new(endpoint.as_deref(), opts)
-            .ok()?
-            .delete(&files.upload_tarball, cancel),
-        Target::S3 { bucket, prefix } => s3::Client::new(bucket, prefix, opts)
-            .ok()?
-            .delete(&Files::name(&files.artifact), cancel),
+        Target::Drp { endpoint } => match drp::Client::new(endpoint.as_deref(), opts) {
+            Ok(c) => c.delete(upload_tarball, cancel),
+            Err(e) => cannot(e),
+        },
+        Target::S3 { bucket, prefix } => match s3::Client::new(bucket, prefix, opts) {
+            Ok(c) => c.delete(artifact, cancel),
+            Err(e) => cannot(e),
+        },
         Target::Put { .. } => {
             Some("the artifact uploaded to the presigned URL (goldcap cannot delete it)".into())
         }

@@ -24,7 +24,8 @@ use crate::signals::Cancel;
 use md5::{Digest, Md5};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// Smallest part S3 accepts (but the last).
@@ -51,14 +52,14 @@ pub fn error_message(body: &str) -> String {
     }
 }
 
-/// Part size for an expected size: at least 8 MiB, large enough to stay
-/// under 10,000 parts (with room), whole MiB.
-pub fn part_size(opts: &Options, estimate: Option<u64>) -> u64 {
-    if let Some(p) = opts.part_size {
-        return p.max(MIN_PART);
-    }
+/// Part size: `--part-size` (at least S3's 5 MiB) or 8 MiB, and in any
+/// case large enough that the expected size stays under 10,000 parts (with
+/// room), in whole MiB. A 10,001st part cannot be sent, so a part size too
+/// small for the image is raised rather than failing half-way.
+pub fn part_size(given: Option<u64>, estimate: Option<u64>) -> u64 {
     let need = estimate.map_or(0, |e| e.div_ceil(9_000));
-    need.max(DEFAULT_PART).div_ceil(1 << 20) << 20
+    let want = given.map_or(DEFAULT_PART, |p| p.max(MIN_PART));
+    want.max(need).div_ceil(1 << 20) << 20
 }
 
 /// A bucket with credentials.
@@ -70,6 +71,7 @@ pub struct Client {
     agent: ureq::Agent,
     attempts: u32,
     presign_get: Option<Duration>,
+    part_size: Option<u64>,
 }
 
 impl Client {
@@ -109,6 +111,7 @@ impl Client {
             agent: agent(opts)?,
             attempts: opts.attempts,
             presign_get: opts.presign_get,
+            part_size: opts.part_size,
         })
     }
 
@@ -134,7 +137,7 @@ impl Client {
         let name = Files::name(path);
         let key = self.key(&name);
         let size = std::fs::metadata(path)?.len();
-        retry(
+        let verified = retry(
             &format!("PUT s3://{}/{key}", self.bucket.name()),
             self.attempts,
             cancel,
@@ -154,29 +157,16 @@ impl Client {
                     // the body, with S3's reason, not as a broken pipe.
                     .header("Expect", "100-continue")
                     .send(ureq::SendBody::from_reader(&mut r))?;
-                let status = resp.status().as_u16();
-                if !(200..300).contains(&status) {
-                    let body = body_text(&mut resp);
-                    return Err(status_attempt(
-                        status,
-                        format!("HTTP {status}: {}", error_message(&body)),
-                    ));
-                }
-                let etag = etag_of(&resp);
+                answer(&mut resp, false)?;
                 let (md5, _) = r.digests();
-                if etag != md5 {
-                    return Err(Attempt::Fatal(format!(
-                        "ETag {etag} is not the md5 of what was sent ({md5})"
-                    )));
-                }
-                Ok(())
+                etag_check(&resp, &md5)
             },
         )?;
         Ok(Stored {
             name: key.clone(),
             url: self.object_url(&key),
             size,
-            verified: "ETag = md5 sent".into(),
+            verified: verified.into(),
         })
     }
 
@@ -188,13 +178,7 @@ impl Client {
         cancel: &Cancel,
     ) -> Result<Uploaded> {
         let name = Files::name(&files.artifact);
-        let opts = Options {
-            part_size: None,
-            ..Options::default()
-        };
-        let mut up = self
-            .clone()
-            .start_stream(&name, Some(files.size), &opts, cancel)?;
+        let mut up = self.clone().start_stream(&name, Some(files.size), cancel)?;
         let file = std::fs::File::open(&files.artifact)?;
         let mut r = HashingReader::new(file, ui);
         let copied = std::io::copy(&mut r, &mut up);
@@ -278,13 +262,7 @@ impl Client {
                     .delete_object(Some(&self.creds), &key)
                     .sign(SIGN_FOR);
                 let mut resp = self.agent.delete(url.as_str()).call()?;
-                let status = resp.status().as_u16();
-                let body = body_text(&mut resp);
-                if (200..300).contains(&status) || status == 404 {
-                    Ok(())
-                } else {
-                    Err(status_attempt(status, error_message(&body)))
-                }
+                answer(&mut resp, true).map(drop)
             },
         )
         .err()
@@ -301,7 +279,6 @@ impl Client {
         self,
         name: &str,
         estimate: Option<u64>,
-        opts: &Options,
         cancel: &Cancel,
     ) -> Result<Multipart> {
         let key = self.key(name);
@@ -315,37 +292,31 @@ impl Client {
                     .create_multipart_upload(Some(&self.creds), &key)
                     .sign(SIGN_FOR);
                 let mut resp = self.agent.post(url.as_str()).send_empty()?;
-                let status = resp.status().as_u16();
-                let body = body_text(&mut resp);
-                if !(200..300).contains(&status) {
-                    return Err(status_attempt(
-                        status,
-                        format!("HTTP {status}: {}", error_message(&body)),
-                    ));
-                }
+                let body = answer(&mut resp, false)?;
                 rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
                     .map(|r| r.upload_id().to_owned())
                     .map_err(|e| Attempt::Fatal(format!("unexpected answer: {e}")))
             },
         )?;
-        let part = part_size(opts, estimate) as usize;
+        let part = part_size(self.part_size, estimate) as usize;
         // One part in flight while the next fills: memory is about 3 parts.
         let (tx, rx) = mpsc::sync_channel::<(u16, Vec<u8>)>(1);
         let worker = self.clone();
-        let (wkey, wid, wcancel) = (key.clone(), id.clone(), *cancel);
-        let thread = std::thread::spawn(
-            move || -> std::result::Result<Vec<(u16, [u8; 16])>, String> {
-                let mut done = Vec::new();
-                for (n, data) in rx {
-                    let md5: [u8; 16] = Md5::digest(&data).into();
-                    worker
-                        .upload_part(&wkey, &wid, n, &data, &md5, &wcancel)
-                        .map_err(|e| e.to_string())?;
-                    done.push((n, md5));
-                }
-                Ok(done)
-            },
-        );
+        let aborting = Arc::new(AtomicBool::new(false));
+        let (wkey, wid, wcancel, waborting) =
+            (key.clone(), id.clone(), *cancel, Arc::clone(&aborting));
+        let thread = std::thread::spawn(move || -> std::result::Result<Parts, String> {
+            let mut done = Parts::default();
+            for (n, data) in rx {
+                let md5: [u8; 16] = Md5::digest(&data).into();
+                let how = worker
+                    .upload_part(&wkey, &wid, n, &data, &md5, &waborting, &wcancel)
+                    .map_err(|e| e.to_string())?;
+                done.md5_etags &= how == "ETag = md5 sent";
+                done.list.push((n, md5));
+            }
+            Ok(done)
+        });
         Ok(Multipart {
             client: self,
             key,
@@ -355,10 +326,15 @@ impl Client {
             next: 1,
             tx: Some(tx),
             thread: Some(thread),
+            aborting,
             size: 0,
         })
     }
 
+    /// Sends one part with its `Content-MD5` (S3 refuses a part damaged on
+    /// the way with `BadDigest`, and it is sent again); returns how the
+    /// store confirmed it.
+    #[allow(clippy::too_many_arguments)]
     fn upload_part(
         &self,
         key: &str,
@@ -366,14 +342,20 @@ impl Client {
         n: u16,
         data: &[u8],
         md5: &[u8; 16],
+        aborting: &AtomicBool,
         cancel: &Cancel,
-    ) -> Result<()> {
+    ) -> Result<&'static str> {
+        use base64::Engine;
         let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let content_md5 = base64::engine::general_purpose::STANDARD.encode(md5);
         retry(
             &format!("part {n} of s3://{}/{key}", self.bucket.name()),
             self.attempts,
             cancel,
             || {
+                if aborting.load(Ordering::SeqCst) {
+                    return Err(Attempt::Fatal("the upload is being aborted".into()));
+                }
                 let url = self
                     .bucket
                     .upload_part(Some(&self.creds), key, n, id)
@@ -381,24 +363,11 @@ impl Client {
                 let mut resp = self
                     .agent
                     .put(url.as_str())
+                    .header("Content-MD5", &content_md5)
                     .header("Expect", "100-continue")
                     .send(data)?;
-                let status = resp.status().as_u16();
-                if !(200..300).contains(&status) {
-                    let body = body_text(&mut resp);
-                    return Err(status_attempt(
-                        status,
-                        format!("HTTP {status}: {}", error_message(&body)),
-                    ));
-                }
-                let etag = etag_of(&resp);
-                if etag != hex {
-                    // Corrupted on the way: send the part again.
-                    return Err(Attempt::Retry(format!(
-                        "part ETag {etag} is not the md5 of the part ({hex})"
-                    )));
-                }
-                Ok(())
+                answer(&mut resp, false)?;
+                etag_check(&resp, &hex)
             },
         )
     }
@@ -408,13 +377,62 @@ impl Client {
         retry(&format!("abort upload s3://{}/{key}", self.bucket.name()), self.attempts, &never, || {
             let url = self.bucket.abort_multipart_upload(Some(&self.creds), key, id).sign(SIGN_FOR);
             let mut resp = self.agent.delete(url.as_str()).call()?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            if (200..300).contains(&status) || status == 404 { Ok(()) } else { Err(status_attempt(status, error_message(&body))) }
+            answer(&mut resp, true).map(drop)
         })
         .err()
         .map(|e| format!("multipart upload {id} of s3://{}/{key} could not be aborted ({e}); its parts are billed until it is", self.bucket.name()))
     }
+}
+
+/// The body of a 2xx answer (or of a 404 when `gone_ok`: deleting what
+/// is not there), else S3's error, to retry (5xx, and the 400s that mean
+/// the transfer went wrong: `RequestTimeout`, `BadDigest`) or give up on
+/// (other 4xx).
+fn answer(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    gone_ok: bool,
+) -> std::result::Result<String, Attempt> {
+    let status = resp.status().as_u16();
+    let body = body_text(resp);
+    if (200..300).contains(&status) || (gone_ok && status == 404) {
+        return Ok(body);
+    }
+    let msg = format!("HTTP {status}: {}", error_message(&body));
+    if status == 400 && (msg.contains("RequestTimeout") || msg.contains("BadDigest")) {
+        return Err(Attempt::Retry(msg));
+    }
+    Err(status_attempt(status, msg))
+}
+
+/// Checks a stored object's or part's ETag against the md5 of what was
+/// sent. Under SSE-KMS or SSE-C, and on stores whose ETags are not md5s,
+/// the ETag says nothing about the content: accepted, and said so.
+fn etag_check(
+    resp: &ureq::http::Response<ureq::Body>,
+    md5_hex: &str,
+) -> std::result::Result<&'static str, Attempt> {
+    let h = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let etag = etag_of(resp);
+    if h("x-amz-server-side-encryption").starts_with("aws:kms")
+        || !h("x-amz-server-side-encryption-customer-algorithm").is_empty()
+    {
+        return Ok("accepted (SSE-KMS/SSE-C: the ETag is not an md5)");
+    }
+    if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok("accepted (the store's ETag is not an md5)");
+    }
+    if etag != md5_hex {
+        return Err(Attempt::Fatal(format!(
+            "the stored ETag {etag} is not the md5 of what was sent ({md5_hex})"
+        )));
+    }
+    Ok("ETag = md5 sent")
 }
 
 fn etag_of(resp: &ureq::http::Response<ureq::Body>) -> String {
@@ -426,7 +444,23 @@ fn etag_of(resp: &ureq::http::Response<ureq::Body>) -> String {
         .to_ascii_lowercase()
 }
 
-type PartThread = std::thread::JoinHandle<std::result::Result<Vec<(u16, [u8; 16])>, String>>;
+/// Parts sent: number and md5; whether every part's ETag was its md5 (so
+/// the object's ETag can be checked too).
+struct Parts {
+    list: Vec<(u16, [u8; 16])>,
+    md5_etags: bool,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            list: Vec::new(),
+            md5_etags: true,
+        }
+    }
+}
+
+type PartThread = std::thread::JoinHandle<std::result::Result<Parts, String>>;
 
 /// A multipart upload in progress.
 pub struct Multipart {
@@ -438,6 +472,8 @@ pub struct Multipart {
     next: u16,
     tx: Option<mpsc::SyncSender<(u16, Vec<u8>)>>,
     thread: Option<PartThread>,
+    /// Tells the part thread to stop sending (queued parts, retries).
+    aborting: Arc<AtomicBool>,
     size: u64,
 }
 
@@ -462,7 +498,7 @@ impl Multipart {
         Ok(())
     }
 
-    fn join(&mut self) -> std::result::Result<Vec<(u16, [u8; 16])>, String> {
+    fn join(&mut self) -> std::result::Result<Parts, String> {
         self.tx.take();
         match self.thread.take() {
             Some(t) => t
@@ -499,7 +535,10 @@ impl super::StreamUpload for Multipart {
             if !self.buf.is_empty() || self.next == 1 {
                 self.send_part()?;
             }
-            let mut parts = self.join().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Parts {
+                list: mut parts,
+                md5_etags,
+            } = self.join().map_err(|e| anyhow::anyhow!("{e}"))?;
             parts.sort_by_key(|p| p.0);
             let c = &self.client;
             let hex = |m: &[u8]| m.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -519,11 +558,15 @@ impl super::StreamUpload for Multipart {
                     .collect::<String>(),
                 parts.len()
             );
-            retry(
+            // A complete whose answer was lost may have worked: the retry
+            // then finds no upload, and the object is checked instead.
+            let mut tried = false;
+            let completed = retry(
                 &format!("complete s3://{}/{}", c.bucket.name(), self.key),
                 c.attempts,
                 cancel,
                 || {
+                    let first = !std::mem::replace(&mut tried, true);
                     let action = c.bucket.complete_multipart_upload(
                         Some(&c.creds),
                         &self.key,
@@ -534,6 +577,9 @@ impl super::StreamUpload for Multipart {
                     let mut resp = c.agent.post(url.as_str()).send(action.body())?;
                     let status = resp.status().as_u16();
                     let body = body_text(&mut resp);
+                    if status == 404 && !first && body.contains("NoSuchUpload") {
+                        return Ok(false);
+                    }
                     if !(200..300).contains(&status) || body.contains("<Error>") {
                         return Err(status_attempt(
                             if status < 300 { 500 } else { status },
@@ -543,18 +589,21 @@ impl super::StreamUpload for Multipart {
                     let etag = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&body)
                         .map(|r| r.etag().trim_matches('"').to_ascii_lowercase())
                         .unwrap_or_default();
-                    if !etag.is_empty() && etag != expected {
+                    if md5_etags && !etag.is_empty() && etag != expected {
                         return Err(Attempt::Fatal(format!(
                             "object ETag {etag}, expected {expected} from the parts sent"
                         )));
                     }
-                    Ok(())
+                    Ok(true)
                 },
             )?;
             // Completed: there is no upload left to abort, only an object.
             self.id.clear();
-            // The stored object's size.
-            let stored = retry(
+            let name = self.key.rsplit('/').next().unwrap_or(&self.key).to_owned();
+            // The stored object: its size, and its ETag when the complete's
+            // answer was lost. A HEAD that is refused (a token without
+            // GetObject) or fails leaves the complete's own check.
+            let head = retry(
                 &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
                 c.attempts,
                 cancel,
@@ -563,22 +612,50 @@ impl super::StreamUpload for Multipart {
                         .bucket
                         .head_object(Some(&c.creds), &self.key)
                         .sign(SIGN_FOR);
-                    let resp = c.agent.head(url.as_str()).call()?;
-                    let status = resp.status().as_u16();
-                    if !(200..300).contains(&status) {
-                        return Err(status_attempt(status, format!("HTTP {status}")));
+                    let mut resp = c.agent.head(url.as_str()).call()?;
+                    if resp.status().as_u16() == 403 {
+                        return Ok(None);
                     }
-                    Ok(resp
+                    answer(&mut resp, false)?;
+                    let size = resp
                         .headers()
                         .get("content-length")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0))
+                        .unwrap_or(0);
+                    Ok(Some((size, etag_of(&resp))))
                 },
-            )?;
+            );
+            let (stored, note) = match head {
+                Ok(Some((size, etag))) => {
+                    if !completed && md5_etags && etag != expected {
+                        let left = c
+                            .delete(&name, cancel)
+                            .map(|l| format!("; {l}"))
+                            .unwrap_or_default();
+                        return Err(anyhow::anyhow!(
+                            "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
+                            c.bucket.name(),
+                            self.key
+                        )
+                        .into());
+                    }
+                    (size, "size")
+                }
+                _ if !completed => {
+                    return Err(anyhow::anyhow!(
+                        "s3://{}/{}: the answer to the complete request was lost and the object cannot be read back; it may be left in the bucket",
+                        c.bucket.name(),
+                        self.key
+                    )
+                    .into());
+                }
+                Ok(None) => (digests.size, "size not read back (HEAD refused)"),
+                Err(_) => (digests.size, "size not read back (HEAD failed)"),
+            };
             if stored != digests.size || self.size != digests.size {
                 let left = c
-                    .delete(self.key.rsplit('/').next().unwrap_or(&self.key), cancel)
+                    .delete(&name, cancel)
                     .map(|l| format!("; {l}"))
                     .unwrap_or_default();
                 return Err(anyhow::anyhow!(
@@ -593,10 +670,17 @@ impl super::StreamUpload for Multipart {
                 name: self.key.clone(),
                 url: c.object_url(&self.key),
                 size: stored,
-                verified: format!(
-                    "{} part ETags = md5 sent; object ETag {expected}; size",
-                    parts.len()
-                ),
+                verified: if md5_etags {
+                    format!(
+                        "{} part ETags = md5 sent; object ETag {expected}; {note}",
+                        parts.len()
+                    )
+                } else {
+                    format!(
+                        "{} parts with Content-MD5 (the store's ETags are not md5s); {note}",
+                        parts.len()
+                    )
+                },
             })
         })();
         if result.is_err() && !self.id.is_empty() {
@@ -618,6 +702,7 @@ impl super::StreamUpload for Multipart {
     }
 
     fn abort(mut self: Box<Self>) -> Option<String> {
+        self.aborting.store(true, Ordering::SeqCst);
         let _ = self.join();
         let id = std::mem::take(&mut self.id);
         self.client.abort_upload(&self.key, &id)
@@ -627,6 +712,7 @@ impl super::StreamUpload for Multipart {
 impl Drop for Multipart {
     fn drop(&mut self) {
         if !self.id.is_empty() {
+            self.aborting.store(true, Ordering::SeqCst);
             let _ = self.join();
             let id = std::mem::take(&mut self.id);
             let _ = self.client.abort_upload(&self.key, &id);
@@ -640,23 +726,18 @@ mod tests {
 
     #[test]
     fn part_sizes() {
-        let o = Options::default();
-        assert_eq!(part_size(&o, None), 8 << 20);
-        assert_eq!(part_size(&o, Some(1 << 30)), 8 << 20);
+        assert_eq!(part_size(None, None), 8 << 20);
+        assert_eq!(part_size(None, Some(1 << 30)), 8 << 20);
         // 200 GiB: parts grow so that fewer than 10,000 are needed.
-        let p = part_size(&o, Some(200 << 30));
+        let p = part_size(None, Some(200 << 30));
         assert!((200u64 << 30).div_ceil(p) < 10_000, "{p}");
         assert_eq!(p % (1 << 20), 0);
-        assert_eq!(
-            part_size(
-                &Options {
-                    part_size: Some(1 << 20),
-                    ..o
-                },
-                None
-            ),
-            MIN_PART
-        );
+        // --part-size, but never below S3's minimum.
+        assert_eq!(part_size(Some(1 << 20), None), MIN_PART);
+        assert_eq!(part_size(Some(64 << 20), Some(1 << 30)), 64 << 20);
+        // Too small for the image: raised to fit.
+        let p = part_size(Some(5 << 20), Some(100 << 30));
+        assert!((100u64 << 30).div_ceil(p) < 10_000, "{p}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ stand-in. It follows the documented behaviour of the server
 server, frontend/file_common.go and frontend/frontend.go), and nothing more:
 
   POST   /api/v3/files/<path>    raw body (Content-Type application/octet-stream)
-                                 written to <dir>/.<name>.part, then renamed;
+                                 written to <dir>/<path>.part (DRP's
+                                 ".%s.part" % path.Clean("/<path>")), then
+                                 renamed over <path>;
                                  201 {"Path":"/<path>","Size":N}
                                  400 "N bytes expected, but only M bytes received"
                                      when Content-Length > 0 and the body is short
@@ -15,6 +17,10 @@ server, frontend/file_common.go and frontend/frontend.go), and nothing more:
                                  403 "Cannot upload a directory" (path ends in /)
                                  409 "File already uploading" while the .part exists
                                  507 when the copy fails (a cut-off chunked body)
+                                 Checks run in DRP's order: auth, content type,
+                                 directory, upload in progress. Like DRP, a 409,
+                                 a 400 or a 507 also removes an existing <path>
+                                 (and the .part it wrote).
   HEAD   /api/v3/files/<path>    200 + X-DRP-SHA256SUM (hashed on every HEAD), 404
   GET    /api/v3/files/<path>    the bytes
   DELETE /api/v3/files/<path>    204, 404
@@ -38,13 +44,13 @@ Errors use DRP's error JSON: {"Model","Key","Type","Messages","Code"}.
 Test-only additions, outside the contract:
   --config FILE   JSON: {"users": {name: {"password", "claims": [...]}},
                          "tokens": {token: {"user", "claims": [...]}},
-                         "faults": [{"kind": "reset"|"500"|"stall",
+                         "faults": [{"kind": "reset"|"500"|"stall"|"lose-answer",
                                      "method": "POST", "path": "/images/x.tgz",
                                      "times": N, "after": BYTES, "seconds": S}]}
   --log FILE      one JSON line per request: method, path, status, request
                   headers that matter (Content-Length, Transfer-Encoding,
                   Expect, Content-Type), auth kind (never the credential),
-                  bytes received
+                  bytes received, start time (the log is sorted by it)
   --tls CERT KEY  serve HTTPS
 Prints the port on stdout once listening; exits when stdin closes.
 """
@@ -138,6 +144,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def send(self, code, body=b"", headers=None, ctype="application/json"):
         self.entry["status"] = code
+        # Logged before the answer goes out, so a client that reads the log
+        # after its answer always finds the request there.
+        self.flush_entry()
         try:
             self.send_response(code)
             for k, v in (headers or {}).items():
@@ -226,8 +235,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return os.path.join(self.state.root, key.lstrip("/"))
 
     def part(self, key):
-        d, n = os.path.split(self.local(key))
-        return os.path.join(d, "." + n + ".part")
+        # DRP: path.Join(root, base, fmt.Sprintf(".%s.part", path.Clean(name)))
+        # with name "/images/x.tgz": "./images/x.tgz.part".
+        return self.local(key) + ".part"
+
+    def drop_final(self, key):
+        """DRP removes the existing file whenever an upload to it fails."""
+        try:
+            os.unlink(self.local(key))
+        except FileNotFoundError:
+            pass
 
     # --- checks done before a body is read -------------------------------
 
@@ -243,6 +260,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "expect": self.headers.get("Expect"),
             "content_type": self.headers.get("Content-Type"),
             "received": 0,
+            "started": time.monotonic(),
         }
         self.checked = True
         key = self.files_path()
@@ -259,16 +277,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if claims is None or not self.authorize(claims, "files", "post", key):
             self.close_connection = True
             return False
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.split("; ")[0] not in ("application/octet-stream", "multipart/form-data"):
+            self.error_json(400, "files", key, "POST", f"Want content-type application/octet-stream, not {ctype}")
+            self.close_connection = True
+            return False
         if key.endswith("/"):
             self.error_json(403, "files", key, "POST", "Cannot upload a directory")
             self.close_connection = True
             return False
-        ctype = self.headers.get("Content-Type", "")
-        if ctype != "application/octet-stream" and not ctype.startswith("multipart/form-data"):
-            self.error_json(400, "files", key, "POST", f"Want content-type application/octet-stream, not {ctype}")
-            self.close_connection = True
-            return False
         if os.path.exists(self.part(key)):
+            self.drop_final(key)
             self.error_json(409, "files", key, "POST", "File already uploading")
             self.close_connection = True
             return False
@@ -286,8 +305,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             super().handle_one_request()
         finally:
-            if self.entry:
-                self.state.record(self.entry)
+            self.flush_entry()
+
+    def flush_entry(self):
+        if self.entry:
+            self.state.record(self.entry)
+            self.entry = {}
 
     # --- methods ---------------------------------------------------------
 
@@ -299,22 +322,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.error_json(404, "", self.route()[0], "API_ERROR", "no such route")
             return
         fault = self.pending_fault
-        if fault and fault["kind"] == "stall":
-            time.sleep(fault.get("seconds", 30))
-            self.close_connection = True
-            self.entry["status"] = "stalled"
-            return
         part = self.part(key)
         os.makedirs(os.path.dirname(part), exist_ok=True)
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
+            self.drop_final(key)
             self.error_json(409, "files", key, "POST", "File already uploading")
             self.close_connection = True
             return
         received = 0
         ok = True
-        limit = fault.get("after", 65536) if fault and fault["kind"] == "reset" else None
+        limit = fault.get("after", 65536) if fault and fault["kind"] in ("reset", "stall") else None
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in self.body_chunks():
@@ -322,25 +341,45 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     received += len(chunk)
                     self.entry["received"] = received
                     if limit is not None and received >= limit:
-                        raise ConnectionResetError("injected reset")
+                        if fault["kind"] == "reset":
+                            raise ConnectionResetError("injected reset")
+                        # Stalled mid-body with the .part in place; when
+                        # the network comes back the client is long gone
+                        # and the copy fails, as DRP's io.Copy would.
+                        out.flush()
+                        time.sleep(fault.get("seconds", 30))
+                        raise ConnectionAbortedError("stalled")
         except ConnectionResetError:
             os.unlink(part)
+            self.drop_final(key)
             self.reset()
+            return
+        except ConnectionAbortedError:
+            os.unlink(part)
+            self.drop_final(key)
+            self.close_connection = True
+            self.entry["status"] = "stalled"
             return
         except (OSError, ValueError) as e:
             ok = False
             why = str(e)
         if not ok:
             os.unlink(part)
+            self.drop_final(key)
             self.error_json(507, "files", key, "POST", f"Failed to upload: {why}")
             self.close_connection = True
             return
         want = int(self.headers.get("Content-Length") or 0)
         if want > 0 and want != received:
             os.unlink(part)
+            self.drop_final(key)
             self.error_json(400, "files", key, "POST", f"{want} bytes expected, but only {received} bytes received")
             return
         os.replace(part, self.local(key))
+        if fault and fault["kind"] == "lose-answer":
+            # Stored, but the answer never reaches the client.
+            self.reset()
+            return
         self.send(201, json.dumps({"Path": key, "Size": received}).encode())
 
     def body_chunks(self):

@@ -62,12 +62,21 @@ def serve(binary, data, faults):
     key = "AKIA" + secrets.token_hex(8).upper()
     secret = secrets.token_urlsafe(30)
     env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
+
+    def die_with_parent():
+        # PR_SET_PDEATHSIG: s3s-fs gets SIGTERM if this wrapper is killed.
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
     proc = subprocess.Popen(
         [binary, "--host", "127.0.0.1", "--port", "0", "--access-key", key, "--secret-key", secret, data],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
         text=True,
+        preexec_fn=die_with_parent,
     )
     port = None
     for line in proc.stdout:
