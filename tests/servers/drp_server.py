@@ -44,7 +44,7 @@ Errors use DRP's error JSON: {"Model","Key","Type","Messages","Code"}.
 Test-only additions, outside the contract:
   --config FILE   JSON: {"users": {name: {"password", "claims": [...]}},
                          "tokens": {token: {"user", "claims": [...]}},
-                         "faults": [{"kind": "reset"|"500"|"stall"|"lose-answer",
+                         "faults": [{"kind": "reset"|"500"|"stall"|"lose-answer"|"500-hold",
                                      "method": "POST", "path": "/images/x.tgz",
                                      "times": N, "after": BYTES, "seconds": S}]}
   --log FILE      one JSON line per request: method, path, status, request
@@ -329,6 +329,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except FileExistsError:
             self.drop_final(key)
             self.error_json(409, "files", key, "POST", "File already uploading")
+            self.close_connection = True
+            return
+        if fault and fault["kind"] == "500-hold":
+            # Fails while its .part stays for a while, as a handler that is
+            # still copying a dead connection's body does.
+            threading.Timer(fault.get("seconds", 1.0), os.unlink, [part]).start()
+            os.close(fd)
+            self.error_json(500, "files", key, "POST", "injected failure")
             self.close_connection = True
             return
         received = 0
