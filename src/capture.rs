@@ -142,7 +142,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     let spool = |e: std::io::Error| {
         Error::from(anyhow::Error::new(e).context("cannot write the path list"))
     };
-    for event in walker {
+    for event in crate::prefetch::Lookahead::new(walker) {
         cancel.check()?;
         match event {
             Event::Entry { entry, note, scrub } => {

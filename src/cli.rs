@@ -309,7 +309,8 @@ pub struct CaptureArgs {
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
-    /// Compression threads (zstd; default: all cores, at most 4).
+    /// Compression threads, gzip and zstd alike (default: all cores, at most
+    /// 4). The output is the same for any number.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
     /// OS name for {os}/$TAG (default: ID-VERSION_ID from the root's

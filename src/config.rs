@@ -37,7 +37,8 @@ pub struct CaptureConfig {
     pub format: Format,
     /// Compression level.
     pub level: i32,
-    /// Compression threads.
+    /// Compression worker threads (gzip and zstd); the output does not
+    /// depend on it.
     pub threads: u32,
     /// Image ident.
     pub ident: String,

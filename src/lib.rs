@@ -14,8 +14,9 @@
 //!   keep (mounts from [`mounts`]);
 //! * [`archive`] turns each entry into ustar + PAX blocks (xattrs, ACLs,
 //!   sparse, hardlinks);
-//! * [`sink`] compresses, hashes (md5 + sha256 in the same pass) and writes
-//!   under a temporary name;
+//! * [`sink`] compresses (gzip in parallel 1 MiB members via [`pgzip`], or
+//!   multithreaded zstd), hashes the compressed bytes (md5 and sha256 on
+//!   their own threads, in the same pass) and writes under a temporary name;
 //! * [`manifest`] writes the MANIFEST with [`facts`] about the source;
 //! * [`capture`] is the only module that connects them; [`app`] runs
 //!   commands and maps outcomes to [`exit`] codes.
@@ -37,7 +38,9 @@ pub mod man;
 pub mod manifest;
 pub mod mounts;
 pub mod naming;
+pub mod pgzip;
 pub mod policy;
+pub mod prefetch;
 pub mod profile;
 pub mod report;
 pub mod rootfs;

@@ -60,7 +60,8 @@ def serve(binary, data, faults):
     import subprocess
 
     key = "AKIA" + secrets.token_hex(8).upper()
-    secret = secrets.token_urlsafe(30)
+    # Hex: a value starting with "-" would be taken for an option.
+    secret = secrets.token_hex(20)
     env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
 
     def die_with_parent():
