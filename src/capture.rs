@@ -379,8 +379,7 @@ fn upload_after(
             }
             Err(e) => {
                 let left = crate::upload::withdraw(target, opts, files, cancel)
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default();
+                    .map_or_else(String::new, |l| format!("; {l}"));
                 // Local MANIFESTs of an artifact that exists nowhere are
                 // removed; if the store kept it, they are its only record.
                 if !local && left.is_empty() {

@@ -293,8 +293,7 @@ impl Client {
             Check::Mismatch(e) => {
                 let left = self
                     .delete(path, cancel)
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default();
+                    .map_or_else(String::new, |l| format!("; {l}"));
                 anyhow::anyhow!("{e}{left}").into()
             }
             Check::Unknown(e) => anyhow::anyhow!(
@@ -340,8 +339,7 @@ impl Client {
         {
             let left = self
                 .delete(path, cancel)
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
+                .map_or_else(String::new, |l| format!("; {l}"));
             return Err(anyhow::anyhow!(
                 "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {esha}): it changed since the capture{left}",
                 file.display()
@@ -410,8 +408,7 @@ impl Client {
             Err(e) => {
                 let left = self
                     .delete(&files.upload_tarball, cancel)
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default();
+                    .map_or_else(String::new, |l| format!("; {l}"));
                 return Err(anyhow::anyhow!("{e}{left}").into());
             }
         };
@@ -701,8 +698,7 @@ impl super::StreamUpload for Stream {
             let left = self
                 .client
                 .delete(&path, cancel)
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
+                .map_or_else(String::new, |l| format!("; {l}"));
             return Err(anyhow::anyhow!(
                 "/{path}: DRP stored {size} bytes of {}{left}",
                 digests.size

@@ -185,16 +185,14 @@ impl Client {
         let (md5, sha256) = r.digests();
         if let Err(e) = copied {
             let left = super::StreamUpload::abort(Box::new(up))
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
+                .map_or_else(String::new, |l| format!("; {l}"));
             return Err(
                 anyhow::anyhow!("uploading {}: {e}{left}", files.artifact.display()).into(),
             );
         }
         if md5 != files.md5 || sha256 != files.sha256 || r.size != files.size {
             let left = super::StreamUpload::abort(Box::new(up))
-                .map(|l| format!("; {l}"))
-                .unwrap_or_default();
+                .map_or_else(String::new, |l| format!("; {l}"));
             return Err(anyhow::anyhow!(
                 "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {}): it changed since the capture{left}",
                 files.artifact.display(),
@@ -214,8 +212,7 @@ impl Client {
             Err(e) => {
                 let left = self
                     .delete(&name, cancel)
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default();
+                    .map_or_else(String::new, |l| format!("; {l}"));
                 return Err(anyhow::anyhow!("{e}{left}").into());
             }
         }
@@ -631,8 +628,7 @@ impl super::StreamUpload for Multipart {
                     if !completed && md5_etags && etag != expected {
                         let left = c
                             .delete(&name, cancel)
-                            .map(|l| format!("; {l}"))
-                            .unwrap_or_default();
+                            .map_or_else(String::new, |l| format!("; {l}"));
                         return Err(anyhow::anyhow!(
                             "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
                             c.bucket.name(),
@@ -656,8 +652,7 @@ impl super::StreamUpload for Multipart {
             if stored != digests.size || self.size != digests.size {
                 let left = c
                     .delete(&name, cancel)
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default();
+                    .map_or_else(String::new, |l| format!("; {l}"));
                 return Err(anyhow::anyhow!(
                     "s3://{}/{}: stored {stored} bytes of {}{left}",
                     c.bucket.name(),
