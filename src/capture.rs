@@ -142,7 +142,9 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     let spool = |e: std::io::Error| {
         Error::from(anyhow::Error::new(e).context("cannot write the path list"))
     };
-    for event in crate::prefetch::Lookahead::new(walker) {
+    let events = crate::prefetch::Lookahead::new(walker);
+    tar.set_cold_reads(events.cold_reads());
+    for event in events {
         cancel.check()?;
         match event {
             Event::Entry { entry, note, scrub } => {

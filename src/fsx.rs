@@ -176,6 +176,33 @@ pub fn open_file(path: &Path) -> io::Result<File> {
     with_noatime(|f| rustix::fs::open(path, f, Mode::empty()), FILE_FLAGS).map(File::from)
 }
 
+/// Reads at `off` only what the page cache already holds
+/// (`preadv2(RWF_NOWAIT)`): an error of kind `WouldBlock` when the read
+/// would have to wait for the disk, possibly fewer bytes than asked when
+/// only the start is cached, `Unsupported` on filesystems without it.
+pub fn read_at_cached(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let off =
+        libc::off_t::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: one iovec describing `buf`, which is valid and exclusively
+    // borrowed for the duration of the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                io::Error::new(io::ErrorKind::Unsupported, e)
+            }
+            _ => e,
+        });
+    }
+    Ok(n as usize)
+}
+
 /// The target of symlink `name` in `dir`, as bytes.
 pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
@@ -242,5 +269,34 @@ mod tests {
         );
         let f = open_file_at(fd.as_fd(), c"a").unwrap();
         assert_eq!(fstat(&f).unwrap().size, 1);
+    }
+
+    #[test]
+    fn cached_reads_say_when_they_would_wait_for_the_disk() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut w = File::create(&p).unwrap();
+        w.write_all(&data).unwrap();
+        w.sync_all().unwrap();
+        let f = open_file(&p).unwrap();
+        let mut buf = vec![0u8; data.len()];
+        // Just written: in the page cache, read whole.
+        assert_eq!(read_at_cached(&f, &mut buf, 0).unwrap(), data.len());
+        assert_eq!(buf, data);
+        assert_eq!(read_at_cached(&f, &mut buf, data.len() as u64).unwrap(), 0);
+        // Dropped from the cache (clean after the fsync): the read must not
+        // wait for the disk. tmpfs has no disk to drop to.
+        let fs = rustix::fs::fstatfs(&f).unwrap();
+        if fs.f_type as i64 == libc::TMPFS_MAGIC {
+            return;
+        }
+        // SAFETY: a valid descriptor; DONTNEED only drops clean cached pages.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        let e = read_at_cached(&f, &mut buf, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
     }
 }

@@ -286,12 +286,15 @@ impl<W: Write> Write for HashTee<W> {
     }
 }
 
-/// zstd's multithreaded job size. Memory is a few jobs per worker (the
-/// default, 4 × the window, used 115 MB with two workers; with 4 MiB a whole
-/// capture peaks at 43 MB RSS with two workers and 59 MB with four, for
-/// about 1 % more output; 8 MiB: 67 MB with two, 0.8 % smaller). Output
-/// depends on it, not on the number of workers, so it is fixed.
-pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
+/// zstd's multithreaded job size. Memory is a few jobs per worker, and it is
+/// the job buffers that decide goldcap's peak RSS: the default (4 × the
+/// window) used 115 MB with two workers; 4 MiB peaked at 51 MiB on a
+/// debootstrap root but 67–70 MiB on a copy of `/usr` (more jobs queue
+/// behind large files); 2 MiB peaks at 35 MiB and 41 MiB there (49 MiB with
+/// four workers), for 0.4–0.7 % more output than 4 MiB — still 1–2 %
+/// smaller than `zstd -3 -T0` — and no loss of speed. Output depends on the
+/// job size, not on the number of workers, so it is fixed.
+pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// Default compression threads: every core, at most this many (memory grows
 /// with each zstd worker; more rarely pays on the disks fleets use).

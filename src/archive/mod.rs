@@ -33,6 +33,7 @@ pub mod sparse;
 
 use crate::error::Error;
 use crate::fsx::{self, Kind as FileKind, Stat};
+use crate::prefetch::ColdReads;
 use crate::report::{Report, WarningKind};
 use crate::rootfs::RootFs;
 use crate::scrub::{self, Effect, Outcome, Plan};
@@ -213,6 +214,9 @@ pub struct TarWriter<W: Write> {
     scrubbed: HashMap<(u64, u64), bool>,
     owners: Owners,
     buf: Vec<u8>,
+    /// Where reads that had to wait for the disk are reported (for the
+    /// read-ahead), if anywhere.
+    cold: Option<ColdReads>,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -226,6 +230,7 @@ impl<W: Write> TarWriter<W> {
             scrubbed: HashMap::new(),
             owners,
             buf: vec![0; BUF_SIZE],
+            cold: None,
         }
     }
 
@@ -632,6 +637,12 @@ impl<W: Write> TarWriter<W> {
         true
     }
 
+    /// Reports to `cold` each file whose first read would have waited for
+    /// the disk (see [`crate::prefetch`]).
+    pub fn set_cold_reads(&mut self, cold: ColdReads) {
+        self.cold = Some(cold);
+    }
+
     /// Sets the result of [`Plan::prescan`].
     pub fn set_prescanned(&mut self, scrubbed: HashMap<(u64, u64), bool>) {
         self.scrubbed = scrubbed;
@@ -745,6 +756,32 @@ impl<W: Write> TarWriter<W> {
         Ok(Some(Kind::File { sparse: false }))
     }
 
+    /// The first read of a range, from the page cache alone when someone
+    /// listens for cold reads: `Some(n)` when it got `n > 0` bytes that way,
+    /// `None` when the ordinary read must do it (and a wait for the disk,
+    /// or a partly cached start, is reported).
+    fn read_cached(&mut self, file: &File, want: usize, off: u64) -> Option<usize> {
+        let cold = self.cold.as_ref()?;
+        match fsx::read_at_cached(file, &mut self.buf[..want], off) {
+            Ok(n) if n > 0 => {
+                if n < want {
+                    cold.note();
+                }
+                Some(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                cold.note();
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                cold.cannot_tell();
+                self.cold = None;
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// Copies `len` bytes at `off` from `file` into the stream, always
     /// writing exactly `len` bytes. Returns how many had to be zero-filled
     /// because the file ended early, and the first read error (zero-filled
@@ -760,7 +797,13 @@ impl<W: Write> TarWriter<W> {
         while done < len {
             ctx.cancel.check()?;
             let want = (len - done).min(self.buf.len() as u64) as usize;
-            let n = match file.read_at(&mut self.buf[..want], off + done) {
+            let first = if done == 0 {
+                self.read_cached(file, want, off)
+            } else {
+                None
+            };
+            let n = match first.map_or_else(|| file.read_at(&mut self.buf[..want], off + done), Ok)
+            {
                 Ok(0) => {
                     self.zeros(len - done).map_err(write_err)?;
                     return Ok((len - done, None));
