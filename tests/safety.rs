@@ -101,59 +101,69 @@ fn existing_output_is_never_replaced_without_force() {
     assert!(tar_list(&forced.artifact()).contains(&"./srv/new-file".to_owned()));
 }
 
-/// A root with a big incompressible file, so a capture takes a while.
+/// A root with an 8 MiB incompressible file, at which [`start_capture`]
+/// holds the capture (the test pause point) so that signals reach it
+/// mid-stream however fast the machine is.
 fn slow_env() -> Env {
     let env = Env::new();
     sh(Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "count=384", "status=none"])
+        .args(["if=/dev/urandom", "bs=1M", "count=8", "status=none"])
         .arg(format!("of={}", env.root().join("srv/big.bin").display())));
     env
 }
 
-fn start_capture(env: &Env, out: &str) -> std::process::Child {
+/// The capture command for [`slow_env`], set to pause before the body of
+/// `srv/big.bin` until [`resume`].
+fn paused_capture(env: &Env, out: &str) -> Command {
     let out = env.path(out);
-    goldcap_cmd(&[
+    let mut cmd = goldcap_cmd(&[
         "capture".as_ref(),
         "--root".as_ref(),
         env.root().as_os_str(),
         "-o".as_ref(),
         out.as_os_str(),
         "-q".as_ref(),
-    ])
-    .spawn()
-    .unwrap()
+    ]);
+    cmd.env("GOLDCAP_TEST_PAUSE", "read:srv/big.bin")
+        .env("GOLDCAP_TEST_PAUSE_FILE", env.path("pause-flag"));
+    cmd
 }
 
-/// Waits until a temporary artifact with data appears in `dir`.
-fn wait_for_partial(dir: &std::path::Path, child: &mut std::process::Child) {
+fn start_capture(env: &Env, out: &str) -> std::process::Child {
+    paused_capture(env, out).spawn().unwrap()
+}
+
+/// Waits until the capture is held mid-stream with its temporary artifact
+/// in `dir`.
+fn wait_for_partial(env: &Env, dir: &std::path::Path, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
-        let partial = list_dir(dir).into_iter().any(|n| {
-            n.starts_with(".goldcap-")
-                && std::fs::metadata(dir.join(&n))
-                    .map(|m| m.len() > (1 << 20))
-                    .unwrap_or(false)
-        });
-        if partial {
+        let partial = list_dir(dir).iter().any(|n| n.starts_with(".goldcap-"));
+        if partial && env.path("pause-flag").exists() {
             return;
         }
         assert!(
             child.try_wait().unwrap().is_none(),
-            "capture finished before it could be interrupted"
+            "capture finished before it reached the pause point"
         );
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no partial output appeared"
+            "the capture never reached the pause point"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Lets a held capture go on.
+fn resume(env: &Env) {
+    std::fs::remove_file(env.path("pause-flag")).unwrap();
 }
 
 #[test]
 fn a_killed_capture_leaves_nothing_under_a_final_name() {
     let env = slow_env();
     let mut child = start_capture(&env, "out");
-    wait_for_partial(&env.path("out"), &mut child);
+    wait_for_partial(&env, &env.path("out"), &mut child);
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
     let left = list_dir(&env.path("out"));
@@ -172,9 +182,10 @@ fn a_killed_capture_leaves_nothing_under_a_final_name() {
 fn an_interrupted_capture_removes_its_temporary_files() {
     let env = slow_env();
     let mut child = start_capture(&env, "out");
-    wait_for_partial(&env.path("out"), &mut child);
+    wait_for_partial(&env, &env.path("out"), &mut child);
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    resume(&env);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "SIGINT exits 130");
     assert_eq!(list_dir(&env.path("out")), Vec::<String>::new());
@@ -567,14 +578,7 @@ fn sighup_is_ignored_under_nohup() {
     use std::os::unix::process::CommandExt;
     let env = slow_env();
     let out = env.path("out");
-    let mut cmd = goldcap_cmd(&[
-        "capture".as_ref(),
-        "--root".as_ref(),
-        env.root().as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "-q".as_ref(),
-    ]);
+    let mut cmd = paused_capture(&env, "out");
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -583,9 +587,11 @@ fn sighup_is_ignored_under_nohup() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    wait_for_partial(&out, &mut child);
+    wait_for_partial(&env, &out, &mut child);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(100));
+    resume(&env);
     assert_eq!(
         child.wait().unwrap().code(),
         Some(0),
