@@ -113,8 +113,12 @@ fn slow_env() -> Env {
 }
 
 /// The capture command for [`slow_env`], set to pause before the body of
-/// `srv/big.bin` until [`resume`].
+/// `srv/big.bin` until [`resume`]. The interrupting signals start at their
+/// default disposition: a test harness started in the background of a
+/// non-interactive shell inherits SIGINT ignored, which goldcap (rightly)
+/// keeps ignored.
 fn paused_capture(env: &Env, out: &str) -> Command {
+    use std::os::unix::process::CommandExt;
     let out = env.path(out);
     let mut cmd = goldcap_cmd(&[
         "capture".as_ref(),
@@ -126,6 +130,15 @@ fn paused_capture(env: &Env, out: &str) -> Command {
     ]);
     cmd.env("GOLDCAP_TEST_PAUSE", "read:srv/big.bin")
         .env("GOLDCAP_TEST_PAUSE_FILE", env.path("pause-flag"));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 
