@@ -380,8 +380,9 @@ fn upload_after(
                 })
             }
             Err(e) => {
-                let left = crate::upload::withdraw(target, opts, files, cancel)
-                    .map_or_else(String::new, |l| format!("; {l}"));
+                let left = crate::upload::left_behind(crate::upload::withdraw(
+                    target, opts, files, cancel,
+                ));
                 // Local MANIFESTs of an artifact that exists nowhere are
                 // removed; if the store kept it, they are its only record.
                 if !local && left.is_empty() {

@@ -112,14 +112,14 @@ fn slow_env() -> Env {
     env
 }
 
-/// The capture command for [`slow_env`], set to pause before the body of
+/// The capture command for [`slow_env`] into `out`, set to pause before the body of
 /// `srv/big.bin` until [`resume`]. The interrupting signals start at their
 /// default disposition: a test harness started in the background of a
 /// non-interactive shell inherits SIGINT ignored, which goldcap (rightly)
 /// keeps ignored.
-fn paused_capture(env: &Env, out: &str) -> Command {
+fn paused_capture(env: &Env) -> Command {
     use std::os::unix::process::CommandExt;
-    let out = env.path(out);
+    let out = env.path("out");
     let mut cmd = goldcap_cmd(&[
         "capture".as_ref(),
         "--root".as_ref(),
@@ -142,16 +142,18 @@ fn paused_capture(env: &Env, out: &str) -> Command {
     cmd
 }
 
-fn start_capture(env: &Env, out: &str) -> std::process::Child {
-    paused_capture(env, out).spawn().unwrap()
+fn start_capture(env: &Env) -> std::process::Child {
+    paused_capture(env).spawn().unwrap()
 }
 
 /// Waits until the capture is held mid-stream with its temporary artifact
-/// in `dir`.
-fn wait_for_partial(env: &Env, dir: &std::path::Path, child: &mut std::process::Child) {
+/// in `out`.
+fn wait_for_partial(env: &Env, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
-        let partial = list_dir(dir).iter().any(|n| n.starts_with(".goldcap-"));
+        let partial = list_dir(&env.path("out"))
+            .iter()
+            .any(|n| n.starts_with(".goldcap-"));
         if partial && env.path("pause-flag").exists() {
             return;
         }
@@ -175,8 +177,8 @@ fn resume(env: &Env) {
 #[test]
 fn a_killed_capture_leaves_nothing_under_a_final_name() {
     let env = slow_env();
-    let mut child = start_capture(&env, "out");
-    wait_for_partial(&env, &env.path("out"), &mut child);
+    let mut child = start_capture(&env);
+    wait_for_partial(&env, &mut child);
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
     let left = list_dir(&env.path("out"));
@@ -194,8 +196,8 @@ fn a_killed_capture_leaves_nothing_under_a_final_name() {
 #[test]
 fn an_interrupted_capture_removes_its_temporary_files() {
     let env = slow_env();
-    let mut child = start_capture(&env, "out");
-    wait_for_partial(&env, &env.path("out"), &mut child);
+    let mut child = start_capture(&env);
+    wait_for_partial(&env, &mut child);
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     resume(&env);
@@ -591,7 +593,7 @@ fn sighup_is_ignored_under_nohup() {
     use std::os::unix::process::CommandExt;
     let env = slow_env();
     let out = env.path("out");
-    let mut cmd = paused_capture(&env, "out");
+    let mut cmd = paused_capture(&env);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -600,7 +602,7 @@ fn sighup_is_ignored_under_nohup() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    wait_for_partial(&env, &out, &mut child);
+    wait_for_partial(&env, &mut child);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(100));

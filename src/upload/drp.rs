@@ -291,9 +291,7 @@ impl Client {
     fn failed_check(&self, path: &str, check: Check, cancel: &Cancel) -> Error {
         match check {
             Check::Mismatch(e) => {
-                let left = self
-                    .delete(path, cancel)
-                    .map_or_else(String::new, |l| format!("; {l}"));
+                let left = super::left_behind(self.delete(path, cancel));
                 anyhow::anyhow!("{e}{left}").into()
             }
             Check::Unknown(e) => anyhow::anyhow!(
@@ -337,9 +335,7 @@ impl Client {
         if let Some((esize, emd5, esha)) = expect
             && (esize != size || emd5 != md5 || esha != sha256)
         {
-            let left = self
-                .delete(path, cancel)
-                .map_or_else(String::new, |l| format!("; {l}"));
+            let left = super::left_behind(self.delete(path, cancel));
             return Err(anyhow::anyhow!(
                 "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {esha}): it changed since the capture{left}",
                 file.display()
@@ -406,9 +402,7 @@ impl Client {
         let manifest = match self.upload_manifest(files, ui, cancel) {
             Ok(m) => m,
             Err(e) => {
-                let left = self
-                    .delete(&files.upload_tarball, cancel)
-                    .map_or_else(String::new, |l| format!("; {l}"));
+                let left = super::left_behind(self.delete(&files.upload_tarball, cancel));
                 return Err(anyhow::anyhow!("{e}{left}").into());
             }
         };
@@ -695,10 +689,7 @@ impl super::StreamUpload for Stream {
             Err(e) => return Err(anyhow::anyhow!("{e}").into()),
         };
         if size != digests.size {
-            let left = self
-                .client
-                .delete(&path, cancel)
-                .map_or_else(String::new, |l| format!("; {l}"));
+            let left = super::left_behind(self.client.delete(&path, cancel));
             return Err(anyhow::anyhow!(
                 "/{path}: DRP stored {size} bytes of {}{left}",
                 digests.size

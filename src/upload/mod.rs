@@ -709,6 +709,12 @@ pub fn presigned_get(target: &Target, opts: &Options, files: &Files) -> Option<S
     }
 }
 
+/// The tail of an error message for what a clean-up (delete, abort,
+/// [`withdraw`]) could not remove: `"; <what>"`, or nothing.
+pub fn left_behind(what: Option<String>) -> String {
+    what.map_or_else(String::new, |l| format!("; {l}"))
+}
+
 /// Removes an uploaded artifact after a later step failed; returns what
 /// could not be removed.
 pub fn withdraw(target: &Target, opts: &Options, files: &Files, cancel: &Cancel) -> Option<String> {

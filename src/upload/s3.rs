@@ -184,15 +184,13 @@ impl Client {
         let copied = std::io::copy(&mut r, &mut up);
         let (md5, sha256) = r.digests();
         if let Err(e) = copied {
-            let left = super::StreamUpload::abort(Box::new(up))
-                .map_or_else(String::new, |l| format!("; {l}"));
+            let left = super::left_behind(super::StreamUpload::abort(Box::new(up)));
             return Err(
                 anyhow::anyhow!("uploading {}: {e}{left}", files.artifact.display()).into(),
             );
         }
         if md5 != files.md5 || sha256 != files.sha256 || r.size != files.size {
-            let left = super::StreamUpload::abort(Box::new(up))
-                .map_or_else(String::new, |l| format!("; {l}"));
+            let left = super::left_behind(super::StreamUpload::abort(Box::new(up)));
             return Err(anyhow::anyhow!(
                 "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {}): it changed since the capture{left}",
                 files.artifact.display(),
@@ -210,9 +208,7 @@ impl Client {
         match self.upload_manifests(files, ui, cancel) {
             Ok(m) => objects.extend(m),
             Err(e) => {
-                let left = self
-                    .delete(&name, cancel)
-                    .map_or_else(String::new, |l| format!("; {l}"));
+                let left = super::left_behind(self.delete(&name, cancel));
                 return Err(anyhow::anyhow!("{e}{left}").into());
             }
         }
@@ -626,9 +622,7 @@ impl super::StreamUpload for Multipart {
             let (stored, note) = match head {
                 Ok(Some((size, etag))) => {
                     if !completed && md5_etags && etag != expected {
-                        let left = c
-                            .delete(&name, cancel)
-                            .map_or_else(String::new, |l| format!("; {l}"));
+                        let left = super::left_behind(c.delete(&name, cancel));
                         return Err(anyhow::anyhow!(
                             "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
                             c.bucket.name(),
@@ -650,9 +644,7 @@ impl super::StreamUpload for Multipart {
                 Err(_) => (digests.size, "size not read back (HEAD failed)"),
             };
             if stored != digests.size || self.size != digests.size {
-                let left = c
-                    .delete(&name, cancel)
-                    .map_or_else(String::new, |l| format!("; {l}"));
+                let left = super::left_behind(c.delete(&name, cancel));
                 return Err(anyhow::anyhow!(
                     "s3://{}/{}: stored {stored} bytes of {}{left}",
                     c.bucket.name(),
