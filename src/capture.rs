@@ -224,6 +224,7 @@ pub fn run(cfg: &CaptureConfig, ui: &mut Ui, cancel: &Cancel) -> Result<Outcome>
     }
 
     report.stats.tar_bytes = tar.bytes_written() + 1024;
+    crate::testhook::count("direct_reads", tar.direct_reads());
     let compressor = tar.finish().context("cannot finish the archive")?;
     let tee = compressor
         .finish()

@@ -22,6 +22,16 @@
 //! have had to wait, reports it through [`ColdReads`], which starts hints
 //! again. Where the cache cannot be checked, every file is hinted.
 //!
+//! Files of [`DIRECT_MIN`] bytes or more are not hinted: when the writer
+//! finds one uncached it reads it with `O_DIRECT`, straight from the disk
+//! into its buffer. Filling the page cache and copying out of it is most of
+//! the CPU a cold read costs (on a 2-core VM, a cold `/usr` read buffered
+//! took 15 s of system time, with `O_DIRECT` for files of 64 KiB and more
+//! 6 s), and a cold capture needs those cores for compressing. Small files
+//! stay buffered and hinted: for them a direct read's fixed cost is larger
+//! than the copy it saves. Once a filesystem refuses `O_DIRECT`
+//! ([`ColdReads::direct_refused`]), large files are hinted too.
+//!
 //! A hint is only a hint: it never reads data into goldcap's memory, never
 //! changes what or in which order things are archived, and is dropped when
 //! the thread is behind. This module must never write to the source or
@@ -44,6 +54,9 @@ pub const HINT_BYTES: u64 = 4 << 20;
 /// After this many hinted files in a row that were already in the page
 /// cache, hints stop until a read has to wait for the disk again.
 pub const HOLD_FILES: u64 = 1024;
+/// Files this large are read with `O_DIRECT` when they are not cached, so
+/// they are not hinted (a hint would fill the cache the read bypasses).
+pub const DIRECT_MIN: u64 = 64 << 10;
 
 /// What reads tell the read-ahead about the page cache; shared by the tar
 /// writer, the hint thread and the [`Lookahead`].
@@ -56,6 +69,8 @@ struct ColdInner {
     warm_streak: AtomicU64,
     /// The filesystem cannot say what is cached.
     unknown: AtomicBool,
+    /// The filesystem refused a direct read.
+    no_direct: AtomicBool,
 }
 
 impl ColdReads {
@@ -75,19 +90,33 @@ impl ColdReads {
         self.0.unknown.store(true, Ordering::Relaxed);
     }
 
-    fn hinting(&self) -> bool {
+    /// The filesystem refused `O_DIRECT`: large files are read through the
+    /// page cache, so hint them too.
+    pub fn direct_refused(&self) {
+        self.0.no_direct.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether uncached large files are read with `O_DIRECT` (the cache can
+    /// be checked and no filesystem refused).
+    pub fn direct(&self) -> bool {
+        !self.0.unknown.load(Ordering::Relaxed) && !self.0.no_direct.load(Ordering::Relaxed)
+    }
+
+    fn hinting(&self, size: u64) -> bool {
         should_hint(
             self.0.warm_streak.load(Ordering::Relaxed),
             self.0.unknown.load(Ordering::Relaxed),
+            size >= DIRECT_MIN && self.direct(),
         )
     }
 }
 
 /// Whether to hint the next file, given how many hinted files in a row were
-/// found cached and whether the cache can be checked at all. Pure, so it is
+/// found cached, whether the cache can be checked at all, and whether the
+/// file would be read with `O_DIRECT` if uncached. Pure, so it is
 /// table-tested.
-fn should_hint(warm_streak: u64, unknown: bool) -> bool {
-    unknown || warm_streak < HOLD_FILES
+fn should_hint(warm_streak: u64, unknown: bool, read_direct: bool) -> bool {
+    !read_direct && (unknown || warm_streak < HOLD_FILES)
 }
 
 /// Whether the hinted range of `f` (its last byte) is already cached.
@@ -170,10 +199,11 @@ pub struct Lookahead<I: Iterator<Item = Event>> {
     cold: ColdReads,
 }
 
-fn file_bytes(e: &Event) -> Option<u64> {
+/// The size of a regular file's data, if `e` is one with data.
+fn file_size(e: &Event) -> Option<u64> {
     match e {
         Event::Entry { entry, .. } if entry.stat.kind == Kind::File && entry.stat.size > 0 => {
-            Some(entry.stat.size.min(HINT_BYTES))
+            Some(entry.stat.size)
         }
         _ => None,
     }
@@ -209,11 +239,11 @@ impl<I: Iterator<Item = Event>> Iterator for Lookahead<I> {
         {
             match self.inner.next() {
                 Some(e) => {
-                    if let (Some(n), Event::Entry { entry, .. }) = (file_bytes(&e), &e) {
-                        if self.cold.hinting() {
-                            self.hinter.hint(&entry.abs, n);
+                    if let (Some(size), Event::Entry { entry, .. }) = (file_size(&e), &e) {
+                        if self.cold.hinting(size) {
+                            self.hinter.hint(&entry.abs, size.min(HINT_BYTES));
                         }
-                        self.bytes += n;
+                        self.bytes += size.min(HINT_BYTES);
                     }
                     self.queue.push_back(e);
                 }
@@ -221,8 +251,8 @@ impl<I: Iterator<Item = Event>> Iterator for Lookahead<I> {
             }
         }
         let e = self.queue.pop_front()?;
-        if let Some(n) = file_bytes(&e) {
-            self.bytes -= n;
+        if let Some(size) = file_size(&e) {
+            self.bytes -= size.min(HINT_BYTES);
         }
         Some(e)
     }
@@ -234,31 +264,44 @@ mod tests {
 
     #[test]
     fn hints_until_enough_files_were_cached_and_always_when_unknown() {
-        // (hinted files in a row found cached, cannot tell) -> hint?
-        let cases: &[(u64, bool, bool)] = &[
-            (0, false, true),              // the start, or after a cold read
-            (HOLD_FILES - 1, false, true), // still finding some uncached
-            (HOLD_FILES, false, false),    // warm: hints stop
-            (HOLD_FILES * 10, true, true), // no RWF_NOWAIT: always
+        // (hinted files in a row found cached, cannot tell, read direct)
+        // -> hint?
+        let cases: &[(u64, bool, bool, bool)] = &[
+            (0, false, false, true),              // the start, or after a cold read
+            (HOLD_FILES - 1, false, false, true), // still finding some uncached
+            (HOLD_FILES, false, false, false),    // warm: hints stop
+            (HOLD_FILES * 10, true, false, true), // no RWF_NOWAIT: always
+            (0, false, true, false),              // large file, read with O_DIRECT
         ];
-        for &(streak, unknown, want) in cases {
-            assert_eq!(should_hint(streak, unknown), want, "{streak} {unknown}");
+        for &(streak, unknown, direct, want) in cases {
+            assert_eq!(
+                should_hint(streak, unknown, direct),
+                want,
+                "{streak} {unknown} {direct}"
+            );
         }
+        let (small, large) = (DIRECT_MIN - 1, DIRECT_MIN);
         let c = ColdReads::default();
+        assert!(c.direct());
+        assert!(!c.hinting(large), "large files are read direct when cold");
         for _ in 0..HOLD_FILES {
-            assert!(c.hinting());
+            assert!(c.hinting(small));
             c.cached();
         }
-        assert!(!c.hinting(), "warm: hints stop");
+        assert!(!c.hinting(small), "warm: hints stop");
         c.note();
         assert!(
-            c.hinting(),
+            c.hinting(small),
             "a read that waited for the disk starts them again"
         );
+        c.direct_refused();
+        assert!(!c.direct());
+        assert!(c.hinting(large), "no O_DIRECT: large files are hinted too");
         for _ in 0..HOLD_FILES {
             c.cached();
         }
         c.cannot_tell();
-        assert!(c.hinting());
+        assert!(c.hinting(small) && c.hinting(large));
+        assert!(!c.direct(), "cannot tell what is cached: never direct");
     }
 }

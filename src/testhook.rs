@@ -8,6 +8,11 @@
 //! the test removes it (at most two minutes). Points: `open` (listed, not
 //! yet opened) and `read` (opened and measured, body not yet read).
 //!
+//! Some choices leave no trace in the archive (which read path a file
+//! took); a debug build writes their counts as `name value` lines to the
+//! file named by `GOLDCAP_TEST_COUNTS`, so a test can tell that the path it
+//! means to exercise was taken.
+//!
 //! Release builds compile this to nothing: it must never change what a
 //! user's binary does.
 
@@ -40,12 +45,32 @@ mod imp {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Appends `name value` to the counts file, if a test asked for one.
+    pub fn count(name: &str, value: u64) {
+        use std::io::Write as _;
+        let Some(path) = std::env::var_os("GOLDCAP_TEST_COUNTS") else {
+            return;
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut f) = f {
+            let _ = writeln!(f, "{name} {value}");
+        }
+    }
 }
 
 #[cfg(debug_assertions)]
-pub use imp::pause;
+pub use imp::{count, pause};
 
 /// Pauses if the test asked for `point` at `rel` (no-op in release builds).
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn pause(_point: &str, _rel: &[u8]) {}
+
+/// Records a count for tests (no-op in release builds).
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn count(_name: &str, _value: u64) {}

@@ -248,3 +248,64 @@ fn xattr_names_with_equals_and_percent_survive_gnu_tar() {
         "{got}"
     );
 }
+
+/// Large files the page cache does not hold are read with `O_DIRECT`; what
+/// is archived must not depend on it. Sizes around the 64 KiB threshold and
+/// the 4 KiB alignment, and a sparse file whose last data ends unaligned,
+/// restore exactly; a second capture with everything cached gives the same
+/// bytes.
+#[test]
+fn uncached_large_files_restore_exactly_and_identically_to_cached_ones() {
+    use std::os::unix::fs::FileExt;
+    require_tool("tar");
+    let env = Env::new();
+    let dir = env.root().join("srv/cold");
+    std::fs::create_dir(&dir).unwrap();
+    let sizes = [
+        65_535,
+        65_536,
+        1 << 20,
+        (1 << 20) + 1,
+        3 * (1 << 20) + 4095,
+        5_000_000,
+    ];
+    for (i, n) in sizes.into_iter().enumerate() {
+        std::fs::write(dir.join(format!("f{n}")), noise(n, i as u64 + 7)).unwrap();
+    }
+    let sparse = std::fs::File::create(dir.join("sparse.img")).unwrap();
+    sparse.write_all_at(&noise(200 << 10, 1), 0).unwrap();
+    sparse.write_all_at(&noise(300_001, 2), 6 << 20).unwrap();
+    drop(sparse);
+    drop_page_cache();
+
+    let cold = env.capture("cold", NO_SCRUB);
+    cold.ok();
+    // Five plain files of 64 KiB or more, and both data segments of
+    // sparse.img (more if the sample root has other large files).
+    let direct = cold.count("direct_reads");
+    assert!(
+        direct >= 7,
+        "only {direct} ranges read with O_DIRECT: is the test directory on a disk?"
+    );
+    let dest = env.path("x");
+    let out = gnu_extract(&cold.artifact(), &dest, &["--acls"]);
+    assert_restored(
+        "GNU tar",
+        out,
+        &source_snapshot(&env),
+        &dest,
+        &expected_differences(),
+    );
+
+    sh(Command::new("sh")
+        .arg("-c")
+        .arg("cat -- * >/dev/null")
+        .current_dir(&dir));
+    let warm = env.capture("warm", NO_SCRUB);
+    warm.ok();
+    assert_eq!(
+        md5sum(&cold.artifact()),
+        md5sum(&warm.artifact()),
+        "the read path changed the archive"
+    );
+}

@@ -223,6 +223,7 @@ fn capture_with_change(env: &Env, point: &str, rel: &str, change: impl FnOnce())
     ])
     .env("GOLDCAP_TEST_PAUSE", format!("{point}:{rel}"))
     .env("GOLDCAP_TEST_PAUSE_FILE", &flag)
+    .env("GOLDCAP_TEST_COUNTS", out.with_extension("counts"))
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
@@ -324,6 +325,41 @@ fn a_file_that_grows_is_cut_at_its_announced_size() {
         std::fs::read(env.path("x/usr/share/doc/base-files/README")).unwrap(),
         original
     );
+}
+
+/// The same two changes to a large file the page cache does not hold, which
+/// is read with `O_DIRECT` in 4 KiB-aligned pieces: growth past an
+/// unaligned size is cut, and a shrink to an unaligned size is padded.
+#[test]
+fn an_uncached_file_that_grows_or_shrinks_keeps_its_announced_size() {
+    let size = (1 << 20) + 100;
+    let original = noise(size, 3);
+    for grows in [true, false] {
+        let env = Env::new();
+        let f = env.root().join("srv/cold.bin");
+        std::fs::write(&f, &original).unwrap();
+        drop_page_cache();
+        let run = capture_with_change(&env, "read", "srv/cold.bin", || {
+            let mut w = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+            if grows {
+                use std::io::Write;
+                w.write_all(&noise(10_000, 4)).unwrap();
+            } else {
+                w.set_len(70_000).unwrap();
+            }
+        });
+        let kind = if grows { "grew" } else { "shrank" };
+        assert_valid_with_warning(&run, &env, "srv/cold.bin", kind);
+        assert!(run.count("direct_reads") >= 1, "not read with O_DIRECT");
+        let got = std::fs::read(env.path("x/srv/cold.bin")).unwrap();
+        assert_eq!(got.len(), size, "{kind}: the announced size");
+        if grows {
+            assert!(got == original, "grew: the original bytes");
+        } else {
+            assert!(got[..70_000] == original[..70_000], "shrank: what is left");
+            assert!(got[70_000..].iter().all(|&b| b == 0), "shrank: zeros");
+        }
+    }
 }
 
 #[test]

@@ -23,7 +23,11 @@
 //!   `SCHILY.acl.access`/`.default` text with numeric ids ([`acl`]), and
 //!   `security.selinux` also as `RHT.security.selinux`.
 //!
-//! Memory per entry is one reusable 1 MiB buffer, whatever the file size.
+//! File data is read in 1 MiB pieces into one reusable, page-aligned
+//! buffer, whatever the file size. A large file the page cache does not
+//! hold is read with `O_DIRECT` (see [`crate::prefetch`] for why), falling
+//! back to ordinary reads where the filesystem refuses it or an unaligned
+//! piece remains.
 //! This module must never write to the source, follow a symlink, or open a
 //! device or FIFO.
 
@@ -33,7 +37,7 @@ pub mod sparse;
 
 use crate::error::Error;
 use crate::fsx::{self, Kind as FileKind, Stat};
-use crate::prefetch::ColdReads;
+use crate::prefetch::{ColdReads, DIRECT_MIN};
 use crate::report::{Report, WarningKind};
 use crate::rootfs::RootFs;
 use crate::scrub::{self, Effect, Outcome, Plan};
@@ -213,10 +217,28 @@ pub struct TarWriter<W: Write> {
     /// Multiply-linked inodes the scrub acts on ([`Plan::prescan`]).
     scrubbed: HashMap<(u64, u64), bool>,
     owners: Owners,
+    /// [`BUF_SIZE`] bytes from `buf_start` on are the read buffer, aligned
+    /// for direct reads.
     buf: Vec<u8>,
+    buf_start: usize,
     /// Where reads that had to wait for the disk are reported (for the
     /// read-ahead), if anywhere.
     cold: Option<ColdReads>,
+    /// File ranges (a file, or a data segment of a sparse one) read with
+    /// `O_DIRECT` so far.
+    direct_reads: u64,
+    /// `cachestat(2)` works here (until it fails once).
+    cachestat: bool,
+}
+
+/// What the first read of a range found in the page cache.
+enum FirstRead {
+    /// This many bytes (more than 0), read.
+    Cached(usize),
+    /// Nothing: the read would have waited for the disk.
+    Cold,
+    /// Cannot tell, or nobody asked.
+    Unknown,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -229,9 +251,32 @@ impl<W: Write> TarWriter<W> {
             dropped: HashSet::new(),
             scrubbed: HashMap::new(),
             owners,
-            buf: vec![0; BUF_SIZE],
+            buf: vec![0; BUF_SIZE + fsx::DIRECT_ALIGN],
+            buf_start: 0,
             cold: None,
+            direct_reads: 0,
+            cachestat: true,
         }
+        .aligned()
+    }
+
+    fn aligned(mut self) -> Self {
+        let pad = self.buf.as_ptr().align_offset(fsx::DIRECT_ALIGN);
+        if pad <= fsx::DIRECT_ALIGN {
+            self.buf_start = pad;
+        }
+        self
+    }
+
+    /// The read buffer: [`BUF_SIZE`] bytes, aligned for direct reads.
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf[self.buf_start..self.buf_start + BUF_SIZE]
+    }
+
+    /// How many file ranges (files, or data segments of sparse ones) were
+    /// read with `O_DIRECT`.
+    pub fn direct_reads(&self) -> u64 {
+        self.direct_reads
     }
 
     /// Bytes of tar stream written so far.
@@ -756,30 +801,88 @@ impl<W: Write> TarWriter<W> {
         Ok(Some(Kind::File { sparse: false }))
     }
 
-    /// The first read of a range, from the page cache alone when someone
-    /// listens for cold reads: `Some(n)` when it got `n > 0` bytes that way,
-    /// `None` when the ordinary read must do it (and a wait for the disk,
-    /// or a partly cached start, is reported).
-    fn read_cached(&mut self, file: &File, want: usize, off: u64) -> Option<usize> {
-        let cold = self.cold.as_ref()?;
-        match fsx::read_at_cached(file, &mut self.buf[..want], off) {
+    /// The first read (`want` bytes at `off`) of a range of `len` bytes,
+    /// from the page cache alone when someone listens for cold reads (a
+    /// wait for the disk, or a partly cached start, is reported to them). A
+    /// range that may be read with `O_DIRECT` is first checked without
+    /// reading ([`Self::is_cold`]), so a miss starts no read-ahead into the
+    /// cache the direct read then bypasses.
+    fn first_read(&mut self, file: &File, want: usize, off: u64, len: u64) -> FirstRead {
+        let Some(cold) = self.cold.clone() else {
+            return FirstRead::Unknown;
+        };
+        if len >= DIRECT_MIN && cold.direct() && self.is_cold(file, off, want) {
+            cold.note();
+            return FirstRead::Cold;
+        }
+        match fsx::read_at_cached(file, &mut self.buf()[..want], off) {
             Ok(n) if n > 0 => {
                 if n < want {
                     cold.note();
                 }
-                Some(n)
+                FirstRead::Cached(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 cold.note();
-                None
+                FirstRead::Cold
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 cold.cannot_tell();
                 self.cold = None;
-                None
+                FirstRead::Unknown
             }
-            _ => None,
+            _ => FirstRead::Unknown,
         }
+    }
+
+    /// Whether none of `want` bytes at `off` is in the page cache, asked
+    /// with `cachestat(2)`, or where the kernel lacks it with a one-byte
+    /// `RWF_NOWAIT` read (a miss then starts read-ahead of a few pages, not
+    /// the megabytes a 1 MiB probe would).
+    fn is_cold(&mut self, file: &File, off: u64, want: usize) -> bool {
+        if self.cachestat {
+            match fsx::cached_pages(file, off, want as u64) {
+                Ok(pages) => return pages == 0,
+                Err(_) => self.cachestat = false,
+            }
+        }
+        matches!(fsx::read_at_cached(file, &mut self.buf()[..1], off),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Switches `file` to `O_DIRECT` for an uncached range of `len` bytes at
+    /// `off`, if that is worth it and possible; whether it did.
+    fn start_direct(&mut self, file: &File, off: u64, len: u64) -> bool {
+        let Some(cold) = &self.cold else {
+            return false;
+        };
+        if len < DIRECT_MIN
+            || !off.is_multiple_of(fsx::DIRECT_ALIGN as u64)
+            || !cold.direct()
+            || !(self.buf.as_ptr().wrapping_add(self.buf_start) as usize)
+                .is_multiple_of(fsx::DIRECT_ALIGN)
+        {
+            return false;
+        }
+        match fsx::set_direct(file, true) {
+            Ok(()) => {
+                self.direct_reads += 1;
+                true
+            }
+            Err(_) => {
+                cold.direct_refused();
+                false
+            }
+        }
+    }
+
+    /// One direct read of up to `want` bytes at `off` (aligned): the length
+    /// asked of the kernel is rounded up to [`fsx::DIRECT_ALIGN`] and what
+    /// comes beyond `want` is not used.
+    fn read_direct(&mut self, file: &File, want: usize, off: u64) -> io::Result<usize> {
+        let ask = want.next_multiple_of(fsx::DIRECT_ALIGN);
+        let n = file.read_at(&mut self.buf()[..ask], off)?;
+        Ok(n.min(want))
     }
 
     /// Copies `len` bytes at `off` from `file` into the stream, always
@@ -793,29 +896,77 @@ impl<W: Write> TarWriter<W> {
         len: u64,
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<(u64, Option<(u64, io::Error)>), Error> {
+        let mut direct = false;
+        let r = self.copy_range_with(file, off, len, ctx, &mut direct);
+        if direct {
+            // Back to ordinary reads for the rest of the file; the
+            // descriptor is closed soon anyway.
+            let _ = fsx::set_direct(file, false);
+        }
+        r
+    }
+
+    /// [`Self::copy_range`]; `direct` says whether `file` is in `O_DIRECT`
+    /// mode.
+    fn copy_range_with(
+        &mut self,
+        file: &File,
+        off: u64,
+        len: u64,
+        ctx: &mut Ctx<'_, '_>,
+        direct: &mut bool,
+    ) -> Result<(u64, Option<(u64, io::Error)>), Error> {
         let mut done = 0u64;
         while done < len {
             ctx.cancel.check()?;
-            let want = (len - done).min(self.buf.len() as u64) as usize;
-            let first = if done == 0 {
-                self.read_cached(file, want, off)
-            } else {
-                None
+            let want = (len - done).min(BUF_SIZE as u64) as usize;
+            let at = off + done;
+            let mut got = None;
+            if done == 0 {
+                match self.first_read(file, want, at, len) {
+                    FirstRead::Cached(n) => got = Some(Ok(n)),
+                    FirstRead::Cold => *direct = self.start_direct(file, at, len),
+                    FirstRead::Unknown => {}
+                }
+            }
+            let read = match got {
+                Some(r) => r,
+                None if *direct => self.read_direct(file, want, at),
+                None => file.read_at(&mut self.buf()[..want], at),
             };
-            let n = match first.map_or_else(|| file.read_at(&mut self.buf[..want], off + done), Ok)
-            {
+            let n = match read {
                 Ok(0) => {
                     self.zeros(len - done).map_err(write_err)?;
                     return Ok((len - done, None));
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if *direct => {
+                    // Read this piece again the ordinary way: a filesystem
+                    // may take the flag and refuse the read (EINVAL), and a
+                    // real read error is then reported as usual.
+                    *direct = false;
+                    let _ = fsx::set_direct(file, false);
+                    if let (Some(libc::EINVAL), Some(cold)) = (e.raw_os_error(), &self.cold) {
+                        cold.direct_refused();
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.zeros(len - done).map_err(write_err)?;
-                    return Ok((0, Some((off + done, e))));
+                    return Ok((0, Some((at, e))));
                 }
             };
-            self.out.write_all(&self.buf[..n]).map_err(write_err)?;
+            if *direct && !(at + n as u64).is_multiple_of(fsx::DIRECT_ALIGN as u64) {
+                // A short read left an unaligned offset: the rest, if any,
+                // is read the ordinary way.
+                *direct = false;
+                let _ = fsx::set_direct(file, false);
+            }
+            let start = self.buf_start;
+            self.out
+                .write_all(&self.buf[start..start + n])
+                .map_err(write_err)?;
             self.written += n as u64;
             done += n as u64;
             ctx.report.stats.content_bytes += n as u64;

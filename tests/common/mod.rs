@@ -94,9 +94,13 @@ impl Env {
         ];
         args.extend(["--ident", IDENT, "--date", DATE].map(OsString::from));
         args.extend(extra.iter().map(OsString::from));
+        let output = goldcap_cmd(&args)
+            .env("GOLDCAP_TEST_COUNTS", out_dir.with_extension("counts"))
+            .output()
+            .unwrap();
         Run {
             out: out_dir,
-            output: goldcap(&args),
+            output,
         }
     }
 }
@@ -116,6 +120,19 @@ impl Run {
     }
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    /// A count the (debug) binary recorded through `GOLDCAP_TEST_COUNTS`,
+    /// which runs started by this module point next to the output directory.
+    pub fn count(&self, name: &str) -> u64 {
+        let path = self.out.with_extension("counts");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (a debug build writes it)", path.display()));
+        text.lines()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(|| panic!("no count {name} in {text:?}"))
     }
     pub fn ok(&self) -> &Self {
         assert_eq!(self.code(), 0, "goldcap failed:\n{}", self.stderr());
@@ -177,6 +194,25 @@ pub fn goldcap_cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
         .env("LC_ALL", "C")
         .args(args);
     c
+}
+
+/// Writes dirty data out and drops the clean page cache, so the next reads
+/// of files on a disk must wait for it.
+pub fn drop_page_cache() {
+    sh(Command::new("sh").args(["-c", "sync && echo 1 >/proc/sys/vm/drop_caches"]));
+}
+
+/// `len` bytes that do not compress and differ with `seed` (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 /// Runs a command, asserting success; returns stdout.
