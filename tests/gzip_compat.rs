@@ -14,23 +14,11 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Incompressible bytes (xorshift), so the archive spans several members.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A sample root plus 5 MiB of noise and 3 MiB of text: ≥ 8 members.
 fn big_env() -> (Env, Vec<u8>) {
     let env = Env::new();
-    let data = noise(5 << 20);
+    // Incompressible, so the archive spans several members.
+    let data = noise(5 << 20, 0x9E37_79B9_7F4A_7C15);
     std::fs::write(env.root().join("srv/noise.bin"), &data).unwrap();
     let text: String = (0..60_000)
         .map(|i| format!("line {i}: the quick brown fox\n"))
