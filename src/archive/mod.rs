@@ -224,8 +224,8 @@ pub struct TarWriter<W: Write> {
     /// Where reads that had to wait for the disk are reported (for the
     /// read-ahead), if anywhere.
     cold: Option<ColdReads>,
-    /// File ranges (a file, or a data segment of a sparse one) read with
-    /// `O_DIRECT` so far.
+    /// File ranges (a file, or a data segment of a sparse one) from which a
+    /// direct read returned data so far.
     direct_reads: u64,
     /// `cachestat(2)` works here (until it fails once).
     cachestat: bool,
@@ -235,7 +235,11 @@ pub struct TarWriter<W: Write> {
 enum FirstRead {
     /// This many bytes (more than 0), read.
     Cached(usize),
-    /// Nothing: the read would have waited for the disk.
+    /// Nothing of the range is cached (found without a read that starts
+    /// read-ahead): worth a direct read.
+    Uncached,
+    /// The read would have waited for the disk (and has started
+    /// read-ahead): read it the ordinary way.
     Cold,
     /// Cannot tell, or nobody asked.
     Unknown,
@@ -804,16 +808,17 @@ impl<W: Write> TarWriter<W> {
     /// The first read (`want` bytes at `off`) of a range of `len` bytes,
     /// from the page cache alone when someone listens for cold reads (a
     /// wait for the disk, or a partly cached start, is reported to them). A
-    /// range that may be read with `O_DIRECT` is first checked without
-    /// reading ([`Self::is_cold`]), so a miss starts no read-ahead into the
-    /// cache the direct read then bypasses.
+    /// range that may be read with `O_DIRECT` is first checked with
+    /// [`Self::is_cold`], which starts no read-ahead (or a few pages of it)
+    /// into the cache the direct read then bypasses; only a range found
+    /// wholly uncached that way is read direct.
     fn first_read(&mut self, file: &File, want: usize, off: u64, len: u64) -> FirstRead {
         let Some(cold) = self.cold.clone() else {
             return FirstRead::Unknown;
         };
         if len >= DIRECT_MIN && cold.direct() && self.is_cold(file, off, want) {
             cold.note();
-            return FirstRead::Cold;
+            return FirstRead::Uncached;
         }
         match fsx::read_at_cached(file, &mut self.buf()[..want], off) {
             Ok(n) if n > 0 => {
@@ -843,7 +848,8 @@ impl<W: Write> TarWriter<W> {
         if self.cachestat {
             match fsx::cached_pages(file, off, want as u64) {
                 Ok(pages) => return pages == 0,
-                Err(_) => self.cachestat = false,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => self.cachestat = false,
+                Err(_) => {}
             }
         }
         matches!(fsx::read_at_cached(file, &mut self.buf()[..1], off),
@@ -865,10 +871,7 @@ impl<W: Write> TarWriter<W> {
             return false;
         }
         match fsx::set_direct(file, true) {
-            Ok(()) => {
-                self.direct_reads += 1;
-                true
-            }
+            Ok(()) => true,
             Err(_) => {
                 cold.direct_refused();
                 false
@@ -917,16 +920,20 @@ impl<W: Write> TarWriter<W> {
         direct: &mut bool,
     ) -> Result<(u64, Option<(u64, io::Error)>), Error> {
         let mut done = 0u64;
+        // The first read is tried once per range: a failed direct read is
+        // retried the ordinary way, never direct again.
+        let mut first = true;
+        let mut counted = false;
         while done < len {
             ctx.cancel.check()?;
             let want = (len - done).min(BUF_SIZE as u64) as usize;
             let at = off + done;
             let mut got = None;
-            if done == 0 {
+            if std::mem::take(&mut first) {
                 match self.first_read(file, want, at, len) {
                     FirstRead::Cached(n) => got = Some(Ok(n)),
-                    FirstRead::Cold => *direct = self.start_direct(file, at, len),
-                    FirstRead::Unknown => {}
+                    FirstRead::Uncached => *direct = self.start_direct(file, at, len),
+                    FirstRead::Cold | FirstRead::Unknown => {}
                 }
             }
             let read = match got {
@@ -957,6 +964,9 @@ impl<W: Write> TarWriter<W> {
                     return Ok((0, Some((at, e))));
                 }
             };
+            if *direct && !std::mem::replace(&mut counted, true) {
+                self.direct_reads += 1;
+            }
             if *direct && !(at + n as u64).is_multiple_of(fsx::DIRECT_ALIGN as u64) {
                 // A short read left an unaligned offset: the rest, if any,
                 // is read the ordinary way.
