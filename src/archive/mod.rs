@@ -238,17 +238,15 @@ enum FirstRead {
     /// Nothing of the range is cached (found without a read that starts
     /// read-ahead): worth a direct read.
     Uncached,
-    /// The read would have waited for the disk (and has started
-    /// read-ahead): read it the ordinary way.
-    Cold,
-    /// Cannot tell, or nobody asked.
-    Unknown,
+    /// Read it the ordinary way: the read would have waited for the disk
+    /// (and has started read-ahead), or nobody can tell.
+    Ordinary,
 }
 
 impl<W: Write> TarWriter<W> {
     /// A writer over `out`, naming owners from `owners`.
     pub fn new(out: W, owners: Owners) -> Self {
-        TarWriter {
+        let mut w = TarWriter {
             out,
             written: 0,
             links: HashMap::new(),
@@ -260,16 +258,15 @@ impl<W: Write> TarWriter<W> {
             cold: None,
             direct_reads: 0,
             cachestat: true,
-        }
-        .aligned()
-    }
-
-    fn aligned(mut self) -> Self {
-        let pad = self.buf.as_ptr().align_offset(fsx::DIRECT_ALIGN);
-        if pad <= fsx::DIRECT_ALIGN {
-            self.buf_start = pad;
-        }
-        self
+        };
+        // Were the buffer ever not alignable, direct reads would fail with
+        // EINVAL and fall back to ordinary ones.
+        w.buf_start = w
+            .buf
+            .as_ptr()
+            .align_offset(fsx::DIRECT_ALIGN)
+            .min(fsx::DIRECT_ALIGN);
+        w
     }
 
     /// The read buffer: [`BUF_SIZE`] bytes, aligned for direct reads.
@@ -814,7 +811,7 @@ impl<W: Write> TarWriter<W> {
     /// wholly uncached that way is read direct.
     fn first_read(&mut self, file: &File, want: usize, off: u64, len: u64) -> FirstRead {
         let Some(cold) = self.cold.clone() else {
-            return FirstRead::Unknown;
+            return FirstRead::Ordinary;
         };
         if len >= DIRECT_MIN && cold.direct() && self.is_cold(file, off, want) {
             cold.note();
@@ -829,14 +826,14 @@ impl<W: Write> TarWriter<W> {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 cold.note();
-                FirstRead::Cold
+                FirstRead::Ordinary
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 cold.cannot_tell();
                 self.cold = None;
-                FirstRead::Unknown
+                FirstRead::Ordinary
             }
-            _ => FirstRead::Unknown,
+            _ => FirstRead::Ordinary,
         }
     }
 
@@ -856,27 +853,18 @@ impl<W: Write> TarWriter<W> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Switches `file` to `O_DIRECT` for an uncached range of `len` bytes at
-    /// `off`, if that is worth it and possible; whether it did.
-    fn start_direct(&mut self, file: &File, off: u64, len: u64) -> bool {
-        let Some(cold) = &self.cold else {
-            return false;
-        };
-        if len < DIRECT_MIN
-            || !off.is_multiple_of(fsx::DIRECT_ALIGN as u64)
-            || !cold.direct()
-            || !(self.buf.as_ptr().wrapping_add(self.buf_start) as usize)
-                .is_multiple_of(fsx::DIRECT_ALIGN)
-        {
+    /// Switches `file` to `O_DIRECT` for a range at `off` that
+    /// [`Self::first_read`] found uncached, if the offset allows; whether it
+    /// did.
+    fn start_direct(&mut self, file: &File, off: u64) -> bool {
+        if !off.is_multiple_of(fsx::DIRECT_ALIGN as u64) {
             return false;
         }
-        match fsx::set_direct(file, true) {
-            Ok(()) => true,
-            Err(_) => {
-                cold.direct_refused();
-                false
-            }
+        let refused = fsx::set_direct(file, true).is_err();
+        if let (true, Some(cold)) = (refused, &self.cold) {
+            cold.direct_refused();
         }
+        !refused
     }
 
     /// One direct read of up to `want` bytes at `off` (aligned): the length
@@ -932,8 +920,8 @@ impl<W: Write> TarWriter<W> {
             if std::mem::take(&mut first) {
                 match self.first_read(file, want, at, len) {
                     FirstRead::Cached(n) => got = Some(Ok(n)),
-                    FirstRead::Uncached => *direct = self.start_direct(file, at, len),
-                    FirstRead::Cold | FirstRead::Unknown => {}
+                    FirstRead::Uncached => *direct = self.start_direct(file, at),
+                    FirstRead::Ordinary => {}
                 }
             }
             let read = match got {
