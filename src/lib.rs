@@ -15,7 +15,7 @@
 //! * [`archive`] turns each entry into ustar + PAX blocks (xattrs, ACLs,
 //!   sparse, hardlinks);
 //! * [`sink`] compresses (gzip in parallel 1 MiB members via [`pgzip`], or
-//!   multithreaded zstd), hashes the compressed bytes (md5 and sha256 on
+//!   multithreaded zstd via [`zstdmt`]), hashes the compressed bytes (md5 and sha256 on
 //!   their own threads, in the same pass) and writes under a temporary name;
 //! * [`manifest`] writes the MANIFEST with [`facts`] about the source;
 //! * [`capture`] is the only module that connects them; [`app`] runs
@@ -53,3 +53,4 @@ pub mod upload;
 pub mod util;
 pub mod verify;
 pub mod walk;
+pub mod zstdmt;

@@ -5,7 +5,7 @@
 //! gzip is [`crate::pgzip`]: fixed 1 MiB blocks compressed in parallel, each
 //! its own gzip member (libdeflate cannot chain blocks inside one member),
 //! written in input order; zstd runs libzstd's own workers with a fixed job
-//! size. Either way the bytes depend on the input and the level only, never
+//! size (see [`crate::zstdmt`]). Either way the bytes depend on the input and the level only, never
 //! on the thread count. md5 and sha256 are computed over the compressed
 //! bytes as they are written (the artifact is never read back), each on its
 //! own thread fed with 256 KiB chunks, together with its size; the writes to
@@ -22,6 +22,7 @@
 //! This module must never leave a partial file under a final name.
 
 use crate::pgzip::ParGzEncoder;
+use crate::zstdmt::ZstdMtEncoder;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -286,16 +287,6 @@ impl<W: Write> Write for HashTee<W> {
     }
 }
 
-/// zstd's multithreaded job size. Memory is a few jobs per worker, and it is
-/// the job buffers that decide goldcap's peak RSS: the default (4 × the
-/// window) used 115 MB with two workers; 4 MiB peaked at 51 MiB on a
-/// debootstrap root but 67–70 MiB on a copy of `/usr` (more jobs queue
-/// behind large files); 2 MiB peaks at 35 MiB and 41 MiB there (49 MiB with
-/// four workers), for 0.4–0.7 % more output than 4 MiB — still 1–2 %
-/// smaller than `zstd -3 -T0` — and no loss of speed. Output depends on the
-/// job size, not on the number of workers, so it is fixed.
-pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
 /// Default compression threads: every core, at most this many (memory grows
 /// with each zstd worker; more rarely pays on the disks fleets use).
 pub const MAX_DEFAULT_THREADS: u32 = 4;
@@ -304,8 +295,8 @@ pub const MAX_DEFAULT_THREADS: u32 = 4;
 pub enum Compressor<W: Write> {
     /// gzip: parallel 1 MiB members (see [`crate::pgzip`]).
     Gzip(ParGzEncoder<W>),
-    /// zstd, multithreaded.
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// zstd, multithreaded (see [`crate::zstdmt`]).
+    Zstd(ZstdMtEncoder<W>),
 }
 
 impl<W: Write> Compressor<W> {
@@ -315,13 +306,7 @@ impl<W: Write> Compressor<W> {
     pub fn new(inner: W, format: Format, level: i32, threads: u32) -> io::Result<Self> {
         Ok(match format {
             Format::Tgz => Compressor::Gzip(ParGzEncoder::new(inner, level, threads)?),
-            Format::Tzst => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
-                enc.multithread(threads.max(1))?;
-                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                enc.include_checksum(true)?;
-                Compressor::Zstd(enc)
-            }
+            Format::Tzst => Compressor::Zstd(ZstdMtEncoder::new(inner, level, threads)?),
         })
     }
 
