@@ -14,8 +14,8 @@
 //!   keep (mounts from [`mounts`]);
 //! * [`archive`] turns each entry into ustar + PAX blocks (xattrs, ACLs,
 //!   sparse, hardlinks);
-//! * [`sink`] compresses (gzip in parallel 1 MiB members via [`pgzip`], or
-//!   multithreaded zstd via [`zstdmt`]), hashes the compressed bytes (md5 and sha256 on
+//! * [`sink`] compresses (blocks in parallel on the [`parblock`] pool: 1 MiB
+//!   gzip members via [`pgzip`], 2 MiB zstd frames via [`pzstd`]), hashes the compressed bytes (md5 and sha256 on
 //!   their own threads, in the same pass) and writes under a temporary name;
 //! * [`manifest`] writes the MANIFEST with [`facts`] about the source;
 //! * [`capture`] is the only module that connects them; [`app`] runs
@@ -38,10 +38,12 @@ pub mod man;
 pub mod manifest;
 pub mod mounts;
 pub mod naming;
+pub mod parblock;
 pub mod pgzip;
 pub mod policy;
 pub mod prefetch;
 pub mod profile;
+pub mod pzstd;
 pub mod report;
 pub mod rootfs;
 pub mod scrub;
@@ -53,4 +55,3 @@ pub mod upload;
 pub mod util;
 pub mod verify;
 pub mod walk;
-pub mod zstdmt;

@@ -14,19 +14,6 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// A sample root plus 5 MiB of noise and 3 MiB of text: ≥ 8 members.
-fn big_env() -> (Env, Vec<u8>) {
-    let env = Env::new();
-    // Incompressible, so the archive spans several members.
-    let data = noise(5 << 20, 0x9E37_79B9_7F4A_7C15);
-    std::fs::write(env.root().join("srv/noise.bin"), &data).unwrap();
-    let text: String = (0..60_000)
-        .map(|i| format!("line {i}: the quick brown fox\n"))
-        .collect();
-    std::fs::write(env.root().join("srv/text.txt"), text).unwrap();
-    (env, data)
-}
-
 /// Number of gzip members (Python's zlib, independent of our decoder).
 fn gzip_members(p: &Path) -> usize {
     let script = r#"
@@ -68,7 +55,7 @@ with tarfile.open(sys.argv[1], sys.argv[2]) as t:
 fn multi_member_tgz_is_read_by_every_extractor() {
     require_tool("gzip");
     require_tool("bsdtar");
-    let (env, data) = big_env();
+    let (env, data) = multi_block_env();
     let run = env.capture("out", &["--format", "tgz", "--threads", "2"]);
     run.ok();
     let a = run.artifact();
@@ -147,7 +134,7 @@ fn multi_member_tgz_is_read_by_every_extractor() {
 
 #[test]
 fn tgz_bytes_do_not_depend_on_threads_and_digests_match() {
-    let (env, _) = big_env();
+    let (env, _) = multi_block_env();
     let one = env.capture("t1", &["--format", "tgz", "--threads", "1"]);
     one.ok();
     let three = env.capture("t3", &["--format", "tgz", "--threads", "3"]);

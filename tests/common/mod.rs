@@ -215,6 +215,21 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The sample root plus 5 MiB of noise (`srv/noise.bin`, returned) and
+/// 3 MiB of text (`srv/text.txt`): an archive of several compressor blocks
+/// (≥ 8 gzip members, ≥ 4 zstd frames).
+pub fn multi_block_env() -> (Env, Vec<u8>) {
+    let env = Env::new();
+    // Incompressible, so the archive spans several blocks.
+    let data = noise(5 << 20, 0x9E37_79B9_7F4A_7C15);
+    std::fs::write(env.root().join("srv/noise.bin"), &data).unwrap();
+    let text: String = (0..60_000)
+        .map(|i| format!("line {i}: the quick brown fox\n"))
+        .collect();
+    std::fs::write(env.root().join("srv/text.txt"), text).unwrap();
+    (env, data)
+}
+
 /// Runs a command, asserting success; returns stdout.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
