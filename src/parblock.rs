@@ -396,8 +396,7 @@ mod tests {
         let codec = Test {
             begun: Arc::new(AtomicUsize::new(0)),
             written: Arc::clone(&written),
-            // Blocks in flight, plus the one a worker may start as soon as
-            // the oldest is written.
+            // Blocks handed out and not yet written.
             limit: threads as usize * IN_FLIGHT_PER_WORKER,
         };
         ParEncoder::new(Sink(Vec::new(), written), codec, threads).unwrap()

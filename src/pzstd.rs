@@ -145,7 +145,7 @@ impl Codec for Zstd {
     fn compress(&self, c: &mut Cctx, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
         // SAFETY: a pure function of its argument.
-        let bound = unsafe { ZSTD_compressBound(input.len()) };
+        let bound = check(unsafe { ZSTD_compressBound(input.len()) }, "bound")?;
         out.reserve(bound);
         // SAFETY: `out` has room for `bound` bytes (what libzstd may write,
         // never more); `input` is alive for the call; the context is valid
