@@ -14,11 +14,12 @@
 //! fifth of the time on two cores (see [`crate::parblock`]); with this pool
 //! the machine went from 87 % to 92 % busy on a copy of `/usr`. The price
 //! is the window lost at each frame start: 2 MiB frames gave 1.0 % more
-//! output than its 2 MiB jobs there (1.80 GB of 5.15 GB), still less than
-//! `zstd -3 -T0` of Debian 12 (1.5.4, 8 MiB jobs) makes of the same tree.
-//! 4 MiB frames would match its size, but the frame buffers decide
-//! goldcap's peak RSS: 35 MiB with two workers and 54 MiB with four for
-//! 2 MiB frames, 54 and 88 MiB for 4 MiB ones.
+//! output than its 2 MiB jobs there (1.80 GB of 5.15 GB), about what
+//! `zstd -3 -T0` of Debian 12 (1.5.4, 8 MiB jobs) makes of the same trees
+//! (0.998× on `/usr`, 1.007× on a debootstrap root). 4 MiB frames would
+//! be 1 % smaller, but the frame buffers decide goldcap's peak RSS: 35 MiB
+//! with two workers and 54 MiB with four for 2 MiB frames, 54 and 88 MiB
+//! for 4 MiB ones.
 //!
 //! zstd 1.5.7 (the library `zstd-sys` builds) added a pre-block splitter
 //! that, at level 3, cuts 128 KiB blocks where the data changes; each extra
