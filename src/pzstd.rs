@@ -7,7 +7,9 @@
 //! it), and the frames are written in input order. RFC 8878 defines
 //! zstd data as one or more frames: `zstd -d`, GNU tar `--zstd`, bsdtar,
 //! libzstd's streaming decoder and the `zstd` crate read them as one
-//! stream, and independent frames can be decompressed in parallel.
+//! stream, and independent frames can be decompressed in parallel. Known
+//! readers that stop after the first frame unless told otherwise:
+//! python-zstandard's (`read_across_frames=True`).
 //!
 //! Why frames and not libzstd's own multithreaded mode (one frame cut into
 //! jobs that share a window): its scheduling left the workers idle about a

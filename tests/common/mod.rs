@@ -230,6 +230,28 @@ pub fn multi_block_env() -> (Env, Vec<u8>) {
     (env, data)
 }
 
+/// Captures `env` in `format` with `--threads 1` and `--threads 3`: the two
+/// artifacts must be the same bytes, and the MANIFEST's size, md5 and
+/// sha256 must be those of the file (md5sum, sha256sum).
+pub fn assert_bytes_do_not_depend_on_threads(env: &Env, format: &str) {
+    let one = env.capture("t1", &["--format", format, "--threads", "1"]);
+    one.ok();
+    let three = env.capture("t3", &["--format", format, "--threads", "3"]);
+    three.ok();
+    let (a, b) = (one.any_artifact(), three.any_artifact());
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "{format}: --threads 1 and --threads 3 wrote different bytes"
+    );
+    let j = one.manifest_json();
+    assert_eq!(j["md5"].as_str(), Some(md5sum(&a).as_str()));
+    assert_eq!(j["sha256"].as_str(), Some(sha256sum(&a).as_str()));
+    assert_eq!(
+        j["size"].as_u64(),
+        Some(std::fs::metadata(&a).unwrap().len())
+    );
+}
+
 /// Runs a command, asserting success; returns stdout.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
