@@ -10,11 +10,12 @@
 //! level only, never on the thread count. md5 and sha256 are computed over
 //! the compressed bytes as they are written (the artifact is never read
 //! back), each on its own thread fed with 256 KiB chunks, together with its
-//! size; the writes to the file stay on the calling thread. Every layer is a concrete type with
-//! an explicit `finish()` that returns the inner writer and any error — no
-//! `Box<dyn Write>`, no auto-finish on drop, so a failed final flush (full
-//! disk) is an error, not a silently truncated artifact; dropping a layer
-//! without `finish()` stops its threads and never hangs.
+//! size; the writes to the file stay on the calling thread. Every layer is
+//! a concrete type with an explicit `finish()` that returns the inner
+//! writer and any error — no `Box<dyn Write>`, no auto-finish on drop, so a
+//! failed final flush (full disk) is an error, not a silently truncated
+//! artifact; dropping a layer without `finish()` stops its threads and
+//! never hangs.
 //!
 //! [`AtomicFile`] writes under a hidden temporary name in the output
 //! directory (mode 0600: archives hold `/etc/shadow`), writes back and
