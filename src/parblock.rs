@@ -26,6 +26,7 @@
 //! `write` and by `finish`); or hang or panic when dropped without `finish`
 //! (the pool is told to stop and joined).
 
+use crate::util::StickyError;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -87,7 +88,7 @@ pub struct ParEncoder<W: Write, C: Codec> {
     spare_in: Vec<Vec<u8>>,
     spare_out: Vec<Vec<u8>>,
     /// The first error; every later call returns it again.
-    failed: Option<(io::ErrorKind, String)>,
+    failed: StickyError,
     _codec: std::marker::PhantomData<C>,
 }
 
@@ -136,7 +137,7 @@ impl<W: Write, C: Codec> ParEncoder<W, C> {
             max_in_flight: threads * IN_FLIGHT_PER_WORKER,
             spare_in: Vec::new(),
             spare_out: Vec::new(),
-            failed: None,
+            failed: StickyError::default(),
             _codec: std::marker::PhantomData,
         })
     }
@@ -181,17 +182,12 @@ impl<W: Write, C: Codec> ParEncoder<W, C> {
     }
 
     fn check(&self) -> io::Result<()> {
-        match &self.failed {
-            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
-            None => Ok(()),
-        }
+        self.failed.check()
     }
 
     fn fail_on<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
         if let Err(e) = &r {
-            if self.failed.is_none() {
-                self.failed = Some((e.kind(), e.to_string()));
-            }
+            self.failed.record(e);
             self.stop.store(true, Ordering::Relaxed);
         }
         r

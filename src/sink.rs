@@ -26,6 +26,7 @@
 
 use crate::pgzip::ParGzEncoder;
 use crate::pzstd::ZstdEncoder;
+use crate::util::StickyError;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -353,7 +354,7 @@ pub struct AtomicFile {
     behind: bool,
     /// The first error; every later call returns it again (a write-back
     /// error, once waited for, is not reported by a later fsync).
-    failed: Option<(io::ErrorKind, String)>,
+    failed: StickyError,
 }
 
 /// Write-back of the file is started every this many bytes, so the fsync
@@ -377,7 +378,7 @@ impl AtomicFile {
             writeback: 0,
             dropped: 0,
             behind: true,
-            failed: None,
+            failed: StickyError::default(),
         })
     }
 
@@ -395,21 +396,13 @@ impl AtomicFile {
         io::Error::new(e.kind(), format!("{}: {e}", self.final_path.display()))
     }
 
-    /// The error that stopped this file, if any.
-    fn check(&self) -> io::Result<()> {
-        match &self.failed {
-            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
-            None => Ok(()),
-        }
-    }
-
     /// Remembers the first error (with the file name) and returns it. An
     /// interrupted call took nothing and may be retried: not remembered.
     fn fail<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
         r.map_err(|e| {
             let e = self.err(e);
             if e.kind() != io::ErrorKind::Interrupted {
-                self.failed.get_or_insert_with(|| (e.kind(), e.to_string()));
+                self.failed.record(&e);
             }
             e
         })
@@ -417,7 +410,7 @@ impl AtomicFile {
 
     /// Flushes and fsyncs the data (still under the temporary name).
     pub fn sync(&mut self) -> io::Result<()> {
-        self.check()?;
+        self.failed.check()?;
         let r = self.out.flush();
         self.fail(r)?;
         let r = self.out.get_ref().sync_all();
@@ -462,7 +455,7 @@ impl AtomicFile {
     /// final fsync would not report it again.
     fn write_behind(&mut self) -> io::Result<()> {
         let on_disk = self.written - self.out.buffer().len() as u64;
-        if !self.behind || on_disk <= self.writeback {
+        if on_disk <= self.writeback {
             return Ok(());
         }
         let fd = self.out.get_ref().as_raw_fd();
@@ -538,8 +531,8 @@ impl Write for AtomicFile {
     /// Write-behind runs before new bytes are taken, so an error never
     /// follows bytes already accepted; after an error every call fails.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
-        if self.written - self.writeback >= WRITEBACK_STEP {
+        self.failed.check()?;
+        if self.behind && self.written - self.writeback >= WRITEBACK_STEP {
             let r = self.write_behind();
             self.fail(r)?;
         }
@@ -549,7 +542,7 @@ impl Write for AtomicFile {
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.check()?;
+        self.failed.check()?;
         let r = self.out.flush();
         self.fail(r)
     }
@@ -815,7 +808,10 @@ mod tests {
     fn atomic_file_errors_stay() {
         let d = tempfile::tempdir().unwrap();
         let mut f = AtomicFile::create(d.path(), "a.tgz").unwrap();
-        f.failed = Some((io::ErrorKind::StorageFull, "a.tgz: disk full".into()));
+        f.failed.record(&io::Error::new(
+            io::ErrorKind::StorageFull,
+            "a.tgz: disk full",
+        ));
         for e in [
             f.write(b"x").unwrap_err(),
             f.flush().unwrap_err(),

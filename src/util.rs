@@ -12,6 +12,26 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
+/// The first error of a writer stage, returned again by every later call,
+/// so a caller that goes on after a failure never gets a silent success.
+#[derive(Debug, Default)]
+pub struct StickyError(Option<(io::ErrorKind, String)>);
+
+impl StickyError {
+    /// `Err` with the first recorded error, if there is one.
+    pub fn check(&self) -> io::Result<()> {
+        match &self.0 {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `e` unless an earlier error was recorded.
+    pub fn record(&mut self, e: &io::Error) {
+        self.0.get_or_insert_with(|| (e.kind(), e.to_string()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -21,5 +41,20 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(io_reason(&e), "No such file or directory");
         assert_eq!(io_reason(&io::Error::other("plain")), "plain");
+    }
+
+    #[test]
+    fn sticky_error_keeps_the_first() {
+        let mut s = StickyError::default();
+        assert!(s.check().is_ok());
+        s.record(&io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        s.record(&io::Error::other("later"));
+        for _ in 0..2 {
+            let e = s.check().unwrap_err();
+            assert_eq!(
+                (e.kind(), e.to_string()),
+                (io::ErrorKind::StorageFull, "disk full".into())
+            );
+        }
     }
 }
