@@ -4,5 +4,5 @@ use clap::Parser;
 
 fn main() {
     let cli = goldcap::cli::Cli::parse();
-    goldcap::app::run(cli).exit()
+    goldcap::cmd::run(cli).exit()
 }

@@ -11,7 +11,7 @@
 //! started (`nohup`) stays ignored. This module must never remove anything
 //! itself.
 
-use crate::error::Error;
+use crate::report::error::Error;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

@@ -10,28 +10,28 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 
 /// Data segments `(offset, length)` of an open file, ascending. `Ok(None)`
 /// when the file is dense (one segment covering it) or the filesystem
 /// cannot tell.
 pub fn data_segments(file: &File, size: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
-    let fd = file.as_raw_fd();
+    use rustix::fs::SeekFrom;
+    use rustix::io::Errno;
     let mut segs = Vec::new();
     let mut pos: u64 = 0;
     while pos < size {
-        let data = match seek(fd, pos, libc::SEEK_DATA) {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
             Ok(d) => d,
             // ENXIO: no data at or after `pos`.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(Errno::NXIO) => break,
             // EINVAL: SEEK_DATA unsupported here; treat as dense.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         if data >= size {
             break;
         }
-        let hole = seek(fd, data, libc::SEEK_HOLE)?.min(size);
+        let hole = rustix::fs::seek(file, SeekFrom::Hole(data))?.min(size);
         segs.push((data, hole - data));
         pos = hole;
     }
@@ -39,18 +39,6 @@ pub fn data_segments(file: &File, size: u64) -> io::Result<Option<Vec<(u64, u64)
         return Ok(None);
     }
     Ok(Some(segs))
-}
-
-fn seek(fd: i32, pos: u64, whence: i32) -> io::Result<u64> {
-    let off =
-        libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-    // SAFETY: lseek on a valid, open descriptor has no memory effects.
-    let r = unsafe { libc::lseek(fd, off, whence) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as u64)
-    }
 }
 
 /// The map as stored at the start of the body: the number of entries, then

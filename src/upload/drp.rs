@@ -17,12 +17,12 @@
 //! (never a final chunk), so DRP discards it instead of storing a truncated
 //! artifact. The token never appears in a message.
 
-use super::{
-    Attempt, Files, HashingReader, Options, Stored, Uploaded, agent, body_text, retry,
-    status_attempt,
-};
-use crate::error::{Error, Result};
+use super::http::{Attempt, agent, body_text, redact, retry, status_attempt};
+use super::{Files, Options, Stored, Uploaded};
+use crate::output::digest::{Digests, HashingReader};
+use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
+use anyhow::Context as _;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -309,7 +309,7 @@ impl Client {
         path: &str,
         file: &std::path::Path,
         expect: Option<(u64, &str, &str)>,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Stored> {
         let size = std::fs::metadata(file)
@@ -347,7 +347,7 @@ impl Client {
         }
         Ok(Stored {
             name: format!("/{path}"),
-            url: super::redact(&self.url(path)),
+            url: redact(&self.url(path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
         })
@@ -359,11 +359,11 @@ impl Client {
         path: &str,
         file: &std::path::Path,
         size: u64,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
     ) -> std::result::Result<(String, String), Attempt> {
         let f = std::fs::File::open(file)
             .map_err(|e| Attempt::Fatal(format!("{}: {e}", file.display())))?;
-        let mut r = HashingReader::new(f, ui);
+        let mut r = HashingReader::new(f).with_progress(ui);
         let mut resp = self
             .agent
             .post(&self.url(path))
@@ -380,15 +380,16 @@ impl Client {
                 error_message(status, &body, "post", path),
             ));
         }
-        check_created(&body, path, r.size)?;
-        Ok(r.digests())
+        check_created(&body, path, r.hasher().size())?;
+        let d = r.hasher().digests();
+        Ok((d.md5, d.sha256))
     }
 
     /// Uploads artifact and text MANIFEST (MANIFEST last).
     pub fn upload_files(
         &self,
         files: &Files,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Uploaded> {
         self.preflight(&[&files.upload_tarball, &files.upload_manifest], cancel)?;
@@ -407,7 +408,7 @@ impl Client {
             }
         };
         Ok(Uploaded {
-            target: format!("DRP {}", super::redact(&self.endpoint)),
+            target: format!("DRP {}", redact(&self.endpoint)),
             objects: vec![artifact, manifest],
             presigned_get: None,
         })
@@ -417,7 +418,7 @@ impl Client {
     pub fn upload_manifest(
         &self,
         files: &Files,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Stored> {
         self.post_file(&files.upload_manifest, &files.manifest, None, ui, cancel)
@@ -502,7 +503,8 @@ impl Client {
     /// `manifest` is the name the MANIFEST will have (checked up front).
     pub fn start_stream(self, path: &str, manifest: &str, cancel: &Cancel) -> Result<Stream> {
         self.preflight(&[path, manifest], cancel)?;
-        let (reader, writer) = std::io::pipe()?;
+        let (reader, writer) =
+            std::io::pipe().context("cannot start the upload: no pipe for its body")?;
         let abort = Arc::new(AtomicBool::new(false));
         let complete = Arc::new(AtomicBool::new(false));
         let mut body = AbortableReader {
@@ -536,7 +538,7 @@ impl Client {
                         Err(e) if started => {
                             return Err(Attempt::Fatal(format!(
                                 "{}{gone}",
-                                super::redact_error(&e.to_string())
+                                super::http::redact_error(&e.to_string())
                             )));
                         }
                         Err(e) => return Err(Attempt::from(e)),
@@ -659,11 +661,7 @@ impl Write for Stream {
 }
 
 impl super::StreamUpload for Stream {
-    fn finish(
-        mut self: Box<Self>,
-        digests: &crate::sink::Digests,
-        cancel: &Cancel,
-    ) -> Result<Stored> {
+    fn finish(mut self: Box<Self>, digests: &Digests, cancel: &Cancel) -> Result<Stored> {
         let result = self.join();
         let path = self.path.clone();
         let size = match result {
@@ -677,7 +675,7 @@ impl super::StreamUpload for Stream {
                 {
                     Ok(()) => Ok(Stored {
                         name: format!("/{path}"),
-                        url: super::redact(&self.client.url(&path)),
+                        url: redact(&self.client.url(&path)),
                         size: digests.size,
                         verified:
                             "X-DRP-SHA256SUM = sha256 sent (the upload's own answer was lost)"
@@ -704,7 +702,7 @@ impl super::StreamUpload for Stream {
         }
         Ok(Stored {
             name: format!("/{path}"),
-            url: super::redact(&self.client.url(&path)),
+            url: redact(&self.client.url(&path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
         })

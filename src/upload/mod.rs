@@ -18,12 +18,15 @@
 //! query strings from every URL shown).
 
 pub mod drp;
+mod http;
+mod put;
 pub mod s3;
 
-use crate::error::{Error, Result};
+use crate::output::digest::Digests;
+use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
+use http::redact;
 use serde::Serialize;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -210,214 +213,6 @@ pub struct Uploaded {
     pub presigned_get: Option<String>,
 }
 
-/// Shows a URL without its query string (presigned signatures, tokens) or
-/// user info.
-pub fn redact(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or(url);
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest
-                .rsplit_once('@')
-                .filter(|(u, _)| !u.contains('/'))
-                .map_or(rest, |(_, h)| h);
-            format!("{scheme}://{rest}")
-        }
-        None => no_query.to_owned(),
-    }
-}
-
-/// One HTTP attempt's result, for the retry loop.
-#[derive(Debug)]
-pub enum Attempt {
-    /// Worth another try (connection error, timeout, 5xx).
-    Retry(String),
-    /// Will not get better (4xx, a verification mismatch).
-    Fatal(String),
-}
-
-impl From<ureq::Error> for Attempt {
-    fn from(e: ureq::Error) -> Self {
-        // Transport problems: connection refused or reset, timeouts, TLS
-        // handshakes cut short. A certificate that does not verify is final.
-        let msg = redact_error(&e.to_string());
-        match e {
-            ureq::Error::Timeout(_) => {
-                Attempt::Retry(format!("{msg} (no progress within --timeout)"))
-            }
-            // rustls reports a certificate it cannot verify as invalid data:
-            // trying again cannot help.
-            ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
-                let hint = if msg.contains("certificate") {
-                    " (trust the endpoint's CA with --ca-cert FILE, or skip verification with --insecure)"
-                } else {
-                    ""
-                };
-                Attempt::Fatal(format!("{msg}{hint}"))
-            }
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::BadUri(_) => {
-                Attempt::Fatal(msg)
-            }
-            _ => Attempt::Retry(msg),
-        }
-    }
-}
-
-pub(crate) fn redact_error(s: &str) -> String {
-    // ureq may name the URL in an error; never show its query string.
-    s.split_whitespace()
-        .map(|w| {
-            if w.contains("://") {
-                redact(w.trim_matches(|c| c == '"' || c == '\''))
-            } else {
-                w.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Classifies an HTTP status: 5xx (and 408/429) retried, other non-2xx final.
-pub fn status_attempt(status: u16, msg: String) -> Attempt {
-    if status >= 500 || status == 408 || status == 429 {
-        Attempt::Retry(msg)
-    } else {
-        Attempt::Fatal(msg)
-    }
-}
-
-/// Runs `f` until it succeeds, fails for good, or `attempts` are used,
-/// backing off 0.25, 0.5, 1, 2, 4 … s (capped at 8 s) between tries.
-pub fn retry<T>(
-    what: &str,
-    attempts: u32,
-    cancel: &Cancel,
-    mut f: impl FnMut() -> std::result::Result<T, Attempt>,
-) -> Result<T> {
-    let mut delay = Duration::from_millis(250);
-    let mut last = String::new();
-    for n in 1..=attempts.max(1) {
-        cancel.check()?;
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(Attempt::Fatal(msg)) => return Err(anyhow::anyhow!("{what}: {msg}").into()),
-            Err(Attempt::Retry(msg)) => {
-                last = msg;
-                if n < attempts {
-                    crate::ui::eprint_line(&format!(
-                        "goldcap: {what}: {last}; retrying ({n}/{attempts})"
-                    ));
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                }
-            }
-        }
-    }
-    Err(anyhow::anyhow!("{what}: {last} (gave up after {attempts} attempts)").into())
-}
-
-/// The HTTP agent: TLS verified against the platform's roots (plus
-/// `--ca-cert`), unless `--insecure`; statuses handled by the caller.
-pub fn agent(opts: &Options) -> Result<ureq::Agent> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let roots = match &opts.ca_cert {
-        Some(p) => {
-            let pem = std::fs::read(p).map_err(|e| {
-                Error::usage(format!(
-                    "--ca-cert {}: {}",
-                    p.display(),
-                    crate::util::io_reason(&e)
-                ))
-            })?;
-            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(Error::usage(format!(
-                    "--ca-cert {}: no PEM certificate in it",
-                    p.display()
-                )));
-            }
-            RootCerts::new_with_certs(&certs)
-        }
-        None => RootCerts::PlatformVerifier,
-    };
-    let tls = TlsConfig::builder()
-        .root_certs(roots)
-        .disable_verification(opts.insecure)
-        .build();
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(tls)
-        .timeout_connect(Some(opts.timeout.min(Duration::from_secs(30))))
-        .timeout_per_read(Some(opts.timeout))
-        .timeout_per_write(Some(opts.timeout))
-        .max_redirects(0)
-        .user_agent(format!("goldcap/{}", env!("CARGO_PKG_VERSION")))
-        .build();
-    Ok(config.new_agent())
-}
-
-/// Reads at most 64 KiB of a response body as text (error messages).
-pub fn body_text(resp: &mut ureq::http::Response<ureq::Body>) -> String {
-    let mut buf = Vec::new();
-    let _ = resp
-        .body_mut()
-        .as_reader()
-        .take(64 << 10)
-        .read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).trim().to_owned()
-}
-
-/// A reader that hashes (md5, sha256) what passes through and counts it,
-/// and reports progress.
-pub struct HashingReader<'a, R: Read> {
-    inner: R,
-    md5: md5::Md5,
-    sha256: sha2::Sha256,
-    /// Bytes read.
-    pub size: u64,
-    ui: &'a crate::ui::Ui,
-}
-
-impl<'a, R: Read> HashingReader<'a, R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R, ui: &'a crate::ui::Ui) -> Self {
-        use md5::Digest;
-        HashingReader {
-            inner,
-            md5: md5::Md5::new(),
-            sha256: sha2::Sha256::new(),
-            size: 0,
-            ui,
-        }
-    }
-
-    /// The lowercase hex md5 and sha256 of what was read.
-    pub fn digests(&self) -> (String, String) {
-        use md5::Digest;
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        (
-            hex(&self.md5.clone().finalize()),
-            hex(&self.sha256.clone().finalize()),
-        )
-    }
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use md5::Digest;
-        let n = self.inner.read(buf)?;
-        self.md5.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        self.size += n as u64;
-        self.ui.add_bytes(n as u64);
-        Ok(n)
-    }
-}
-
 /// Paths of a finished capture, as its JSON MANIFEST names them.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -517,7 +312,7 @@ pub fn upload_files(
     target: &Target,
     opts: &Options,
     files: &Files,
-    ui: &crate::ui::Ui,
+    ui: &crate::report::ui::Ui,
     cancel: &Cancel,
 ) -> Result<Uploaded> {
     match target {
@@ -528,111 +323,16 @@ pub fn upload_files(
             s3::Client::new(bucket, prefix, opts)?.upload_files(files, ui, cancel)
         }
         Target::Put { artifact, manifest } => {
-            put_files(artifact, manifest, opts, files, ui, cancel)
+            put::put_files(artifact, manifest, opts, files, ui, cancel)
         }
     }
-}
-
-/// Uploads through two presigned PUT URLs.
-fn put_files(
-    artifact_url: &str,
-    manifest_url: &str,
-    opts: &Options,
-    files: &Files,
-    ui: &crate::ui::Ui,
-    cancel: &Cancel,
-) -> Result<Uploaded> {
-    let agent = agent(opts)?;
-    let mut objects: Vec<Stored> = Vec::new();
-    // A presigned PUT cannot be undone: once the artifact is up, a later
-    // failure says where it is.
-    let left = |objects: &[Stored], e: Error| -> Error {
-        match objects.first() {
-            Some(a) => anyhow::anyhow!(
-                "{e}; the artifact is already at {} and goldcap cannot delete it (a presigned URL allows only PUT)",
-                a.url
-            )
-            .into(),
-            None => e,
-        }
-    };
-    for (url, path, expect) in [
-        (artifact_url, &files.artifact, Some(files)),
-        (manifest_url, &files.manifest, None),
-    ] {
-        let size = std::fs::metadata(path)
-            .map_err(|e| left(&objects, anyhow::anyhow!("{}: {e}", path.display()).into()))?
-            .len();
-        let (md5, sha256) = retry(
-            &format!("PUT {}", redact(url)),
-            opts.attempts,
-            cancel,
-            || {
-                let f = std::fs::File::open(path)
-                    .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
-                let mut r = HashingReader::new(f, ui);
-                let mut resp = agent
-                    .put(url)
-                    .header("Content-Length", size.to_string())
-                    // No Content-Type: URLs signed without one (SigV2 signs
-                    // it) would not match. A refusal comes before the body.
-                    .header("Expect", "100-continue")
-                    .send(ureq::SendBody::from_reader(&mut r))
-                    .map_err(Attempt::from)?;
-                let status = resp.status().as_u16();
-                if !(200..300).contains(&status) {
-                    let body = body_text(&mut resp);
-                    return Err(status_attempt(
-                        status,
-                        format!("HTTP {status}: {}", s3::error_message(&body)),
-                    ));
-                }
-                let etag = resp
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .trim_matches('"')
-                    .to_owned();
-                let (md5, sha256) = r.digests();
-                if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) && etag != md5 {
-                    return Err(Attempt::Fatal(format!(
-                        "the stored ETag {etag} is not the md5 of what was sent ({md5})"
-                    )));
-                }
-                Ok((md5, sha256))
-            },
-        )
-        .map_err(|e| left(&objects, e))?;
-        if let Some(f) = expect
-            && (md5 != f.md5 || sha256 != f.sha256)
-        {
-            return Err(anyhow::anyhow!(
-                "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {}); it changed since the capture",
-                path.display(),
-                f.sha256
-            )
-            .into());
-        }
-        objects.push(Stored {
-            name: Files::name(path),
-            url: redact(url),
-            size,
-            verified: "ETag = md5 of the bytes sent".into(),
-        });
-    }
-    Ok(Uploaded {
-        target: format!("presigned PUT {}", redact(artifact_url)),
-        objects,
-        presigned_get: None,
-    })
 }
 
 /// A streaming upload of the artifact during a capture.
 pub trait StreamUpload: std::io::Write {
     /// Ends the upload and verifies it against the digests of what was
     /// written.
-    fn finish(self: Box<Self>, digests: &crate::sink::Digests, cancel: &Cancel) -> Result<Stored>;
+    fn finish(self: Box<Self>, digests: &Digests, cancel: &Cancel) -> Result<Stored>;
     /// Abandons it, leaving nothing under the final name where possible;
     /// returns what could not be cleaned up.
     fn abort(self: Box<Self>) -> Option<String>;
@@ -685,7 +385,7 @@ pub fn upload_manifests(
     target: &Target,
     opts: &Options,
     files: &Files,
-    ui: &crate::ui::Ui,
+    ui: &crate::report::ui::Ui,
     cancel: &Cancel,
 ) -> Result<Vec<Stored>> {
     match target {
@@ -798,45 +498,5 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn redaction_table() {
-        assert_eq!(
-            redact("https://s3.example/b/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc"),
-            "https://s3.example/b/k"
-        );
-        assert_eq!(
-            redact("https://user:secret@drp:8092/api/v3/files/x?token=t"),
-            "https://drp:8092/api/v3/files/x"
-        );
-        assert_eq!(
-            redact_error("error for https://h/p?sig=1: reset"),
-            "error for https://h/p reset"
-        );
-    }
-
-    #[test]
-    fn statuses_table() {
-        assert!(matches!(
-            status_attempt(500, String::new()),
-            Attempt::Retry(_)
-        ));
-        assert!(matches!(
-            status_attempt(503, String::new()),
-            Attempt::Retry(_)
-        ));
-        assert!(matches!(
-            status_attempt(429, String::new()),
-            Attempt::Retry(_)
-        ));
-        assert!(matches!(
-            status_attempt(403, String::new()),
-            Attempt::Fatal(_)
-        ));
-        assert!(matches!(
-            status_attempt(409, String::new()),
-            Attempt::Fatal(_)
-        ));
     }
 }

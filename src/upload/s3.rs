@@ -15,13 +15,12 @@
 //! that fails aborts the multipart upload, so no orphaned parts remain and
 //! nothing appears under the final key. MANIFESTs are single PUTs.
 
-use super::{
-    Attempt, Files, HashingReader, Options, Stored, Uploaded, agent, body_text, redact, retry,
-    status_attempt,
-};
-use crate::error::{Error, Result};
+use super::http::{Attempt, agent, body_text, redact, retry, status_attempt};
+use super::{Files, Options, Stored, Uploaded};
+use crate::output::digest::{Digests, HashingReader, hex, md5};
+use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
-use md5::{Digest, Md5};
+use anyhow::Context as _;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,12 +130,14 @@ impl Client {
     fn put_file(
         &self,
         path: &std::path::Path,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Stored> {
         let name = Files::name(path);
         let key = self.key(&name);
-        let size = std::fs::metadata(path)?.len();
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
         let verified = retry(
             &format!("PUT s3://{}/{key}", self.bucket.name()),
             self.attempts,
@@ -148,7 +149,7 @@ impl Client {
                     .sign(SIGN_FOR);
                 let f = std::fs::File::open(path)
                     .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
-                let mut r = HashingReader::new(f, ui);
+                let mut r = HashingReader::new(f).with_progress(ui);
                 let mut resp = self
                     .agent
                     .put(url.as_str())
@@ -158,8 +159,7 @@ impl Client {
                     .header("Expect", "100-continue")
                     .send(ureq::SendBody::from_reader(&mut r))?;
                 answer(&mut resp, false)?;
-                let (md5, _) = r.digests();
-                etag_check(&resp, &md5)
+                etag_check(&resp, &r.hasher().digests().md5)
             },
         )?;
         Ok(Stored {
@@ -174,35 +174,33 @@ impl Client {
     pub fn upload_files(
         &self,
         files: &Files,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Uploaded> {
         let name = Files::name(&files.artifact);
         let mut up = self.clone().start_stream(&name, Some(files.size), cancel)?;
-        let file = std::fs::File::open(&files.artifact)?;
-        let mut r = HashingReader::new(file, ui);
+        let file = std::fs::File::open(&files.artifact)
+            .with_context(|| format!("cannot read {}", files.artifact.display()))?;
+        let mut r = HashingReader::new(file).with_progress(ui);
         let copied = std::io::copy(&mut r, &mut up);
-        let (md5, sha256) = r.digests();
+        let digests = r.hasher().digests();
         if let Err(e) = copied {
             let left = super::left_behind(super::StreamUpload::abort(Box::new(up)));
             return Err(
                 anyhow::anyhow!("uploading {}: {e}{left}", files.artifact.display()).into(),
             );
         }
-        if md5 != files.md5 || sha256 != files.sha256 || r.size != files.size {
+        if digests.md5 != files.md5 || digests.sha256 != files.sha256 || digests.size != files.size
+        {
             let left = super::left_behind(super::StreamUpload::abort(Box::new(up)));
             return Err(anyhow::anyhow!(
-                "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {}): it changed since the capture{left}",
+                "{} does not match its MANIFEST (sha256 {}, MANIFEST {}): it changed since the capture{left}",
                 files.artifact.display(),
+                digests.sha256,
                 files.sha256
             )
             .into());
         }
-        let digests = crate::sink::Digests {
-            size: files.size,
-            md5,
-            sha256,
-        };
         let artifact = super::StreamUpload::finish(Box::new(up), &digests, cancel)?;
         let mut objects = vec![artifact];
         match self.upload_manifests(files, ui, cancel) {
@@ -233,7 +231,7 @@ impl Client {
     pub fn upload_manifests(
         &self,
         files: &Files,
-        ui: &crate::ui::Ui,
+        ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Vec<Stored>> {
         Ok(vec![
@@ -301,7 +299,7 @@ impl Client {
         let thread = std::thread::spawn(move || -> std::result::Result<Parts, String> {
             let mut done = Parts::default();
             for (n, data) in rx {
-                let md5: [u8; 16] = Md5::digest(&data).into();
+                let md5 = md5(&data);
                 let how = worker
                     .upload_part(&wkey, &wid, n, &data, &md5, &waborting, &wcancel)
                     .map_err(|e| e.to_string())?;
@@ -339,7 +337,7 @@ impl Client {
         cancel: &Cancel,
     ) -> Result<&'static str> {
         use base64::Engine;
-        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let md5_hex = hex(md5);
         let content_md5 = base64::engine::general_purpose::STANDARD.encode(md5);
         retry(
             &format!("part {n} of s3://{}/{key}", self.bucket.name()),
@@ -360,7 +358,7 @@ impl Client {
                     .header("Expect", "100-continue")
                     .send(data)?;
                 answer(&mut resp, false)?;
-                etag_check(&resp, &hex)
+                etag_check(&resp, &md5_hex)
             },
         )
     }
@@ -518,165 +516,181 @@ impl Write for Multipart {
     }
 }
 
-impl super::StreamUpload for Multipart {
-    fn finish(
-        mut self: Box<Self>,
-        digests: &crate::sink::Digests,
+impl Multipart {
+    /// Sends the last part, completes the upload and checks the stored
+    /// object against what was sent.
+    fn complete_and_check(&mut self, digests: &Digests, cancel: &Cancel) -> Result<Stored> {
+        if !self.buf.is_empty() || self.next == 1 {
+            // Its error names the part and the object (or the limit hit).
+            self.send_part().map_err(anyhow::Error::new)?;
+        }
+        let Parts {
+            list: mut parts,
+            md5_etags,
+        } = self.join().map_err(|e| anyhow::anyhow!("{e}"))?;
+        parts.sort_by_key(|p| p.0);
+        let all: Vec<u8> = parts.iter().flat_map(|(_, m)| *m).collect();
+        let expected = format!("{}-{}", hex(&md5(&all)), parts.len());
+        let completed = self.complete(&parts, md5_etags, &expected, cancel)?;
+        // Completed: there is no upload left to abort, only an object.
+        self.id.clear();
+        let note = self.check_object(completed, md5_etags, &expected, digests, cancel)?;
+        let c = &self.client;
+        Ok(Stored {
+            name: self.key.clone(),
+            url: c.object_url(&self.key),
+            size: note.0,
+            verified: if md5_etags {
+                format!(
+                    "{} part ETags = md5 sent; object ETag {expected}; {}",
+                    parts.len(),
+                    note.1
+                )
+            } else {
+                format!(
+                    "{} parts with Content-MD5 (the store's ETags are not md5s); {}",
+                    parts.len(),
+                    note.1
+                )
+            },
+        })
+    }
+
+    /// Completes the multipart upload; `false` when the answer to an
+    /// earlier attempt was lost and the upload is gone (it may have
+    /// worked: the object is checked instead).
+    fn complete(
+        &self,
+        parts: &[(u16, [u8; 16])],
+        md5_etags: bool,
+        expected: &str,
         cancel: &Cancel,
-    ) -> Result<Stored> {
-        let result = (|| -> Result<Stored> {
-            if !self.buf.is_empty() || self.next == 1 {
-                self.send_part()?;
-            }
-            let Parts {
-                list: mut parts,
-                md5_etags,
-            } = self.join().map_err(|e| anyhow::anyhow!("{e}"))?;
-            parts.sort_by_key(|p| p.0);
-            let c = &self.client;
-            let hex = |m: &[u8]| m.iter().map(|b| format!("{b:02x}")).collect::<String>();
-            let etags: Vec<String> = parts
-                .iter()
-                .map(|(_, m)| format!("\"{}\"", hex(m)))
-                .collect();
-            let mut all = Md5::new();
-            for (_, m) in &parts {
-                all.update(m);
-            }
-            let expected = format!(
-                "{}-{}",
-                all.finalize()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>(),
-                parts.len()
-            );
-            // A complete whose answer was lost may have worked: the retry
-            // then finds no upload, and the object is checked instead.
-            let mut tried = false;
-            let completed = retry(
-                &format!("complete s3://{}/{}", c.bucket.name(), self.key),
-                c.attempts,
-                cancel,
-                || {
-                    let first = !std::mem::replace(&mut tried, true);
-                    let action = c.bucket.complete_multipart_upload(
-                        Some(&c.creds),
-                        &self.key,
-                        &self.id,
-                        etags.iter().map(String::as_str),
-                    );
-                    let url = action.sign(SIGN_FOR);
-                    let mut resp = c.agent.post(url.as_str()).send(action.body())?;
-                    let status = resp.status().as_u16();
-                    let body = body_text(&mut resp);
-                    if status == 404 && !first && body.contains("NoSuchUpload") {
-                        return Ok(false);
-                    }
-                    if !(200..300).contains(&status) || body.contains("<Error>") {
-                        return Err(status_attempt(
-                            if status < 300 { 500 } else { status },
-                            format!("HTTP {status}: {}", error_message(&body)),
-                        ));
-                    }
-                    let etag = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&body)
-                        .map(|r| r.etag().trim_matches('"').to_ascii_lowercase())
-                        .unwrap_or_default();
-                    if md5_etags && !etag.is_empty() && etag != expected {
-                        return Err(Attempt::Fatal(format!(
-                            "object ETag {etag}, expected {expected} from the parts sent"
-                        )));
-                    }
-                    Ok(true)
-                },
-            )?;
-            // Completed: there is no upload left to abort, only an object.
-            self.id.clear();
-            let name = self.key.rsplit('/').next().unwrap_or(&self.key).to_owned();
-            // The stored object: its size, and its ETag when the complete's
-            // answer was lost. A HEAD that is refused (a token without
-            // GetObject) or fails leaves the complete's own check.
-            let head = retry(
-                &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
-                c.attempts,
-                cancel,
-                || {
-                    let url = c
-                        .bucket
-                        .head_object(Some(&c.creds), &self.key)
-                        .sign(SIGN_FOR);
-                    let mut resp = c.agent.head(url.as_str()).call()?;
-                    if resp.status().as_u16() == 403 {
-                        return Ok(None);
-                    }
-                    answer(&mut resp, false)?;
-                    let size = resp
-                        .headers()
-                        .get("content-length")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    Ok(Some((size, etag_of(&resp))))
-                },
-            );
-            let (stored, note) = match head {
-                Ok(Some((size, etag))) => {
-                    if !completed && md5_etags && etag != expected {
-                        let left = super::left_behind(c.delete(&name, cancel));
-                        return Err(anyhow::anyhow!(
-                            "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
-                            c.bucket.name(),
-                            self.key
-                        )
-                        .into());
-                    }
-                    (size, "size")
+    ) -> Result<bool> {
+        let c = &self.client;
+        let etags: Vec<String> = parts
+            .iter()
+            .map(|(_, m)| format!("\"{}\"", hex(m)))
+            .collect();
+        let mut tried = false;
+        retry(
+            &format!("complete s3://{}/{}", c.bucket.name(), self.key),
+            c.attempts,
+            cancel,
+            || {
+                let first = !std::mem::replace(&mut tried, true);
+                let action = c.bucket.complete_multipart_upload(
+                    Some(&c.creds),
+                    &self.key,
+                    &self.id,
+                    etags.iter().map(String::as_str),
+                );
+                let url = action.sign(SIGN_FOR);
+                let mut resp = c.agent.post(url.as_str()).send(action.body())?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                if status == 404 && !first && body.contains("NoSuchUpload") {
+                    return Ok(false);
                 }
-                _ if !completed => {
+                if !(200..300).contains(&status) || body.contains("<Error>") {
+                    return Err(status_attempt(
+                        if status < 300 { 500 } else { status },
+                        format!("HTTP {status}: {}", error_message(&body)),
+                    ));
+                }
+                let etag = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&body)
+                    .map(|r| r.etag().trim_matches('"').to_ascii_lowercase())
+                    .unwrap_or_default();
+                if md5_etags && !etag.is_empty() && etag != expected {
+                    return Err(Attempt::Fatal(format!(
+                        "object ETag {etag}, expected {expected} from the parts sent"
+                    )));
+                }
+                Ok(true)
+            },
+        )
+    }
+
+    /// The stored object: its size, and its ETag when the complete's answer
+    /// was lost. A HEAD that is refused (a token without GetObject) or
+    /// fails leaves the complete's own check. Returns the stored size and
+    /// how it was checked; a mismatch deletes the object.
+    fn check_object(
+        &self,
+        completed: bool,
+        md5_etags: bool,
+        expected: &str,
+        digests: &Digests,
+        cancel: &Cancel,
+    ) -> Result<(u64, &'static str)> {
+        let c = &self.client;
+        let name = self.key.rsplit('/').next().unwrap_or(&self.key).to_owned();
+        let head = retry(
+            &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
+            c.attempts,
+            cancel,
+            || {
+                let url = c
+                    .bucket
+                    .head_object(Some(&c.creds), &self.key)
+                    .sign(SIGN_FOR);
+                let mut resp = c.agent.head(url.as_str()).call()?;
+                if resp.status().as_u16() == 403 {
+                    return Ok(None);
+                }
+                answer(&mut resp, false)?;
+                let size = resp
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                Ok(Some((size, etag_of(&resp))))
+            },
+        );
+        let (stored, note) = match head {
+            Ok(Some((size, etag))) => {
+                if !completed && md5_etags && etag != expected {
+                    let left = super::left_behind(c.delete(&name, cancel));
                     return Err(anyhow::anyhow!(
-                        "s3://{}/{}: the answer to the complete request was lost and the object cannot be read back; it may be left in the bucket",
+                        "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
                         c.bucket.name(),
                         self.key
                     )
                     .into());
                 }
-                Ok(None) => (digests.size, "size not read back (HEAD refused)"),
-                Err(_) => (digests.size, "size not read back (HEAD failed)"),
-            };
-            if stored != digests.size || self.size != digests.size {
-                let left = super::left_behind(c.delete(&name, cancel));
+                (size, "size")
+            }
+            _ if !completed => {
                 return Err(anyhow::anyhow!(
-                    "s3://{}/{}: stored {stored} bytes of {}{left}",
+                    "s3://{}/{}: the answer to the complete request was lost and the object cannot be read back; it may be left in the bucket",
                     c.bucket.name(),
-                    self.key,
-                    digests.size
+                    self.key
                 )
                 .into());
             }
-            Ok(Stored {
-                name: self.key.clone(),
-                url: c.object_url(&self.key),
-                size: stored,
-                verified: if md5_etags {
-                    format!(
-                        "{} part ETags = md5 sent; object ETag {expected}; {note}",
-                        parts.len()
-                    )
-                } else {
-                    format!(
-                        "{} parts with Content-MD5 (the store's ETags are not md5s); {note}",
-                        parts.len()
-                    )
-                },
-            })
-        })();
+            Ok(None) => (digests.size, "size not read back (HEAD refused)"),
+            Err(_) => (digests.size, "size not read back (HEAD failed)"),
+        };
+        if stored != digests.size || self.size != digests.size {
+            let left = super::left_behind(c.delete(&name, cancel));
+            return Err(anyhow::anyhow!(
+                "s3://{}/{}: stored {stored} bytes of {}{left}",
+                c.bucket.name(),
+                self.key,
+                digests.size
+            )
+            .into());
+        }
+        Ok((stored, note))
+    }
+}
+
+impl super::StreamUpload for Multipart {
+    fn finish(mut self: Box<Self>, digests: &Digests, cancel: &Cancel) -> Result<Stored> {
+        let result = self.complete_and_check(digests, cancel);
         if result.is_err() && !self.id.is_empty() {
-            let (client, key, id) = (
-                self.client.clone(),
-                self.key.clone(),
-                std::mem::take(&mut self.id),
-            );
-            if let Some(left) = client.abort_upload(&key, &id) {
+            let id = std::mem::take(&mut self.id);
+            if let Some(left) = self.client.abort_upload(&self.key, &id) {
                 return Err(anyhow::anyhow!(
                     "{}; {left}",
                     result.err().map(|e| e.to_string()).unwrap_or_default()

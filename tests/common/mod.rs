@@ -29,8 +29,9 @@ pub fn project() -> PathBuf {
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
+        euid,
         0,
         "these tests need root (mknod, chown, setcap, mounts); CI runs as root"
     );

@@ -1,0 +1,424 @@
+//! The command line, as clap definitions and nothing else.
+//!
+//! Sits in front of everything: `main` parses a [`Cli`], [`crate::cli::config`]
+//! turns its arguments into a validated configuration, and only that
+//! reaches the pipeline. Value parsers here reject malformed values (ident,
+//! date) so clap reports them with exit status 2. This module must never do
+//! I/O; the man pages in `man/` are generated from it (`goldcap man`).
+
+use crate::output::naming;
+use crate::report::exit::EXIT_STATUS_HELP;
+use crate::select::scrub::MachineIdMode;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Environment of `upload`, `token` and `capture --upload` (man pages, --help).
+pub const UPLOAD_ENV_HELP: &str = "Environment:
+  RS_ENDPOINT        DRP endpoint when --to drp names none (else the first of RS_ENDPOINTS,
+                     else https://127.0.0.1:8092), as drpcli
+  RS_TOKEN           DRP token (inside a DRP task: the job's token); --token-file wins
+  RS_KEY             user:password for DRP when there is no token
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                     S3 credentials
+  AWS_REGION         S3 region (or AWS_DEFAULT_REGION; default us-east-1)
+  AWS_ENDPOINT_URL   S3-compatible endpoint, path-style (MinIO, Ceph RGW); or AWS_ENDPOINT_URL_S3
+Credentials are never taken from the command line and never printed.
+Exit status: 0 uploaded and verified; 1 the upload failed (the message says what is left on
+the target, if anything); 2 usage (bad target, missing credentials or files).";
+
+/// goldcap: turn a Linux system into a deployable gold image.
+#[derive(Debug, Parser)]
+#[command(
+    name = "goldcap",
+    version,
+    about = "Turn a Linux system into a deployable gold image",
+    long_about = "goldcap captures a live root (/) or a chroot directory into one full-fidelity, \
+                  curtin-ready tar archive with a MANIFEST, named for upload to Digital Rebar \
+                  Provision, MAAS/curtin or Eikon.",
+    after_help = EXIT_STATUS_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Print only errors (no progress, warnings or summary).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (every directory left out, each mount decision).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture a root into a curtin-ready tarball with a MANIFEST.
+    #[command(
+        long_about = "Capture a root into one tar archive with complete fidelity (numeric owners, modes, \
+                  nanosecond mtimes, hardlinks, devices, sparse files, xattrs, file capabilities, \
+                  SELinux labels, POSIX ACLs), with a top-level curtin/ directory, plus a MANIFEST \
+                  (.txt and .json). The source is only read. Other filesystems are not crossed \
+                  except /boot and /boot/efi and those named by --include-mount; the content of \
+                  /proc /sys /dev /run /tmp /var/tmp is never archived, their directories are. \
+                  Files are written under hidden temporary names and renamed when complete, the \
+                  MANIFEST last."
+    )]
+    Capture(Box<CaptureArgs>),
+    /// Scrub machine identity in place in a chroot or mounted image, or list
+    /// the catalogue.
+    #[command(
+        long_about = "Apply the identity-scrub operations in place to a gold root (a chroot or a mounted \
+                      image), or list them. `goldcap capture` applies the same operations in the archive \
+                      stream without touching the source; use this for gold builds, e.g. inside DRP \
+                      image-builder's chroot with --root /. The booted system's own / is refused. Every \
+                      action is listed per item (operation, path, action, bytes removed).",
+        group(clap::ArgGroup::new("what").required(true).args(["list", "root"]))
+    )]
+    Scrub(Box<ScrubCmdArgs>),
+    /// Check an artifact: checksums against its MANIFEST, curtin/ present,
+    /// and that no machine identity leaked into it.
+    #[command(
+        long_about = "Read an artifact back and check it: size, md5 and sha256 against its MANIFEST \
+                      (found next to it unless --manifest is given), a top-level curtin/ directory, \
+                      and the identity invariants: /etc/machine-id empty or 'uninitialized', the D-Bus \
+                      machine id not a regular file with an id, no ssh_host_* keys unless a regenerator \
+                      is present, no random seed or credential.secret, no MAC-pinned network \
+                      configuration, no DHCP leases. Every failure is listed; exit status 4 if any."
+    )]
+    Verify(Box<VerifyArgs>),
+    /// Upload a finished capture (artifact and MANIFEST) and verify it.
+    #[command(
+        long_about = "Upload a capture's artifact and MANIFEST, named by its JSON MANIFEST, to a Digital Rebar \
+                      Provision endpoint (drp or drp:URL: POST /api/v3/files, then HEAD and compare \
+                      X-DRP-SHA256SUM), to S3 or an S3-compatible store (s3://BUCKET/PREFIX: multipart, \
+                      part ETags and final size checked, aborted on failure), or to two presigned PUT URLs \
+                      (put:URL,URL or put:@FILE). The artifact is hashed as it is sent and must match the \
+                      MANIFEST. Credentials come from the environment (RS_TOKEN, RS_KEY, AWS_*) or \
+                      --token-file, never from the command line.",
+        after_help = UPLOAD_ENV_HELP
+    )]
+    Upload(Box<UploadCmdArgs>),
+    /// Ask a DRP endpoint for a token that can upload given files and
+    /// nothing else.
+    #[command(
+        long_about = "Mint a DRP token for USER limited to scope files, actions post and get, on exactly the \
+                      given paths (as DRP matches claims), for TTL seconds, and print only the token. Hand it \
+                      to a brownfield server as RS_TOKEN or --token-file: it can upload its image and manifest \
+                      and read them back, nothing else. Authenticates with RS_KEY=user:pass, RS_TOKEN or \
+                      --token-file.",
+        after_help = UPLOAD_ENV_HELP
+    )]
+    Token(Box<TokenArgs>),
+    /// Write the DRP image-deploy profile for a capture.
+    #[command(
+        long_about = "Write the Digital Rebar Provision profile that deploys a capture with image-deploy, \
+                      as in the image-builder documentation: image-deploy/image-os linux, image-type tgz, \
+                      image-url {{.ProvisionerURL}}/files/<upload path> (or --endpoint: a base URL or a \
+                      full, e.g. presigned, URL), and kexec-ok only when the captured kernel has \
+                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused: \
+                      image-deploy's curtin only streams gzip, bzip2 and xz."
+    )]
+    Profile(Box<ProfileArgs>),
+    /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into.
+        #[arg(long, default_value = "man")]
+        output_dir: PathBuf,
+    },
+}
+
+/// Identity-scrub options, shared by `capture` and `scrub`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScrubArgs {
+    /// Scrub operations: defaults (the default), all, none, +ID, -ID;
+    /// comma-separated, repeatable, applied in order (see `goldcap scrub
+    /// --list`).
+    #[arg(long = "operations", value_name = "SPEC")]
+    pub operations: Vec<String>,
+    /// What /etc/machine-id becomes: empty (a new id on boot) or
+    /// uninitialized (also a systemd first boot: presets and
+    /// ConditionFirstBoot units run).
+    #[arg(long, value_enum, default_value_t = MachineIdMode::Empty)]
+    pub machine_id: MachineIdMode,
+    /// A scrub profile (TOML, the format of manifests/scrub/default.toml)
+    /// that adds operations or overrides them by id.
+    #[arg(long, value_name = "FILE")]
+    pub scrub_profile: Option<PathBuf>,
+}
+
+/// `goldcap scrub`.
+#[derive(Debug, Clone, Args)]
+pub struct ScrubCmdArgs {
+    /// List the operations (id, category, default, applies to, why).
+    #[arg(long)]
+    pub list: bool,
+    /// Root to scrub in place: a chroot or mounted image (not the booted
+    /// system's own /).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Show every path and the action that would be taken; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave out paths matching a glob (as for capture).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Scrub options.
+    #[command(flatten)]
+    pub scrub: ScrubArgs,
+}
+
+/// Upload options, shared by `capture --upload`, `upload` and `token`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// DRP token from this file (default: RS_TOKEN, or RS_KEY=user:pass).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify TLS certificates (drpcli's default; not goldcap's).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds without progress before a request is given up (and retried).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Attempts per request on connection errors, timeouts and 5xx.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+    /// S3 part size in MiB (default: 8, more for very large images).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size: Option<u64>,
+    /// Also print a presigned S3 GET URL valid this long (for image-deploy's
+    /// unauthenticated image-url).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub presign_get: Option<u64>,
+}
+
+/// `goldcap upload`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadCmdArgs {
+    /// The capture's JSON MANIFEST (the artifact and text MANIFEST are next to it).
+    #[arg(value_name = "MANIFEST.json")]
+    pub manifest: PathBuf,
+    /// drp, drp:URL, s3://BUCKET/PREFIX, put:URL,URL or put:@FILE.
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser)]
+    pub to: crate::upload::Target,
+    /// Print one JSON object describing the upload on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Upload options.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// `goldcap token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The DRP user the token acts as.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Lifetime in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: u64,
+    /// Files paths it may post and get, comma-separated (e.g.
+    /// images/debian-12-rootfs-….tgz,images/debian-12-MANIFEST-….txt);
+    /// `*` for any.
+    #[arg(long, value_name = "P,…", value_delimiter = ',', required = true)]
+    pub paths: Vec<String>,
+    /// DRP endpoint (default: RS_ENDPOINT, else https://127.0.0.1:8092).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Connection options.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// `goldcap profile`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// The capture's JSON MANIFEST.
+    #[arg(value_name = "MANIFEST.json")]
+    pub manifest: PathBuf,
+    /// Base URL the image is served from (default: DRP's own
+    /// {{.ProvisionerURL}}/files/).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Write the profile here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `goldcap verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The artifact (.tgz or .tar.zst).
+    #[arg(value_name = "ARTIFACT")]
+    pub artifact: PathBuf,
+    /// Its MANIFEST (.json or .txt); default: the goldcap manifest next to
+    /// it that names it.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Compression format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// gzip (.tgz): what curtin and DRP image-deploy stream; the default.
+    Tgz,
+    /// zstd (.tar.zst): for Eikon and local use; curtin cannot stream it.
+    Tzst,
+}
+
+/// `goldcap capture`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_STATUS_HELP)]
+pub struct CaptureArgs {
+    /// Root to capture: / for the running system, or a chroot directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where to write the artifact and MANIFEST (created if missing; never
+    /// archived into itself).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+    /// Compression: tgz (gzip, curtin/image-deploy) or tzst (zstd, Eikon).
+    #[arg(long, value_enum, default_value_t = FormatArg::Tgz)]
+    pub format: FormatArg,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Compression threads, gzip and zstd alike (default: all cores, at most
+    /// 4). The output is the same for any number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+    /// OS name for {os}/$TAG (default: ID-VERSION_ID from the root's
+    /// os-release, e.g. debian-12).
+    #[arg(long, value_name = "NAME")]
+    pub os: Option<String>,
+    /// Upload path the names are recorded under (DRP
+    /// image-builder/upload-path).
+    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH)]
+    pub upload_path: String,
+    /// Artifact name template: {os} {date} {ident}, or DRP's $TAG $DSTAMP
+    /// $RS_IMAGE_IDENT. The extension is added.
+    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_ROOTFS_TEMPLATE)]
+    pub rootfs_name: String,
+    /// MANIFEST name template (same placeholders); .txt and .json are added.
+    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_MANIFEST_TEMPLATE)]
+    pub manifest_name: String,
+    /// Leave out paths matching a glob relative to the root (repeatable).
+    /// `./etc/default/grub` and `/etc/x` are anchored at the root, `*.log`
+    /// matches at any depth; `*` does not cross `/`, `**` does. A matching
+    /// directory is left out with everything below it.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Also cross into the filesystem mounted at PATH (inside the root;
+    /// repeatable). /boot and /boot/efi are always crossed when they are
+    /// mounts; pseudo filesystems (proc, tmpfs, ...) never are.
+    #[arg(long, value_name = "PATH")]
+    pub include_mount: Vec<String>,
+    /// Image ident: 10 hex characters (default: random).
+    #[arg(long, value_name = "HEX10", value_parser = naming::parse_ident)]
+    pub ident: Option<String>,
+    /// Capture date for names and the MANIFEST, RFC 3339 (default: now).
+    /// With --ident it makes output byte-identical across runs.
+    #[arg(long, value_name = "RFC3339", value_parser = naming::parse_date)]
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
+    /// Replace existing files with the same names.
+    #[arg(long)]
+    pub force: bool,
+    /// Identity scrub in the stream.
+    #[command(flatten)]
+    pub scrub: ScrubArgs,
+    /// Upload while capturing: drp, drp:URL or s3://BUCKET/PREFIX stream the
+    /// compressed bytes straight to the store (no local copy unless
+    /// --keep-local); put:URL,URL uploads the finished file.
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser)]
+    pub upload: Option<crate::upload::Target>,
+    /// With --upload to drp or s3, also keep the artifact in --output-dir.
+    #[arg(long, requires = "upload")]
+    pub keep_local: bool,
+    /// Upload options.
+    #[command(flatten)]
+    pub upload_opts: UploadArgs,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    /// -1 quiet, 0 normal, ≥1 verbose.
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            i8::try_from(self.verbose).unwrap_or(i8::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_full_capture_line() {
+        let cli = Cli::try_parse_from([
+            "goldcap",
+            "-v",
+            "capture",
+            "--root",
+            "/mnt/gold",
+            "-o",
+            "/out",
+            "--format",
+            "tzst",
+            "--exclude",
+            "./etc/default/grub",
+            "--exclude",
+            "*.log",
+            "--include-mount",
+            "/srv",
+            "--ident",
+            "CF99CD80EB",
+            "--date",
+            "2026-11-22T10:15:00Z",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbosity(), 1);
+        let Command::Capture(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.format, FormatArg::Tzst);
+        assert_eq!(a.ident.as_deref(), Some("cf99cd80eb"));
+        assert_eq!(a.exclude.len(), 2);
+        assert!(a.json);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_usage_status() {
+        for bad in [
+            vec!["goldcap", "capture", "--ident", "xyz"],
+            vec!["goldcap", "capture", "--date", "yesterday"],
+            vec!["goldcap", "capture", "--format", "zip"],
+            vec!["goldcap", "-q", "-v", "capture"],
+        ] {
+            let e = Cli::try_parse_from(&bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+}

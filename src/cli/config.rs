@@ -1,0 +1,630 @@
+//! Arguments → a validated configuration, one per command.
+//!
+//! Sits between the command line and the commands (flags → config → run,
+//! as ripgrep does): every check that can fail before any work starts
+//! happens here — a root that is a directory (and, for an in-place scrub,
+//! not the booted system), templates that expand to usable names, patterns
+//! that compile, included mounts that are mounts, a MANIFEST that names
+//! files next to it — and every name is resolved once. A command only sees
+//! its [`Config`]. Nothing here writes, except creating a missing output
+//! directory; every failure is a usage error (exit status 2).
+
+use crate::cli::args::{
+    CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
+    UploadArgs, UploadCmdArgs, VerifyArgs,
+};
+use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
+use crate::output::compress::{Format, MAX_DEFAULT_THREADS};
+use crate::output::naming::{self, Vars};
+use crate::report::error::{Error, Result};
+use crate::report::escape::escape;
+use crate::select::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy, is_goldcap_output};
+use crate::select::scrub::{Catalogue, Plan, PlanOptions};
+use crate::source::facts::{self, OsRelease};
+use crate::source::mounts::MountTable;
+use crate::source::rootfs::RootFs;
+use crate::upload::{Files, Options, Target};
+use crate::util::io_reason;
+use anyhow::Context as _;
+use chrono::{DateTime, SubsecRound, Utc};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a command runs with.
+pub enum Config {
+    Capture(Box<CaptureConfig>),
+    Scrub(ScrubConfig),
+    Verify(VerifyConfig),
+    Upload(Box<UploadConfig>),
+    Token(TokenConfig),
+    Profile(ProfileConfig),
+    /// `goldcap man`: the directory to write the pages into.
+    Man(PathBuf),
+}
+
+impl Config {
+    /// Validates the command line.
+    pub fn from_cli(cli: &Cli) -> Result<Config> {
+        Ok(match &cli.command {
+            Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
+            Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
+            Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
+            Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
+            Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
+            Command::Profile(a) => Config::Profile(ProfileConfig::from_args(a)?),
+            Command::Man { output_dir } => Config::Man(output_dir.clone()),
+        })
+    }
+}
+
+/// Everything a capture needs, checked.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Canonical root.
+    pub root: PathBuf,
+    /// The root is the running system's `/`.
+    pub live: bool,
+    /// Canonical output directory.
+    pub output_dir: PathBuf,
+    /// Its `(st_dev, st_ino)`: how the walk recognises it, whatever path
+    /// (bind mount, symlink) leads there.
+    pub output_id: (u64, u64),
+    pub format: Format,
+    pub level: i32,
+    /// Compression worker threads (gzip and zstd); the output does not
+    /// depend on it.
+    pub threads: u32,
+    pub ident: String,
+    /// Capture date (whole seconds, UTC).
+    pub date: DateTime<Utc>,
+    /// The root's os-release, if any.
+    pub os_release: Option<OsRelease>,
+    /// `{os}`.
+    pub os_tag: Option<String>,
+    pub names: Names,
+    /// What to keep (with the identity-scrub plan).
+    pub policy: Policy,
+    /// The mount table, when `/proc` is readable.
+    pub mounts: Option<MountTable>,
+    /// Root-relative mount points crossed.
+    pub include_mounts: Vec<Vec<u8>>,
+    /// Replace existing files.
+    pub force: bool,
+    pub upload: Option<(Target, Options)>,
+    /// Keep a local copy when streaming to the upload target.
+    pub keep_local: bool,
+    /// Print one JSON object on stdout.
+    pub json: bool,
+}
+
+/// The capture's file and upload names, resolved from the templates.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// Artifact file name (with extension).
+    pub artifact: String,
+    /// Text MANIFEST file name.
+    pub manifest: String,
+    /// JSON MANIFEST file name.
+    pub manifest_json: String,
+    /// Upload name of the artifact (`images/x.tgz`).
+    pub upload_tarball: String,
+    /// Upload name of the text MANIFEST.
+    pub upload_manifest: String,
+}
+
+impl CaptureConfig {
+    /// Validates `args`.
+    pub fn from_args(args: &CaptureArgs) -> Result<CaptureConfig> {
+        let root = root_dir(&args.root)?;
+        let live = root == Path::new("/");
+        let rootfs = RootFs::new(&root);
+        let (format, level) = compression(args.format, args.level)?;
+        let threads = args.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
+            cores.min(MAX_DEFAULT_THREADS)
+        });
+        let ident = match &args.ident {
+            Some(i) => i.clone(),
+            None => naming::random_ident().context("cannot get random bytes for the ident")?,
+        };
+        let date = args.date.unwrap_or_else(Utc::now).trunc_subsecs(0);
+        let os_release = facts::read_os_release(&rootfs);
+        let os_tag = match &args.os {
+            Some(os) => Some(
+                naming::sanitize_tag(os)
+                    .ok_or_else(|| Error::usage(format!("--os {os:?} is not a usable name")))?,
+            ),
+            None => os_release
+                .as_ref()
+                .and_then(|o| naming::os_tag(&o.id, o.version_id.as_deref())),
+        };
+        let vars = Vars {
+            os: os_tag.as_deref(),
+            date: &naming::date_stamp(&date),
+            ident: &ident,
+        };
+        let names = Names::resolve(args, &vars, format)?;
+        let excludes = excludes(&args.exclude)?;
+        let mounts = MountTable::load();
+        let include_mounts = include_mounts(&args.include_mount, &root, mounts.as_ref())?;
+        let plan = scrub_plan(
+            &args.scrub,
+            &rootfs,
+            os_release.as_ref(),
+            live,
+            date.timestamp(),
+        )?;
+        let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
+        // The output directory last: a wrong command line creates nothing.
+        let (output_dir, output_id) =
+            prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref())?;
+        Ok(CaptureConfig {
+            root,
+            live,
+            output_dir,
+            output_id,
+            format,
+            level,
+            threads,
+            ident,
+            date,
+            os_release,
+            os_tag,
+            names,
+            policy,
+            mounts,
+            include_mounts,
+            force: args.force,
+            upload: args
+                .upload
+                .clone()
+                .map(|t| (t, upload_options(&args.upload_opts))),
+            keep_local: args.keep_local,
+            json: args.json,
+        })
+    }
+}
+
+impl Names {
+    fn resolve(args: &CaptureArgs, vars: &Vars<'_>, format: Format) -> Result<Names> {
+        fn bad(opt: &'static str) -> impl Fn(naming::TemplateError) -> Error {
+            move |e| Error::usage(format!("{opt}: {e}"))
+        }
+        let stem = naming::file_stem(&args.rootfs_name, vars).map_err(bad("--rootfs-name"))?;
+        let mstem = naming::file_stem(&args.manifest_name, vars).map_err(bad("--manifest-name"))?;
+        let upath = naming::upload_path(&args.upload_path, vars).map_err(bad("--upload-path"))?;
+        let artifact = format!("{stem}{}", format.extension());
+        let manifest = format!("{mstem}.txt");
+        if artifact == manifest {
+            return Err(Error::usage(
+                "--rootfs-name and --manifest-name give the same file name",
+            ));
+        }
+        Ok(Names {
+            upload_tarball: naming::upload_name(&upath, &artifact),
+            upload_manifest: naming::upload_name(&upath, &manifest),
+            artifact,
+            manifest,
+            manifest_json: format!("{mstem}.json"),
+        })
+    }
+}
+
+/// `--format` and `--level`, checked against each other.
+fn compression(format: FormatArg, level: Option<i32>) -> Result<(Format, i32)> {
+    let (f, name) = match format {
+        FormatArg::Tgz => (Format::Tgz, "tgz"),
+        FormatArg::Tzst => (Format::Tzst, "tzst"),
+    };
+    let level = level.unwrap_or(f.default_level());
+    let r = f.levels();
+    if !r.contains(&level) {
+        return Err(Error::usage(format!(
+            "--level {level}: {name} takes {}-{}",
+            r.start(),
+            r.end()
+        )));
+    }
+    Ok((f, level))
+}
+
+/// `--root`, canonical; it must be a directory.
+fn root_dir(given: &Path) -> Result<PathBuf> {
+    let root = std::fs::canonicalize(given)
+        .map_err(|e| Error::usage(format!("--root {}: {}", given.display(), io_reason(&e))))?;
+    if !root.is_dir() {
+        return Err(Error::usage(format!(
+            "--root {}: not a directory",
+            given.display()
+        )));
+    }
+    Ok(root)
+}
+
+fn excludes(patterns: &[String]) -> Result<Excludes> {
+    Excludes::new(patterns).map_err(|e| Error::usage(e.0))
+}
+
+fn default_include_mounts() -> Vec<Vec<u8>> {
+    DEFAULT_INCLUDE_MOUNTS
+        .iter()
+        .map(|m| m.as_bytes().to_vec())
+        .collect()
+}
+
+/// The mount points crossed: the defaults plus `--include-mount`, each of
+/// which must be a mount point in the root and not a pseudo filesystem.
+fn include_mounts(
+    given: &[String],
+    root: &Path,
+    mounts: Option<&MountTable>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut include = default_include_mounts();
+    for m in given {
+        let rel = m.trim_start_matches("./").trim_matches('/').as_bytes();
+        let host = root.join(std::ffi::OsStr::from_bytes(rel));
+        if rel.is_empty() || !host.is_dir() {
+            return Err(Error::usage(format!(
+                "--include-mount {m}: no such directory in the root"
+            )));
+        }
+        match mounts.map(|t| t.at(&host)) {
+            Some(None) => {
+                return Err(Error::usage(format!(
+                    "--include-mount {m}: not a mount point (its content is archived anyway)"
+                )));
+            }
+            Some(Some(mt)) if mt.is_pseudo() => {
+                return Err(Error::usage(format!(
+                    "--include-mount {m}: {} is a pseudo/volatile filesystem and is never archived",
+                    mt.fstype
+                )));
+            }
+            _ => {}
+        }
+        if !include.iter().any(|i| i == rel) {
+            include.push(rel.to_vec());
+        }
+    }
+    Ok(include)
+}
+
+/// Compiles the identity-scrub plan for a root from `--operations`,
+/// `--machine-id` and `--scrub-profile`.
+fn scrub_plan(
+    args: &ScrubArgs,
+    root: &RootFs,
+    os: Option<&OsRelease>,
+    live: bool,
+    mtime: i64,
+) -> Result<Plan> {
+    let cat = catalogue(args)?;
+    let opts = PlanOptions {
+        operations: args.operations.clone(),
+        machine_id: args.machine_id,
+        live,
+        mtime,
+    };
+    Plan::new(&cat, root, os, &opts).map_err(|e| Error::usage(e.0))
+}
+
+/// The built-in catalogue plus `--scrub-profile`.
+fn catalogue(args: &ScrubArgs) -> Result<Catalogue> {
+    let mut cat = Catalogue::builtin();
+    if let Some(p) = &args.scrub_profile {
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            Error::usage(format!(
+                "--scrub-profile {}: {}",
+                p.display(),
+                io_reason(&e)
+            ))
+        })?;
+        let user =
+            Catalogue::parse(&text, &p.display().to_string()).map_err(|e| Error::usage(e.0))?;
+        cat.merge(user);
+    }
+    Ok(cat)
+}
+
+/// Creates the output directory if needed and checks it. Inside the root,
+/// its content is archived except goldcap's own files; a directory holding
+/// anything else (say `-o .` run from `/root`) is refused rather than
+/// silently captured with holes or with old images inside.
+fn prepare_output_dir(
+    dir: &Path,
+    root: &Path,
+    policy: &Policy,
+    mounts: Option<&MountTable>,
+) -> Result<(PathBuf, (u64, u64))> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    }
+    let out = std::fs::canonicalize(dir)
+        .with_context(|| format!("output directory {}", dir.display()))?;
+    let st = crate::source::fsx::lstat(&out)
+        .with_context(|| format!("output directory {}", dir.display()))?;
+    if !st.is_dir() {
+        return Err(Error::usage(format!(
+            "--output-dir {}: not a directory",
+            dir.display()
+        )));
+    }
+    if out == root {
+        return Err(Error::usage(format!(
+            "--output-dir {} is the root being captured; choose a directory outside it or below it",
+            dir.display()
+        )));
+    }
+    if let Ok(rel) = out.strip_prefix(root)
+        && is_walked(rel.as_os_str().as_bytes(), root, policy, mounts)
+    {
+        refuse_foreign_files(dir, &out)?;
+    }
+    Ok((out, (st.dev, st.ino)))
+}
+
+/// An output directory the walk passes through may hold only goldcap's own
+/// files (which the walk leaves out).
+fn refuse_foreign_files(dir: &Path, out: &Path) -> Result<()> {
+    let mut others: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot list the output directory {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| !is_goldcap_output(n.as_bytes()))
+        .map(|n| escape(n.as_bytes()))
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    others.sort();
+    let shown = others
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if others.len() > 5 {
+        format!(" and {} more", others.len() - 5)
+    } else {
+        String::new()
+    };
+    Err(Error::usage(format!(
+        "--output-dir {} is inside the captured root and holds other files ({shown}{more}); \
+         use an empty or dedicated directory, or one outside the root",
+        dir.display()
+    )))
+}
+
+/// Whether the walk would descend into `rel` (every ancestor kept).
+fn is_walked(rel: &[u8], root: &Path, policy: &Policy, mounts: Option<&MountTable>) -> bool {
+    let root_storage = mounts.and_then(|t| t.containing(root));
+    let mut prefix = Vec::new();
+    for part in rel.split(|&b| b == b'/') {
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(part);
+        let host = root.join(std::ffi::OsStr::from_bytes(&prefix));
+        let mount = mounts.and_then(|t| t.at(&host)).map(|m| MountKind {
+            fstype: &m.fstype,
+            pseudo: m.is_pseudo(),
+            same_storage: root_storage.is_some_and(|r| m.same_storage(r)),
+        });
+        let c = Candidate {
+            rel: &prefix,
+            kind: FileKind::Dir,
+            mount,
+            in_output_dir: false,
+        };
+        if policy.decide(&c) != Decision::Keep {
+            return false;
+        }
+    }
+    true
+}
+
+/// `goldcap scrub`: list the catalogue, or scrub a root in place.
+pub enum ScrubConfig {
+    List { catalogue: Catalogue, json: bool },
+    InPlace(Box<InPlace>),
+}
+
+/// `goldcap scrub --root DIR`.
+pub struct InPlace {
+    /// Canonical root (a chroot or mounted image, never the booted `/`).
+    pub root: PathBuf,
+    /// What to walk and how (with the scrub plan).
+    pub policy: Policy,
+    pub mounts: Option<MountTable>,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+impl ScrubConfig {
+    /// Validates `args`.
+    pub fn from_args(args: &ScrubCmdArgs) -> Result<ScrubConfig> {
+        if args.list {
+            return Ok(ScrubConfig::List {
+                catalogue: catalogue(&args.scrub)?,
+                json: args.json,
+            });
+        }
+        // Unwrap expectation: clap requires --list or --root.
+        let given = args.root.as_ref().expect("--root");
+        let root = root_dir(given)?;
+        refuse_booted_root(given, &root)?;
+        let rootfs = RootFs::new(&root);
+        let os = facts::read_os_release(&rootfs);
+        let now = Utc::now().timestamp();
+        let plan = scrub_plan(&args.scrub, &rootfs, os.as_ref(), false, now)?;
+        let policy =
+            Policy::new(excludes(&args.exclude)?, default_include_mounts()).with_scrub(plan);
+        Ok(ScrubConfig::InPlace(Box::new(InPlace {
+            root,
+            policy,
+            mounts: MountTable::load(),
+            dry_run: args.dry_run,
+            json: args.json,
+        })))
+    }
+}
+
+/// Refuses to scrub the booted system's own root in place, under any path.
+fn refuse_booted_root(given: &Path, root: &Path) -> Result<()> {
+    let booted = is_booted_root(root)
+        .map_err(|e| Error::usage(format!("--root {}: {}", given.display(), io_reason(&e))))?;
+    match booted {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Error::usage(format!(
+            "--root {}: refusing to scrub the running system in place (it is PID 1's root); \
+             `goldcap capture` scrubs in the archive stream without touching it, or run this inside the gold chroot",
+            given.display()
+        ))),
+        Err(why) => Err(Error::usage(format!(
+            "--root {}: refusing: cannot tell whether it is the running system ({why})",
+            given.display()
+        ))),
+    }
+}
+
+/// Whether `root` is the booted system's own root: `Ok(true)` / `Ok(false)`,
+/// or `Err(reason)` when it cannot be told. First PID 1's root
+/// (`/proc/1/root`, as systemd's `running_in_chroot()` checks); when that
+/// cannot be inspected, a chroot of a plain directory still shows: the
+/// kernel hides mounts above the process root, so there is no mount at `/`.
+fn is_booted_root(root: &Path) -> std::io::Result<std::result::Result<bool, String>> {
+    use std::os::unix::fs::MetadataExt;
+    let r = std::fs::metadata(root)?;
+    // Our own `/`: a bind mount of it elsewhere is the same directory.
+    let own = std::fs::metadata("/")?;
+    let is_own_root = (own.dev(), own.ino()) == (r.dev(), r.ino());
+    match std::fs::metadata("/proc/1/root") {
+        Ok(init) => Ok(Ok((init.dev(), init.ino()) == (r.dev(), r.ino()))),
+        Err(_) if !is_own_root => Ok(Ok(false)),
+        Err(e) => match MountTable::load() {
+            Some(t) if t.at(Path::new("/")).is_none() => Ok(Ok(false)),
+            Some(_) => Ok(Err(format!(
+                "cannot inspect PID 1 (/proc/1/root: {})",
+                io_reason(&e)
+            ))),
+            None => Ok(Err("/proc is not mounted; mount /proc in the chroot".into())),
+        },
+    }
+}
+
+/// `goldcap verify`.
+pub struct VerifyConfig {
+    pub artifact: PathBuf,
+    /// `--manifest`; otherwise the goldcap MANIFEST next to the artifact.
+    pub manifest: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl VerifyConfig {
+    fn from_args(args: &VerifyArgs) -> VerifyConfig {
+        VerifyConfig {
+            artifact: args.artifact.clone(),
+            manifest: args.manifest.clone(),
+            json: args.json,
+        }
+    }
+}
+
+/// Upload options from their flags.
+pub fn upload_options(args: &UploadArgs) -> Options {
+    Options {
+        token_file: args.token_file.clone(),
+        ca_cert: args.ca_cert.clone(),
+        insecure: args.insecure,
+        timeout: Duration::from_secs(args.timeout),
+        attempts: args.attempts,
+        part_size: args.part_size.map(|m| m << 20),
+        presign_get: args.presign_get.map(Duration::from_secs),
+    }
+}
+
+/// `goldcap upload`: a finished capture, named by its JSON MANIFEST.
+pub struct UploadConfig {
+    pub files: Files,
+    pub target: Target,
+    pub opts: Options,
+    pub json: bool,
+}
+
+impl UploadConfig {
+    fn from_args(args: &UploadCmdArgs) -> Result<UploadConfig> {
+        Ok(UploadConfig {
+            files: Files::from_manifest(&args.manifest)?,
+            target: args.to.clone(),
+            opts: upload_options(&args.upload),
+            json: args.json,
+        })
+    }
+}
+
+/// `goldcap token`.
+pub struct TokenConfig {
+    pub user: String,
+    pub ttl: u64,
+    /// Files paths the token may post and get (at least one).
+    pub paths: Vec<String>,
+    pub endpoint: Option<String>,
+    pub opts: Options,
+}
+
+impl TokenConfig {
+    fn from_args(args: &TokenArgs) -> Result<TokenConfig> {
+        let paths: Vec<String> = args
+            .paths
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if paths.is_empty() {
+            return Err(Error::usage(
+                "--paths: give at least one files path, e.g. images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz",
+            ));
+        }
+        Ok(TokenConfig {
+            user: args.user.clone(),
+            ttl: args.ttl,
+            paths,
+            endpoint: args.endpoint.clone(),
+            opts: upload_options(&args.upload),
+        })
+    }
+}
+
+/// `goldcap profile`.
+pub struct ProfileConfig {
+    /// The JSON MANIFEST, for messages.
+    pub manifest_path: PathBuf,
+    /// Its content.
+    pub manifest: serde_json::Value,
+    pub endpoint: Option<String>,
+    /// Where to write the profile (stdout when `None`).
+    pub output: Option<PathBuf>,
+}
+
+impl ProfileConfig {
+    fn from_args(args: &ProfileArgs) -> Result<ProfileConfig> {
+        let path = &args.manifest;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::usage(format!("{}: {}", path.display(), io_reason(&e))))?;
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::usage(format!(
+                "{}: not a goldcap JSON MANIFEST ({e})",
+                path.display()
+            ))
+        })?;
+        Ok(ProfileConfig {
+            manifest_path: path.clone(),
+            manifest,
+            endpoint: args.endpoint.clone(),
+            output: args.output.clone(),
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! `goldcap verify`: read an artifact back and check what a deploy relies
+//! on — its checksums against the MANIFEST, a top-level `curtin/`, and that
+//! no machine identity leaked into it.
+//!
+//! After the pipeline: the artifact is read once ([`read`]), its
+//! compressed bytes hashed (md5, sha256, size) while they are decompressed
+//! and walked entry by entry; only the few small files the identity checks
+//! ([`identity`]) look at are read into memory. No anchor tool checks its
+//! own output (virt-sysprep's machine-id refill shipped for years
+//! unnoticed); this one lists every failure by path. It never writes
+//! anything.
+
+mod identity;
+mod read;
+
+use super::{print_json, print_text};
+use crate::cli::config::VerifyConfig;
+use crate::output::digest::Digests;
+use crate::report::error::{Error, Result};
+use crate::report::escape::escape;
+use crate::report::exit::ExitCode;
+use crate::util::io_reason;
+use identity::{Found, identity_checks};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Runs `goldcap verify` and prints its result.
+pub(super) fn run(cfg: &VerifyConfig) -> Result<ExitCode> {
+    let v = verify(&cfg.artifact, cfg.manifest.as_deref())?;
+    if cfg.json {
+        print_json(&v)?;
+    } else {
+        let mut t = String::new();
+        for c in &v.checks {
+            t.push_str(&format!(
+                "{:<5} {:<16} {}\n",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
+            for p in &c.paths {
+                t.push_str(&format!("      {p}\n"));
+            }
+        }
+        let n = v.failures();
+        t.push_str(&if n == 0 {
+            format!("{}: all {} checks passed\n", v.artifact, v.checks.len())
+        } else {
+            format!("{}: {n} check(s) failed\n", v.artifact)
+        });
+        print_text(&t)?;
+    }
+    Ok(if v.failures() > 0 {
+        ExitCode::VerifyFailed
+    } else {
+        ExitCode::Success
+    })
+}
+
+/// One check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Short name.
+    pub name: &'static str,
+    /// Passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// The archive paths at fault (escaped).
+    pub paths: Vec<String>,
+}
+
+/// The result of verifying one artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// The artifact.
+    pub artifact: String,
+    /// The manifest used, if any.
+    pub manifest: Option<String>,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+impl Verification {
+    /// Number of failed checks.
+    pub fn failures(&self) -> usize {
+        self.checks.iter().filter(|c| !c.ok).count()
+    }
+}
+
+/// What a manifest promises.
+struct Expected {
+    size: u64,
+    md5: String,
+    sha256: Option<String>,
+}
+
+fn from_json(v: &serde_json::Value) -> Option<Expected> {
+    Some(Expected {
+        size: v["size"].as_u64()?,
+        md5: v["md5"].as_str()?.to_owned(),
+        sha256: v["sha256"].as_str().map(str::to_owned),
+    })
+}
+
+fn from_text(t: &str) -> Option<Expected> {
+    let field = |label: &str| {
+        t.lines().find_map(|l| {
+            l.trim_start()
+                .strip_prefix(label)
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    Some(Expected {
+        size: field("size:")?.parse().ok()?,
+        md5: field("md5sum:")?,
+        sha256: field("sha256sum:"),
+    })
+}
+
+/// Finds and reads the manifest: `--manifest`, or the goldcap JSON manifest
+/// next to the artifact whose `filename` names it.
+fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Expected)>> {
+    let read = |p: &Path| -> Result<Option<Expected>> {
+        let bytes = std::fs::read(p).map_err(|e| {
+            Error::usage(format!(
+                "--manifest {}: {}",
+                p.display(),
+                crate::util::io_reason(&e)
+            ))
+        })?;
+        Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => from_json(&v),
+            Err(_) => from_text(&String::from_utf8_lossy(&bytes)),
+        })
+    };
+    if let Some(p) = given {
+        return match read(p)? {
+            Some(e) => Ok(Some((p.to_path_buf(), e))),
+            None => Err(Error::usage(format!(
+                "--manifest {}: not a goldcap or DRP image-builder MANIFEST",
+                p.display()
+            ))),
+        };
+    }
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = artifact
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    candidates.sort();
+    for p in candidates {
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if v["tool"]["name"] == "goldcap"
+            && v["filename"] == name.as_str()
+            && let Some(e) = from_json(&v)
+        {
+            return Ok(Some((p, e)));
+        }
+    }
+    Ok(None)
+}
+
+/// Verifies an artifact.
+fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
+    let meta = std::fs::metadata(artifact)
+        .map_err(|e| Error::usage(format!("{}: {}", artifact.display(), io_reason(&e))))?;
+    if !meta.is_file() {
+        return Err(Error::usage(format!("{}: not a file", artifact.display())));
+    }
+    let found_manifest = manifest(artifact, given)?;
+    let mut found = Found::default();
+    let read = read::read_artifact(artifact, &mut found)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.display()))?;
+    let mut checks = checksum_checks(found_manifest.as_ref(), &read.digests);
+    checks.push(match read.entries {
+        Ok(n) => check("archive", true, format!("{n} entries, read to the end")),
+        Err(e) => check("archive", false, format!("unreadable: {e}")),
+    });
+    checks.extend(identity_checks(&found));
+    Ok(Verification {
+        artifact: escape(artifact.as_os_str().as_encoded_bytes()),
+        manifest: found_manifest.map(|(p, _)| escape(p.as_os_str().as_encoded_bytes())),
+        checks,
+    })
+}
+
+fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check {
+        name,
+        ok,
+        detail,
+        paths: vec![],
+    }
+}
+
+/// The MANIFEST found, and the artifact's size, md5 and sha256 against it.
+fn checksum_checks(found: Option<&(PathBuf, Expected)>, got: &Digests) -> Vec<Check> {
+    let Some((p, exp)) = found else {
+        return vec![check(
+            "manifest",
+            false,
+            "no goldcap MANIFEST names this artifact next to it (give one with --manifest)".into(),
+        )];
+    };
+    vec![
+        check("manifest", true, format!("{}", p.display())),
+        check(
+            "size",
+            exp.size == got.size,
+            format!("{} bytes (MANIFEST: {})", got.size, exp.size),
+        ),
+        check(
+            "md5",
+            exp.md5 == got.md5,
+            format!("{} (MANIFEST: {})", got.md5, exp.md5),
+        ),
+        match &exp.sha256 {
+            Some(s) => check(
+                "sha256",
+                *s == got.sha256,
+                format!("{} (MANIFEST: {s})", got.sha256),
+            ),
+            None => check(
+                "sha256",
+                true,
+                format!("{} (not in the MANIFEST)", got.sha256),
+            ),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_text_block_parses() {
+        let t = "Image Builder created image information: \n----\n        filename:  x.tgz\n            size:  517036600\n          md5sum:  1f40ac1bac2eb3ea99cebc38b807c15f\n       sha256sum:  ab\n";
+        let e = from_text(t).unwrap();
+        assert_eq!(
+            (e.size, e.md5.as_str(), e.sha256.as_deref()),
+            (517_036_600, "1f40ac1bac2eb3ea99cebc38b807c15f", Some("ab"))
+        );
+        // DRP's own manifest has no sha256.
+        assert!(
+            from_text("size:  1\nmd5sum:  x\n")
+                .unwrap()
+                .sha256
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The scrub catalogue: the built-in operations plus a user's profile,
+//! validated, and the `--operations` selection language over them.
+//!
+//! Part of the select stage. The catalogue is data
+//! (`manifests/scrub/default.toml`, embedded; `--scrub-profile` adds or
+//! overrides operations by id); every rule is compiled once here to catch
+//! mistakes before a root is read. Pure: it must never do I/O.
+
+use super::rule::{Vars, compile_rule};
+use super::spec::{CatalogueFile, Category, OperationSpec, ScrubError};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// The default catalogue.
+pub const DEFAULT_CATALOGUE: &str = include_str!("../../../manifests/scrub/default.toml");
+
+/// The operations goldcap knows.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// In catalogue order (which is match order).
+    pub operations: Vec<OperationSpec>,
+}
+
+const SOURCES: &[&str] = &["swap-files", "user-accounts"];
+const GUARANTEES: &[&str] = &["ssh-regenerator"];
+const FAMILIES: &[&str] = &["debian", "rhel", "suse", "arch", "alpine"];
+
+impl Catalogue {
+    /// The embedded default catalogue.
+    pub fn builtin() -> Catalogue {
+        // Unwrap expectation: the embedded catalogue is checked by a test.
+        Catalogue::parse(DEFAULT_CATALOGUE, "built-in catalogue").expect("valid built-in catalogue")
+    }
+
+    /// Parses and validates catalogue text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Catalogue, ScrubError> {
+        let file: CatalogueFile =
+            toml::from_str(text).map_err(|e| ScrubError(format!("{origin}: {e}")))?;
+        let c = Catalogue {
+            operations: file.operation,
+        };
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    /// Adds or replaces operations (by id) from a user's profile.
+    pub fn merge(&mut self, other: Catalogue) {
+        for op in other.operations {
+            match self.operations.iter_mut().find(|o| o.id == op.id) {
+                Some(slot) => *slot = op,
+                None => self.operations.push(op),
+            }
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ScrubError> {
+        let mut seen = BTreeSet::new();
+        for op in &self.operations {
+            let err = |m: String| ScrubError(format!("{origin}: operation {:?}: {m}", op.id));
+            if op.id.is_empty()
+                || !op
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(err("ids are lowercase letters, digits and '-'".into()));
+            }
+            if ["defaults", "all", "none"].contains(&op.id.as_str()) {
+                return Err(err("this id is reserved".into()));
+            }
+            if !seen.insert(op.id.clone()) {
+                return Err(err("defined twice".into()));
+            }
+            if let Some(s) = &op.source
+                && !SOURCES.contains(&s.as_str())
+            {
+                return Err(err(format!(
+                    "unknown source {s:?} (known: {})",
+                    SOURCES.join(", ")
+                )));
+            }
+            if let Some(g) = &op.guarantee
+                && !GUARANTEES.contains(&g.as_str())
+            {
+                return Err(err(format!("unknown guarantee {g:?}")));
+            }
+            for f in op
+                .when
+                .family
+                .iter()
+                .chain(op.rules.iter().flat_map(|r| r.family.iter()))
+            {
+                if !FAMILIES.contains(&f.as_str()) {
+                    return Err(err(format!(
+                        "unknown family {f:?} (known: {})",
+                        FAMILIES.join(", ")
+                    )));
+                }
+            }
+            if op.rules.is_empty() && op.source.is_none() {
+                return Err(err("has no rules".into()));
+            }
+            for r in &op.rules {
+                compile_rule(r, 0, Vars::default()).map_err(|e| err(e.0))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids chosen by `--operations` specs (virt-sysprep's set language:
+    /// `defaults`, `all`, `none`, `+id`/`id` to add, `-id` to remove;
+    /// comma-separated, repeatable, applied left to right). No spec means
+    /// `defaults`.
+    pub fn select(&self, specs: &[String]) -> Result<BTreeSet<String>, ScrubError> {
+        let mut set = BTreeSet::new();
+        let tokens: Vec<&str> = if specs.is_empty() {
+            vec!["defaults"]
+        } else {
+            specs
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        for t in tokens {
+            match t {
+                "defaults" => set.extend(
+                    self.operations
+                        .iter()
+                        .filter(|o| o.default)
+                        .map(|o| o.id.clone()),
+                ),
+                "all" => set.extend(self.operations.iter().map(|o| o.id.clone())),
+                "none" => set.clear(),
+                _ => {
+                    let (add, id) = match t.strip_prefix('-') {
+                        Some(id) => (false, id),
+                        None => (true, t.strip_prefix('+').unwrap_or(t)),
+                    };
+                    if !self.operations.iter().any(|o| o.id == id) {
+                        return Err(ScrubError(format!(
+                            "--operations: unknown operation {id:?} (see `goldcap scrub --list`)"
+                        )));
+                    }
+                    if add {
+                        set.insert(id.to_owned());
+                    } else {
+                        set.remove(id);
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The catalogue as rows for `goldcap scrub --list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// Id.
+    pub id: String,
+    /// Category.
+    pub category: Category,
+    /// On by default.
+    pub default: bool,
+    /// Where it applies.
+    pub applies_to: String,
+    /// Why.
+    pub why: String,
+    /// Paths it acts on (computed sources say so).
+    pub paths: Vec<String>,
+}
+
+impl Catalogue {
+    /// Rows for the listing.
+    pub fn listing(&self) -> Vec<Listing> {
+        self.operations
+            .iter()
+            .map(|o| {
+                let mut applies = Vec::new();
+                if !o.when.family.is_empty() {
+                    applies.push(format!("{} family", o.when.family.join("/")));
+                }
+                if let Some(i) = &o.when.init {
+                    applies.push(i.clone());
+                }
+                if !o.when.exists.is_empty() {
+                    applies.push(format!("with {}", o.when.exists.join(" or ")));
+                }
+                let mut paths: Vec<String> = o
+                    .rules
+                    .iter()
+                    .flat_map(|r| r.paths.iter().cloned())
+                    .collect();
+                paths.dedup();
+                if let Some(s) = &o.source {
+                    paths.push(format!("(computed: {s})"));
+                }
+                Listing {
+                    id: o.id.clone(),
+                    category: o.category,
+                    default: o.default,
+                    applies_to: if applies.is_empty() {
+                        "all".into()
+                    } else {
+                        applies.join(", ")
+                    },
+                    why: o.why.clone(),
+                    paths,
+                }
+            })
+            .collect()
+    }
+}

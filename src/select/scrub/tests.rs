@@ -1,0 +1,429 @@
+//! Table tests for the catalogue, the selection language, matching and
+//! the content decisions. Pure: roots are tiny temporary trees.
+
+use super::catalogue::*;
+use super::decide::*;
+use super::plan::*;
+use super::rule::*;
+use crate::entry::FileKind as Kind;
+use crate::source::rootfs::RootFs;
+use regex::bytes::Regex;
+use std::fs;
+
+fn root(files: &[(&str, &str)]) -> (tempfile::TempDir, RootFs) {
+    let t = tempfile::tempdir().unwrap();
+    for (f, c) in files {
+        let p = t.path().join(f.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, c).unwrap();
+    }
+    let r = RootFs::new(t.path());
+    (t, r)
+}
+
+fn debian() -> (tempfile::TempDir, RootFs) {
+    root(&[
+        ("/etc/os-release", "ID=debian\nVERSION_ID=12\n"),
+        ("/usr/lib/systemd/systemd", ""),
+        ("/usr/sbin/sshd", ""),
+        (
+            "/etc/fstab",
+            "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
+        ),
+    ])
+}
+
+fn plan_for(r: &RootFs, ops: &[&str], mid: MachineIdMode) -> Plan {
+    let os = crate::source::facts::read_os_release(r);
+    let opts = PlanOptions {
+        operations: ops.iter().map(|s| s.to_string()).collect(),
+        machine_id: mid,
+        live: false,
+        mtime: 0,
+    };
+    Plan::new(&Catalogue::builtin(), r, os.as_ref(), &opts).unwrap()
+}
+
+#[test]
+fn builtin_catalogue_is_valid_and_documented() {
+    let c = Catalogue::builtin();
+    assert!(c.operations.len() >= 45, "{}", c.operations.len());
+    for op in &c.operations {
+        assert!(op.why.len() > 20, "{} needs a why", op.id);
+        if !op.default {
+            assert!(
+                op.why.starts_with("off:"),
+                "{}: an operation off by default says why first",
+                op.id
+            );
+        }
+    }
+    for risky in [
+        "ssh-userdir",
+        "user-accounts",
+        "firewall-rules",
+        "tls-private-keys",
+    ] {
+        let op = c.operations.iter().find(|o| o.id == risky).unwrap();
+        assert!(!op.default, "{risky} must be off by default");
+    }
+}
+
+#[test]
+fn selection_language() {
+    let c = Catalogue::builtin();
+    let defaults = c.select(&[]).unwrap();
+    assert!(defaults.contains("machine-id") && !defaults.contains("ssh-userdir"));
+    let s = c
+        .select(&["defaults,-logfiles,+ssh-userdir".into()])
+        .unwrap();
+    assert!(!s.contains("logfiles") && s.contains("ssh-userdir") && s.contains("machine-id"));
+    // Repeatable, applied left to right.
+    let s = c
+        .select(&[
+            "none".into(),
+            "machine-id".into(),
+            "+hostname,-machine-id".into(),
+        ])
+        .unwrap();
+    assert_eq!(s.into_iter().collect::<Vec<_>>(), vec!["hostname"]);
+    assert_eq!(c.select(&["all".into()]).unwrap().len(), c.operations.len());
+    let e = c.select(&["defaults,-nope".into()]).unwrap_err();
+    assert!(e.0.contains("unknown operation \"nope\""), "{e}");
+}
+
+#[test]
+fn bad_profiles_are_clear_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['etc/x']\naction='drop'\n",
+            "must be absolute",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['/x']\naction='explode'\n",
+            "unknown variant `explode`",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['/x']\naction='delete-lines'\npatterns=['(']\n",
+            "pattern \"(\"",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\nwhen={family=['beos']}\n[[operation.rule]]\npaths=['/x']\naction='drop'\n",
+            "unknown family",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['/x/*']\naction='add'\nkind='file'\ncontent=''\n",
+            "must be literal",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['/x']\naction='replace'\n",
+            "needs content",
+        ),
+        (
+            "[[operation]]\nid='Bad Id'\ncategory='identity'\ndefault=true\nwhy='w'\n[[operation.rule]]\npaths=['/x']\naction='drop'\n",
+            "ids are lowercase",
+        ),
+        (
+            "[[operation]]\nid='x'\ncategory='identity'\ndefault=true\nwhy='w'\ntypo=1\n",
+            "unknown field `typo`",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = Catalogue::parse(text, "p.toml").unwrap_err();
+        assert!(
+            e.0.contains(want) && e.0.starts_with("p.toml"),
+            "{want:?} not in {e}"
+        );
+    }
+}
+
+#[test]
+fn profiles_override_and_add() {
+    let mut c = Catalogue::builtin();
+    let user = Catalogue::parse(
+        "[[operation]]\nid='hostname'\ncategory='identity'\ndefault=true\nwhy='set a fixed name instead'\n[[operation.rule]]\npaths=['/etc/hostname']\naction='replace'\ncontent=\"gold\\n\"\n\
+         [[operation]]\nid='site-token'\ncategory='secret'\ndefault=true\nwhy='our own enrolment token'\n[[operation.rule]]\npaths=['/etc/site/token']\naction='drop'\n",
+        "user",
+    )
+    .unwrap();
+    let n = c.operations.len();
+    c.merge(user);
+    assert_eq!(c.operations.len(), n + 1);
+    let (_t, r) = debian();
+    let opts = PlanOptions::default();
+    let plan = Plan::new(&c, &r, None, &opts).unwrap();
+    let hits = plan.hits(b"etc/hostname", Kind::File);
+    assert_eq!(
+        decide(&plan, &hits, 14, None).0,
+        Outcome::Content(b"gold\n".to_vec())
+    );
+    assert_eq!(
+        plan.op_id(plan.hits(b"etc/site/token", Kind::File)[0]),
+        "site-token"
+    );
+}
+
+fn outcome(plan: &Plan, rel: &str, content: &str) -> (Outcome, Vec<String>) {
+    let hits = plan.hits(rel.as_bytes(), Kind::File);
+    let c = needs_content(plan, &hits).then_some(content.as_bytes());
+    let (o, effects) = decide(plan, &hits, content.len() as u64, c);
+    (
+        o,
+        effects
+            .into_iter()
+            .map(|e| format!("{}:{}:{}", e.op, e.action, e.bytes_removed))
+            .collect(),
+    )
+}
+
+#[test]
+fn decisions_table() {
+    let (_t, r) = debian();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    let ifcfg = "DEVICE=eth0\nHWADDR=52:54:00:12:34:56\nDHCP_HOSTNAME=gold\nONBOOT=yes\n";
+    let rows: Vec<(&str, &str, Outcome, Vec<&str>)> = vec![
+        (
+            "etc/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+            Outcome::Content(vec![]),
+            vec!["machine-id:replace:33"],
+        ),
+        (
+            "var/lib/dbus/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+            Outcome::Symlink(b"/etc/machine-id".to_vec()),
+            vec!["dbus-machine-id:symlink:33"],
+        ),
+        (
+            "etc/hostname",
+            "gold-template\n",
+            Outcome::Content(vec![]),
+            vec!["hostname:truncate:14"],
+        ),
+        (
+            "etc/hosts",
+            "127.0.0.1 localhost\n127.0.1.1 gold-template\n",
+            Outcome::Content(b"127.0.0.1 localhost\n".to_vec()),
+            vec!["hosts-hostname:delete-lines:24"],
+        ),
+        // Two operations edit the same file: both apply.
+        (
+            "etc/sysconfig/network-scripts/ifcfg-eth0",
+            ifcfg,
+            Outcome::Content(b"DEVICE=eth0\nONBOOT=yes\n".to_vec()),
+            vec![
+                "ifcfg-mac:delete-lines:25",
+                "ifcfg-hostname:delete-lines:19",
+            ],
+        ),
+        (
+            "etc/netplan/50-cloud-init.yaml",
+            "network:\n  ethernets:\n    eth0:\n      match:\n        macaddress: 52:54:00:12:34:56\n",
+            Outcome::Drop,
+            vec!["netplan-mac:drop:83"],
+        ),
+        (
+            "etc/netplan/01-netcfg.yaml",
+            "network:\n  ethernets:\n    eth0:\n      dhcp4: true\n",
+            Outcome::Unchanged,
+            vec![],
+        ),
+        (
+            "etc/NetworkManager/system-connections/Wired.nmconnection",
+            "[ethernet]\nmac-address=52:54:00:12:34:56\n[ipv4]\n",
+            Outcome::Content(b"[ethernet]\n[ipv4]\n".to_vec()),
+            vec!["nm-connection-mac:delete-lines:30"],
+        ),
+        (
+            "var/log/syslog",
+            "Nov 22 gold-template sshd\n",
+            Outcome::Content(vec![]),
+            vec!["logfiles:truncate:26"],
+        ),
+        (
+            "var/log/syslog.1",
+            "old\n",
+            Outcome::Drop,
+            vec!["logfiles:drop:4"],
+        ),
+        (
+            "var/log/apt/history.log.2.gz",
+            "x",
+            Outcome::Drop,
+            vec!["logfiles:drop:1"],
+        ),
+        (
+            "etc/fstab",
+            "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
+            Outcome::Content(b"UUID=x / ext4 defaults 0 1\n".to_vec()),
+            vec!["swap-files:delete-lines:27"],
+        ),
+        (
+            "etc/iscsi/initiatorname.iscsi",
+            "InitiatorName=iqn.1993-08.org.debian:01:abc\n",
+            Outcome::Content(b"GenerateName=yes\n".to_vec()),
+            vec!["iscsi-initiator:replace:44"],
+        ),
+        (
+            "etc/resolv.conf",
+            "nameserver 10.0.0.1\n",
+            Outcome::Unchanged,
+            vec![],
+        ),
+        (
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\n",
+            Outcome::Unchanged,
+            vec![],
+        ),
+    ];
+    for (rel, content, want, effects) in rows {
+        let (o, e) = outcome(&plan, rel, content);
+        assert_eq!(o, want, "{rel}");
+        assert_eq!(e, effects, "{rel}");
+    }
+    // Path-only drops are decided without content (the policy drops them).
+    for rel in [
+        "etc/ssh/ssh_host_rsa_key",
+        "var/lib/systemd/random-seed",
+        "swapfile",
+        "var/lib/cloud/instances",
+        "root/.bash_history",
+    ] {
+        let hits = plan.hits(rel.as_bytes(), Kind::File);
+        assert!(matches!(plan.rules[hits[0]].action, Action::Drop), "{rel}");
+    }
+    // cloud-init keeps its seed; a symlinked resolv.conf or machine-id is left alone.
+    assert!(plan.hits(b"var/lib/cloud/seed", Kind::Dir).is_empty());
+    assert!(plan.hits(b"etc/machine-id", Kind::Symlink).is_empty());
+}
+
+#[test]
+fn machine_id_uninitialized_and_rhel_rules() {
+    let (_t, r) = root(&[(
+        "/etc/os-release",
+        "ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=9.4\n",
+    )]);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Uninitialized);
+    assert_eq!(
+        plan.traits.families.iter().collect::<Vec<_>>(),
+        vec!["rhel"]
+    );
+    assert_eq!(
+        outcome(&plan, "etc/machine-id", "x").0,
+        Outcome::Content(b"uninitialized\n".to_vec())
+    );
+    // RHEL: no GenerateName, the file is dropped (iscsi-init recreates it).
+    assert_eq!(
+        outcome(&plan, "etc/iscsi/initiatorname.iscsi", "x").0,
+        Outcome::Drop
+    );
+    assert!(
+        !plan
+            .hits(b"etc/pki/consumer/cert.pem", Kind::File)
+            .is_empty(),
+        "rhsm applies to rhel"
+    );
+    let (_t, d) = debian();
+    let dplan = plan_for(&d, &["defaults"], MachineIdMode::Empty);
+    assert!(
+        dplan
+            .hits(b"etc/pki/consumer/cert.pem", Kind::File)
+            .is_empty(),
+        "rhsm does not apply to debian"
+    );
+    assert!(!dplan.ops.iter().find(|o| o.id == "rhsm").unwrap().active);
+}
+
+#[test]
+fn ssh_keys_are_kept_without_a_possible_regenerator() {
+    // sshd, no systemd, no distro mechanism: keys kept, and the plan says so.
+    let (_t, r) = root(&[("/etc/os-release", "ID=debian\n"), ("/usr/sbin/sshd", "")]);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(
+        plan.hits(b"etc/ssh/ssh_host_rsa_key", Kind::File)
+            .is_empty()
+    );
+    let op = plan.ops.iter().find(|o| o.id == "ssh-hostkeys").unwrap();
+    assert!(
+        !op.active && op.note.as_deref().unwrap().starts_with("KEPT"),
+        "{op:?}"
+    );
+    // With systemd, goldcap's unit is added.
+    let (_t, d) = debian();
+    let plan = plan_for(&d, &["defaults"], MachineIdMode::Empty);
+    assert!(
+        plan.synthetic
+            .iter()
+            .any(|s| s.rel == b"etc/systemd/system/goldcap-ssh-host-keys.service")
+    );
+    let plan = plan_for(&d, &["defaults,-ssh-hostkeys"], MachineIdMode::Empty);
+    assert!(plan.synthetic.is_empty());
+}
+
+#[test]
+fn delete_lines_keeps_other_lines_byte_exact() {
+    let re = vec![Regex::new(r"(?m)^\s*HWADDR=").unwrap()];
+    assert_eq!(
+        delete_lines(b"A=1\nHWADDR=x\nB=\xff\nno newline", &re),
+        b"A=1\nB=\xff\nno newline"
+    );
+    assert_eq!(delete_lines(b"HWADDR=x", &re), b"");
+}
+
+#[test]
+fn a_symlinked_machine_id_empties_its_target_without_a_loop() {
+    // /etc/machine-id -> ../var/lib/dbus/machine-id: emptying the link's
+    // target must win over the D-Bus rule that would make the target a
+    // symlink back to /etc/machine-id (a loop, and no machine id at all).
+    let (t, r) = root(&[
+        ("/etc/os-release", "ID=debian\n"),
+        (
+            "/var/lib/dbus/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink(
+        "../var/lib/dbus/machine-id",
+        t.path().join("etc/machine-id"),
+    )
+    .unwrap();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(
+        plan.hits(b"etc/machine-id", Kind::Symlink).is_empty(),
+        "the link itself stays"
+    );
+    let (o, e) = outcome(
+        &plan,
+        "var/lib/dbus/machine-id",
+        "0123456789abcdef0123456789abcdef\n",
+    );
+    assert_eq!(o, Outcome::Content(vec![]));
+    assert_eq!(e, vec!["machine-id:replace:33"]);
+}
+
+#[test]
+fn netplan_mac_matches_in_any_yaml_style() {
+    let (_t, r) = debian();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    for yaml in [
+        "network:\n  ethernets:\n    e:\n      match:\n        macaddress: 52:54:00:12:34:56\n",
+        "network: {ethernets: {e: {match: {macaddress: \"52:54:00:12:34:56\"}}}}\n",
+        "network:\n  ethernets:\n    e:\n      match: {\"macaddress\": '52:54:00:12:34:56'}\n",
+    ] {
+        assert_eq!(
+            outcome(&plan, "etc/netplan/x.yaml", yaml).0,
+            Outcome::Drop,
+            "{yaml}"
+        );
+    }
+    assert_eq!(
+        outcome(
+            &plan,
+            "etc/netplan/x.yaml",
+            "network: {ethernets: {e: {dhcp4: true}}}\n"
+        )
+        .0,
+        Outcome::Unchanged
+    );
+}
