@@ -153,7 +153,6 @@ pub trait Decide {
 pub enum Reason {
     /// Matched an `--exclude` pattern.
     Excluded(String),
-    /// A Unix socket.
     Socket,
     /// One of goldcap's own files in its output directory.
     OutputDir,

@@ -48,7 +48,6 @@ fn is_ignored(sig: i32) -> io::Result<bool> {
 }
 
 impl Cancel {
-    /// Installs the handlers.
     pub fn install() -> io::Result<Cancel> {
         for sig in SIGNALS {
             if is_ignored(sig)? {

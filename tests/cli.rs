@@ -1,9 +1,7 @@
 //! The command-line surface: help, man pages, what goes to stdout and
 //! stderr.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn help_documents_every_exit_status() {
@@ -25,7 +23,7 @@ fn help_documents_every_exit_status() {
 
 #[test]
 fn committed_man_pages_match_the_code() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let o = goldcap(&[
         "man".as_ref(),
         "--output-dir".as_ref(),

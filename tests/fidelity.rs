@@ -4,9 +4,7 @@
 //! (tests/tools/treesnap.py: lstat, ns mtime, content, xattrs, hardlink
 //! groups, sparse allocation) and spot-checked with getcap/getfacl.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 /// Differences every capture has on purpose: `curtin/` is added, the socket

@@ -8,9 +8,7 @@
 //! 1 MiB block cannot be read that way (use `r:gz`, or pipe through
 //! `gzip -dc` into mode `r|`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -143,7 +141,7 @@ fn small_root_is_one_member_and_streams_in_python() {
     // A root whose tar stream fits in one block gives a single member, so
     // even Python's streaming reader reads it whole.
     require_root();
-    let d = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir_in(test_tmp()).unwrap();
     let root = d.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();

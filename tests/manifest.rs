@@ -1,8 +1,6 @@
 //! The MANIFEST and the names: what an operator and DRP read.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

@@ -2,9 +2,7 @@
 //! included, pseudo filesystems never, `--exclude`, and goldcap's own output
 //! directory.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn names(run: &Run) -> Vec<String> {
     tar_list(&run.artifact())
@@ -248,7 +246,7 @@ fn pruned_directories_are_never_opened() {
     // As an unprivileged user, opening these would fail with a warning;
     // pruned by the policy, they must not be opened at all.
     require_root();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let root = dir.path().join("root");
     for d in ["etc", "skip/deeper", "tmp/deeper", "ok"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -284,7 +282,7 @@ fn btrfs_subvolume_mounts_of_the_root_filesystem_are_part_of_the_system() {
     // openSUSE's layout: /var, /srv, ... are subvolumes of the root's btrfs,
     // mounted separately; snapper's /.snapshots must not be crossed.
     require_tool("mkfs.btrfs");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let img = dir.path().join("btrfs.img");
     sh(std::process::Command::new("truncate")
         .args(["-s", "300M"])

@@ -3,9 +3,7 @@
 //! capture gives warnings and a valid archive, bad input gives a clear error
 //! and no output.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};

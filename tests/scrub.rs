@@ -4,9 +4,7 @@
 //! with GNU tar and plain file reads. `goldcap verify` passes the result
 //! and fails a plain `tar czf` of the same root, naming each leak.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -882,7 +880,7 @@ fn in_place_drops_never_touch_what_is_mounted_inside() {
 
 #[test]
 fn the_booted_root_is_refused_under_another_path_too() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let alias = dir.path().join("alias");
     let _m = MountGuard::mount(&["--bind", "/"], &alias);
     let o = scrub_in_place(&alias, &["--dry-run"]);
@@ -980,7 +978,7 @@ fn a_symlinked_machine_id_is_emptied_without_a_loop() {
 
 #[test]
 fn verify_follows_symlinks_and_hard_links() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let r = dir.path().join("r");
     for d in ["curtin", "etc/netplan", "boot", "var/lib/dbus"] {
         std::fs::create_dir_all(r.join(d)).unwrap();

@@ -5,9 +5,7 @@
 //! asked). What was stored is read back independently: from the servers'
 //! storage directories with md5sum, with GNU tar, with boto3.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -38,7 +36,7 @@ impl Drp {
     fn start_with(extra: Value, tls: Option<(&Path, &Path)>) -> Drp {
         let dir = tempfile::Builder::new()
             .prefix("goldcap-drp-")
-            .tempdir()
+            .tempdir_in(test_tmp())
             .unwrap();
         let mut config = json!({
             "users": {
@@ -166,7 +164,7 @@ impl S3 {
         );
         let data = tempfile::Builder::new()
             .prefix("goldcap-s3-")
-            .tempdir()
+            .tempdir_in(test_tmp())
             .unwrap();
         let mut child = Command::new(venv_python())
             .arg(project().join("tests/servers/s3_server.py"))
@@ -746,10 +744,12 @@ fn drp_faults_are_retried_then_verified() {
     let drp = Drp::start(json!({"faults": [
         {"kind": "reset", "method": "POST", "path": art, "times": 1, "after": 65536},
         {"kind": "500", "method": "POST", "path": art, "times": 2},
-        {"kind": "stall", "method": "POST", "path": art, "times": 1, "seconds": 4}
+        {"kind": "stall", "method": "POST", "path": art, "times": 1, "seconds": 6}
     ]}));
     let mut args = args_for(&cap, &drp);
-    args.extend(os(&["--timeout", "2", "--attempts", "6"]));
+    // The stall outlasts --timeout by 4 s, and the attempts left after it
+    // (backing off 2 s, then 4 s) outlast the stalled handler's .part.
+    args.extend(os(&["--timeout", "2", "--attempts", "8"]));
     let r = run(&args, &[("RS_TOKEN", TOKEN)], &cap.out);
     r.ok();
     let err = r.stderr();
@@ -1138,7 +1138,7 @@ fn captured_with_ident(env: &Env, out: &str, ident: &str) -> PathBuf {
 #[test]
 fn token_refused_for_a_user_without_the_rights() {
     let drp = Drp::start(json!({}));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
     let r = run(
         &os(&[
             "token",
@@ -1347,7 +1347,7 @@ fn s3_parts_are_retried_individually() {
     let s3 = S3::start(json!([
         {"kind": "500", "method": "PUT", "query": "partNumber=2&", "times": 2},
         {"kind": "reset", "method": "PUT", "query": "partNumber=3&", "times": 1},
-        {"kind": "stall", "method": "PUT", "query": "partNumber=1&", "times": 1, "seconds": 6}
+        {"kind": "stall", "method": "PUT", "query": "partNumber=1&", "times": 1, "seconds": 8}
     ]));
     let r = s3.goldcap(
         &capture_args(

@@ -4,9 +4,7 @@
 //! and from a pipe, bsdtar, and goldcap's own `verify` — and the bytes do
 //! not depend on `--threads`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

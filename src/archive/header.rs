@@ -38,9 +38,7 @@ pub type Pax = (String, Vec<u8>);
 pub struct Meta {
     /// Permission bits including setuid/setgid/sticky.
     pub mode: u32,
-    /// Owner.
     pub uid: u64,
-    /// Group.
     pub gid: u64,
     /// Seconds since the epoch (may be negative).
     pub mtime: i64,
@@ -78,7 +76,6 @@ pub fn pax_header(len: u64) -> Header {
 
 /// Builds the ustar header for an entry and the PAX records it needs.
 pub struct HeaderBuilder {
-    /// The header.
     pub header: Header,
     /// PAX records, in the order they will be written.
     pub pax: Vec<Pax>,

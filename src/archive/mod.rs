@@ -55,7 +55,6 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// What an entry became in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A directory.
     Dir,
     /// A regular file with its body.
     File {
@@ -64,13 +63,9 @@ pub enum Kind {
     },
     /// A hard link to an earlier entry.
     Hardlink,
-    /// A symbolic link.
     Symlink,
-    /// A character device.
     Char,
-    /// A block device.
     Block,
-    /// A FIFO.
     Fifo,
 }
 
@@ -80,7 +75,6 @@ pub struct Ctx<'a, 'u> {
     pub report: &'a mut Report<'u>,
     /// Checked between chunks.
     pub cancel: &'a Cancel,
-    /// Progress.
     pub ui: &'a Ui,
 }
 

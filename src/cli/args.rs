@@ -202,7 +202,8 @@ pub struct UploadArgs {
 /// `goldcap upload`.
 #[derive(Debug, Clone, Args)]
 pub struct UploadCmdArgs {
-    /// The capture's JSON MANIFEST (the artifact and text MANIFEST are next to it).
+    /// The capture's JSON MANIFEST (the artifact and text MANIFEST are next to
+    /// it).
     #[arg(value_name = "MANIFEST.json")]
     pub manifest: PathBuf,
     /// drp, drp:URL, s3://BUCKET/PREFIX, put:URL,URL or put:@FILE.

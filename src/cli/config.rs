@@ -9,7 +9,7 @@
 //! its [`Config`]. Nothing here writes, except creating a missing output
 //! directory; every failure is a usage error (exit status 2).
 
-use crate::cli::args::{
+use crate::cli::{
     CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
     UploadArgs, UploadCmdArgs, VerifyArgs,
 };
@@ -114,7 +114,6 @@ pub struct Names {
 }
 
 impl CaptureConfig {
-    /// Validates `args`.
     pub fn from_args(args: &CaptureArgs) -> Result<CaptureConfig> {
         let root = root_dir(&args.root)?;
         let live = root == Path::new("/");
@@ -444,7 +443,6 @@ pub struct InPlace {
 }
 
 impl ScrubConfig {
-    /// Validates `args`.
     pub fn from_args(args: &ScrubCmdArgs) -> Result<ScrubConfig> {
         if args.list {
             return Ok(ScrubConfig::List {
@@ -602,7 +600,6 @@ impl TokenConfig {
 pub struct ProfileConfig {
     /// The JSON MANIFEST, for messages.
     pub manifest_path: PathBuf,
-    /// Its content.
     pub manifest: serde_json::Value,
     pub endpoint: Option<String>,
     /// Where to write the profile (stdout when `None`).

@@ -1,11 +1,12 @@
-//! md5, sha256 and size of a byte stream: the one place goldcap hashes.
+//! md5, sha256 and size of a byte stream, and their hex form.
 //!
-//! The artifact's digests are what DRP image-builder records (md5) and what
-//! DRP's files API reports (sha256); goldcap computes both over the
-//! compressed bytes as they pass — in the capture's [`super::tee`], while
-//! an upload reads a finished file, while `verify` decompresses one — and
-//! never reads a file a second time to hash it. This module must never
-//! hash anything but the bytes that actually passed.
+//! Part of the output stage. The artifact's digests are what DRP
+//! image-builder records (md5) and what DRP's files API reports (sha256);
+//! goldcap computes both over the compressed bytes as they pass — in the
+//! capture's [`super::tee`] (one thread per hash), through a
+//! [`HashingReader`] while an upload sends a finished file or `verify`
+//! decompresses one — and never reads a file a second time to hash it.
+//! This module must never hash anything but the bytes that actually passed.
 
 use md5::{Digest, Md5};
 use serde::Serialize;

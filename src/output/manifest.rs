@@ -1,13 +1,13 @@
 //! The MANIFEST: DRP image-builder's info block and goldcap's facts, as text
 //! for people and as JSON for machines.
 //!
-//! Sits after the sink: it is written once the artifact's size and digests
-//! are known, and published after the artifact (it is the "capture is
-//! complete" marker). The text starts with image-builder's block, same
-//! labels and layout (labels right-aligned to 16 columns, `:  `, a line of
-//! 80 dashes), so anything that scrapes DRP manifests keeps working; then
-//! sha256, tool, source facts, packages, what was left out, warnings, and
-//! the archived paths. The JSON twin carries the same data.
+//! The last piece of the output stage: written once the artifact's size and
+//! digests are known, and published after the artifact (it is the "capture is
+//! complete" marker). The text starts with image-builder's block, same labels
+//! and layout (labels right-aligned to 16 columns, `:  `, a line of 80 dashes),
+//! so anything that scrapes DRP manifests keeps working; then sha256, tool,
+//! source facts, packages, what was left out, warnings, and the archived paths.
+//! The JSON twin carries the same data.
 //!
 //! The path list can be as long as the tree, so it is never held in memory:
 //! [`PathList`] spools it to an unnamed temporary file during the capture
@@ -97,12 +97,10 @@ impl Serialize for Paths {
 pub struct Tool {
     /// `goldcap`.
     pub name: &'static str,
-    /// Crate version.
     pub version: &'static str,
 }
 
 impl Tool {
-    /// This build.
     pub fn current() -> Tool {
         Tool {
             name: env!("CARGO_PKG_NAME"),
@@ -133,7 +131,6 @@ pub struct OpReport {
     pub op: PlannedOp,
     /// Entries acted on.
     pub items: u64,
-    /// Bytes removed.
     pub bytes_removed: u64,
 }
 
@@ -234,7 +231,6 @@ impl ScrubSection {
 pub struct Manifest {
     /// JSON layout version.
     pub manifest_version: u32,
-    /// Writer.
     pub tool: Tool,
     /// Artifact file name.
     pub filename: String,
@@ -247,17 +243,13 @@ pub struct Manifest {
     /// Artifact size and digests.
     #[serde(flatten)]
     pub digests: Digests,
-    /// Compression format.
     pub format: Format,
-    /// Compression level.
     pub level: i32,
     /// Upload name of the artifact.
     pub upload_tarball: String,
     /// Upload name of the text manifest.
     pub upload_manifest: String,
-    /// The source.
     pub source: Source,
-    /// Counts.
     pub stats: Stats,
     /// What was left out (up to the detail cap).
     pub pruned: Vec<Pruned>,
@@ -267,7 +259,6 @@ pub struct Manifest {
     pub warnings: Vec<Warning>,
     /// How many warnings in all.
     pub warning_count: u64,
-    /// The identity scrub.
     pub scrub: ScrubSection,
     /// How paths are written.
     pub path_encoding: &'static str,

@@ -1,13 +1,13 @@
 //! Artifact names: templates, idents and date stamps, as DRP image-builder
 //! spells them.
 //!
-//! Sits before the pipeline: [`crate::cli::config`] resolves every name once, so
-//! the capture, the MANIFEST and a later upload all use the same strings.
+//! Sits before the pipeline: [`crate::cli::config`] resolves every name once,
+//! so the capture, the MANIFEST and a later upload all use the same strings.
 //! Defaults follow `image-builder/upload-*` exactly — rootfs
 //! `{os}-rootfs-{date}-{ident}`, manifest `{os}-MANIFEST-{date}-{ident}`,
-//! upload path `images` — and templates accept DRP's shell spelling
-//! (`$TAG`, `$DSTAMP`, `$RS_IMAGE_IDENT`, also `${…}`) so existing params
-//! paste in unchanged. Pure code: no I/O except the random ident.
+//! upload path `images` — and templates accept DRP's shell spelling (`$TAG`,
+//! `$DSTAMP`, `$RS_IMAGE_IDENT`, also `${…}`) so existing params paste in
+//! unchanged. Pure code: no I/O except the random ident.
 //!
 //! Never produce a name with `/`, NUL, a leading `.`, or `.`/`..`: the
 //! result is used as a file name in the output directory.

@@ -129,7 +129,6 @@ pub struct HashTee<W: Write> {
 }
 
 impl<W: Write> HashTee<W> {
-    /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
         let hashers = match HashThreads::spawn() {
             Ok(t) => Hashers::Threads(t),

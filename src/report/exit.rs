@@ -32,7 +32,6 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    /// The numeric status.
     pub fn code(self) -> i32 {
         match self {
             ExitCode::Success => 0,

@@ -57,12 +57,10 @@ impl fmt::Display for WarningKind {
     }
 }
 
-/// One warning.
 #[derive(Debug, Clone, Serialize)]
 pub struct Warning {
     /// The archive path (`./var/log/syslog`), escaped.
     pub path: String,
-    /// Category.
     pub kind: WarningKind,
     /// What happened, for people.
     pub message: String,
@@ -87,7 +85,6 @@ pub struct Pruned {
 pub struct Stats {
     /// Archive entries (not counting PAX headers).
     pub entries: u64,
-    /// Directories.
     pub directories: u64,
     /// Regular files with a body.
     pub files: u64,
@@ -95,13 +92,9 @@ pub struct Stats {
     pub sparse_files: u64,
     /// Hard links to an earlier entry.
     pub hardlinks: u64,
-    /// Symbolic links.
     pub symlinks: u64,
-    /// Character devices.
     pub char_devices: u64,
-    /// Block devices.
     pub block_devices: u64,
-    /// FIFOs.
     pub fifos: u64,
     /// Entries goldcap added (e.g. `curtin/`).
     pub synthetic: u64,
@@ -116,9 +109,7 @@ pub struct Stats {
 /// One scrub operation's effect on one entry, as the scrub reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Effect {
-    /// Operation id.
     pub op: String,
-    /// Action name.
     pub action: &'static str,
     /// Bytes of the original no longer in the image.
     pub bytes_removed: u64,
@@ -127,11 +118,9 @@ pub struct Effect {
 /// One scrub action on one entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScrubRecord {
-    /// Operation id.
     pub op: String,
     /// Archive path, escaped.
     pub path: String,
-    /// Action taken.
     pub action: &'static str,
     /// Bytes of the original no longer in the image.
     pub bytes_removed: u64,
@@ -142,7 +131,6 @@ pub struct ScrubRecord {
 pub struct ScrubTotal {
     /// Entries acted on.
     pub items: u64,
-    /// Bytes removed.
     pub bytes_removed: u64,
 }
 
@@ -157,7 +145,6 @@ pub struct Report<'u> {
     pub pruned: Vec<Pruned>,
     /// All pruned entries.
     pub pruned_count: u64,
-    /// Counts.
     pub stats: Stats,
     /// Scrub actions, up to [`DETAIL_CAP`].
     pub scrub: Vec<ScrubRecord>,

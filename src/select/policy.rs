@@ -12,10 +12,10 @@
 //! 4. in goldcap's output directory, goldcap's own files (`.goldcap-*`
 //!    temporaries, earlier artifacts and manifests: `*.tgz`, `*.tar.zst`,
 //!    `*.txt`, `*.json`) are dropped;
-//! 5. the identity scrub ([`crate::select::scrub::Plan`]): a rule whose first action
-//!    is `drop` leaves the entry out (decided by path, never read); other
-//!    actions on a regular file become [`Decision::Scrub`], applied by the
-//!    tar writer with the file's content;
+//! 5. the identity scrub ([`super::scrub::Plan`]): a rule whose first
+//!    action is `drop` leaves the entry out (decided by path, never read);
+//!    other actions on a regular file become [`Decision::Scrub`], applied
+//!    by the tar writer with the file's content;
 //! 6. a mount point is never crossed if it is a pseudo or volatile
 //!    filesystem (proc, sysfs, tmpfs, …); it is crossed if it is named by
 //!    `--include-mount` (default `/boot`, `/boot/efi`) or is part of the
@@ -69,7 +69,6 @@ pub struct Excludes {
 }
 
 impl Excludes {
-    /// Compiles the patterns.
     pub fn new(patterns: &[String]) -> Result<Excludes, PatternError> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
@@ -123,7 +122,6 @@ fn compile(raw: &str) -> Result<Glob, PatternError> {
         .map_err(|e| PatternError(format!("--exclude {raw:?}: {e}")))
 }
 
-/// The capture policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     excludes: Excludes,

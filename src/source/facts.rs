@@ -30,7 +30,6 @@ pub struct Facts {
     pub kernels: Vec<Kernel>,
     /// Boot modes the image carries support for.
     pub boot: BootSupport,
-    /// The installed packages.
     pub packages: Packages,
     /// Whether the image can be kexec'ed into (DRP's `kexec-ok`).
     pub kexec: Kexec,
@@ -144,11 +143,9 @@ pub struct Packages {
 /// One installed package.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Package {
-    /// Name.
     pub name: String,
     /// Version (with epoch and release where the format has them).
     pub version: String,
-    /// Architecture.
     pub arch: String,
 }
 

@@ -12,15 +12,15 @@
 //! while the archive keeps its order. Larger files are left to the kernel's
 //! own sequential read-ahead once the writer reaches them.
 //!
-//! Hints cost an `open`, an `fadvise` and a `close` per file, which on a
-//! warm cache is pure overhead (about 40 % of a small-file capture's time).
-//! So they are given only while the disk is in the way: the hint thread
-//! first checks whether the range is already cached
-//! ([`crate::source::fsx::read_at_cached`] of its last byte) and stops being given
-//! hints after [`HOLD_FILES`] cached files in a row; the writer tries the
-//! first read of each file from the page cache alone and, when it would
-//! have had to wait, reports it through [`ColdReads`], which starts hints
-//! again. Where the cache cannot be checked, every file is hinted.
+//! Hints cost an `open`, an `fadvise` and a `close` per file, which on a warm
+//! cache is pure overhead (about 40 % of a small-file capture's time). So they
+//! are given only while the disk is in the way: the hint thread first checks
+//! whether the range is already cached ([`crate::source::fsx::read_at_cached`]
+//! of its last byte) and stops being given hints after [`HOLD_FILES`] cached
+//! files in a row; the writer tries the first read of each file from the page
+//! cache alone and, when it would have had to wait, reports it through
+//! [`ColdReads`], which starts hints again. Where the cache cannot be checked,
+//! every file is hinted.
 //!
 //! Files of [`DIRECT_MIN`] bytes or more are not hinted: when the writer
 //! finds one uncached it reads it with `O_DIRECT`, straight from the disk
@@ -206,7 +206,6 @@ fn file_size(e: &Event) -> Option<u64> {
 }
 
 impl<I: Iterator<Item = Event>> Lookahead<I> {
-    /// Wraps the walk.
     pub fn new(inner: I) -> Self {
         let cold = ColdReads::default();
         Lookahead {

@@ -1,12 +1,12 @@
 //! Reading small files inside the root being captured, confined to it.
 //!
-//! Sits before the pipeline: [`crate::source::facts`] and [`crate::archive`] (owner
-//! names) read `/etc/os-release`, `/etc/passwd`, the dpkg status file …
+//! Sits before the pipeline: [`crate::source::facts`] and [`crate::archive`]
+//! (owner names) read `/etc/os-release`, `/etc/passwd`, the dpkg status file …
 //! *as the captured system sees them*. In a chroot those are often symlinks
 //! (`/etc/os-release -> ../usr/lib/os-release`, `/lib -> usr/lib`) and an
-//! absolute link must resolve inside the root, not on the host running
-//! goldcap. [`RootFs::resolve`] follows links component by component with
-//! the root as `/`, like `chroot` would.
+//! absolute link must resolve inside the root, not on the host running goldcap.
+//! [`RootFs::resolve`] follows links component by component with the root as
+//! `/`, like `chroot` would.
 //!
 //! This module only reads. It must never write, and never follow a link
 //! out of the root.

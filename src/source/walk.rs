@@ -2,22 +2,21 @@
 //! pruned by the policy *before* anything below a pruned directory is
 //! opened, with synthetic entries merged in.
 //!
-//! First stage of the pipeline (walk → policy → tar writer → compressor →
-//! hash → sink). Siblings come in byte order, depth first, so output is
-//! deterministic; that order is the lexicographic order of component lists
-//! ([`walk_cmp`]), which lets synthetic entries (the top-level `curtin/`
-//! directory, later scrub additions) be merged in where a real entry would
-//! be.
+//! The first stage: it asks the policy about each entry (a [`Decide`]) and
+//! hands what is kept to the tar writer. Siblings come in byte order, depth
+//! first, so output is deterministic; that order is the lexicographic order of
+//! component lists ([`walk_cmp`]), which lets synthetic entries (the top-level
+//! `curtin/` directory, later scrub additions) be merged in where a real entry
+//! would be.
 //!
-//! Why not `walkdir`: it opens and lists every directory as soon as it
-//! meets it, before the caller can decide. On a live server that means
-//! listing `/proc`, triggering automounts (a systemd automount of
-//! `/boot/efi`, autofs home directories) and hanging on a dead NFS server
-//! just to then skip them. Here the policy decides first and a directory
-//! is opened only to descend into it — relative to its parent's descriptor
-//! with `O_NOFOLLOW|O_NOATIME` ([`crate::source::fsx`]), so a symlink swapped in
-//! mid-capture cannot lead outside the root and directory atimes stay as
-//! they were.
+//! Why not `walkdir`: it opens and lists every directory as soon as it meets
+//! it, before the caller can decide. On a live server that means listing
+//! `/proc`, triggering automounts (a systemd automount of `/boot/efi`, autofs
+//! home directories) and hanging on a dead NFS server just to then skip them.
+//! Here the policy decides first and a directory is opened only to descend into
+//! it — relative to its parent's descriptor with `O_NOFOLLOW|O_NOATIME`
+//! ([`crate::source::fsx`]), so a symlink swapped in mid-capture cannot lead
+//! outside the root and directory atimes stay as they were.
 //!
 //! Mounts: [`MountTable`] names mount points (bind mounts included); without
 //! `/proc`, a change of `st_dev` marks one. Memory: one sorted name list and
@@ -47,7 +46,6 @@ use std::rc::Rc;
 pub enum Event {
     /// Archive this entry. `note` says why a directory's content is left out.
     Entry {
-        /// The entry.
         entry: SourceEntry,
         /// Set when only the directory itself is kept.
         note: Option<Reason>,
@@ -59,9 +57,7 @@ pub enum Event {
     Dropped {
         /// Path relative to the root.
         rel: Vec<u8>,
-        /// Why.
         reason: Reason,
-        /// Its `lstat`.
         stat: Stat,
         /// For a directory dropped by the scrub: bytes and entries below it
         /// (same filesystem only), for the report.
@@ -77,7 +73,6 @@ pub enum Event {
     Problem {
         /// Path relative to the root.
         rel: Vec<u8>,
-        /// Category.
         kind: WarningKind,
         /// What happened and what it means for the archive.
         message: String,

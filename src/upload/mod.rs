@@ -2,7 +2,7 @@
 //! are written — a Digital Rebar Provision endpoint's file store, S3 or an
 //! S3-compatible store, or two presigned PUT URLs.
 //!
-//! Sits after the sink: `goldcap upload MANIFEST.json --to TARGET` reads a
+//! The stage after output: `goldcap upload MANIFEST.json --to TARGET` reads a
 //! finished artifact, `goldcap capture --upload TARGET` streams the
 //! compressed bytes straight to DRP or S3 while they are hashed, so a
 //! server without room for a local copy can still be captured. Every upload
@@ -40,7 +40,6 @@ pub enum Target {
     },
     /// `s3://bucket/prefix`.
     S3 {
-        /// Bucket name.
         bucket: String,
         /// Key prefix (no leading or trailing `/`).
         prefix: String,
@@ -194,7 +193,6 @@ pub struct Stored {
     pub name: String,
     /// Where it can be fetched (no credentials in it).
     pub url: String,
-    /// Bytes.
     pub size: u64,
     /// How it was checked after the upload.
     pub verified: String,
@@ -203,7 +201,6 @@ pub struct Stored {
 /// The result of an upload.
 #[derive(Debug, Clone, Serialize)]
 pub struct Uploaded {
-    /// The target, described.
     pub target: String,
     /// Artifact, then MANIFEST(s).
     pub objects: Vec<Stored>,
@@ -216,11 +213,8 @@ pub struct Uploaded {
 /// Paths of a finished capture, as its JSON MANIFEST names them.
 #[derive(Debug, Clone)]
 pub struct Files {
-    /// The artifact.
     pub artifact: PathBuf,
-    /// The text MANIFEST.
     pub manifest: PathBuf,
-    /// The JSON MANIFEST.
     pub manifest_json: PathBuf,
     /// DRP upload name of the artifact (`images/x.tgz`).
     pub upload_tarball: String,

@@ -14,6 +14,7 @@ use crate::output::digest::HashingReader;
 use crate::report::error::{Error, Result};
 use crate::report::ui::Ui;
 use crate::signals::Cancel;
+use std::path::Path;
 
 /// Uploads through two presigned PUT URLs.
 pub fn put_files(
@@ -49,42 +50,7 @@ pub fn put_files(
             &format!("PUT {}", redact(url)),
             opts.attempts,
             cancel,
-            || {
-                let f = std::fs::File::open(path)
-                    .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
-                let mut r = HashingReader::new(f).with_progress(ui);
-                let mut resp = agent
-                    .put(url)
-                    .header("Content-Length", size.to_string())
-                    // No Content-Type: URLs signed without one (SigV2 signs
-                    // it) would not match. A refusal comes before the body.
-                    .header("Expect", "100-continue")
-                    .send(ureq::SendBody::from_reader(&mut r))
-                    .map_err(Attempt::from)?;
-                let status = resp.status().as_u16();
-                if !(200..300).contains(&status) {
-                    let body = body_text(&mut resp);
-                    return Err(status_attempt(
-                        status,
-                        format!("HTTP {status}: {}", s3::error_message(&body)),
-                    ));
-                }
-                let etag = resp
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .trim_matches('"')
-                    .to_owned();
-                let d = r.hasher().digests();
-                let (md5, sha256) = (d.md5, d.sha256);
-                if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) && etag != md5 {
-                    return Err(Attempt::Fatal(format!(
-                        "the stored ETag {etag} is not the md5 of what was sent ({md5})"
-                    )));
-                }
-                Ok((md5, sha256))
-            },
+            || put_once(&agent, url, path, size, ui),
         )
         .map_err(|e| left(&objects, e))?;
         if let Some(f) = expect
@@ -109,4 +75,49 @@ pub fn put_files(
         objects,
         presigned_get: None,
     })
+}
+
+/// One PUT of the file at `path` (`size` bytes); the md5 and sha256 of what
+/// was sent, checked against the ETag where the store gives an md5.
+fn put_once(
+    agent: &ureq::Agent,
+    url: &str,
+    path: &Path,
+    size: u64,
+    ui: &Ui,
+) -> std::result::Result<(String, String), Attempt> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
+    let mut r = HashingReader::new(f).with_progress(ui);
+    let mut resp = agent
+        .put(url)
+        .header("Content-Length", size.to_string())
+        // No Content-Type: URLs signed without one (SigV2 signs it) would
+        // not match. A refusal comes before the body.
+        .header("Expect", "100-continue")
+        .send(ureq::SendBody::from_reader(&mut r))
+        .map_err(Attempt::from)?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let body = body_text(&mut resp);
+        return Err(status_attempt(
+            status,
+            format!("HTTP {status}: {}", s3::error_message(&body)),
+        ));
+    }
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_owned();
+    let d = r.hasher().digests();
+    if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) && etag != d.md5 {
+        return Err(Attempt::Fatal(format!(
+            "the stored ETag {etag} is not the md5 of what was sent ({})",
+            d.md5
+        )));
+    }
+    Ok((d.md5, d.sha256))
 }

@@ -6,13 +6,12 @@
 //! and the tools `scripts/install-deps` installs; they fail loudly, never
 //! skip, when either is missing.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 pub const IDENT: &str = "cf99cd80eb";
 pub const DATE: &str = "2026-11-22T10:15:00Z";
@@ -31,8 +30,7 @@ pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        euid,
-        0,
+        euid, 0,
         "these tests need root (mknod, chown, setcap, mounts); CI runs as root"
     );
 }
@@ -48,31 +46,98 @@ pub fn require_tool(tool: &str) {
     assert!(found, "{tool} is missing: run scripts/install-deps");
 }
 
+/// Where tests make their directories: `target/tmp`, on the disk the build
+/// is on (a tmpfs `/tmp` refuses `O_DIRECT`, which captures use).
+pub fn test_tmp() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A root built once per test run by `build` (into `target/tmp`,
+/// `fixture-<name>.<pid>`; builds are serialised, and `build` must not ask
+/// for another cached root) and copied for each test with `cp -a`, which
+/// keeps everything the tests compare: owners, modes, ns mtimes, xattrs,
+/// ACLs, capabilities, hardlinks, devices, sparse files
+/// (`the_copied_sample_root_is_the_built_one` checks it).
+fn cached_root(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let dir = test_tmp().join(format!("fixture-{name}.{}", std::process::id()));
+    remove_stale_fixtures(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    build(&dir);
+    built.insert(name.to_owned(), dir.clone());
+    dir
+}
+
+/// Fixtures left by test runs that have ended (their pid is gone).
+fn remove_stale_fixtures(ours: &Path) {
+    for e in std::fs::read_dir(test_tmp()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("fixture-")
+            .and_then(|n| n.rsplit('.').next())
+        else {
+            continue;
+        };
+        if e.path() != ours && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Runs a fixture script, asserting it worked.
+fn fixture(script: &str, args: &[&OsStr]) {
+    let out = Command::new("bash")
+        .arg(project().join("fixtures").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The sample root (`fixtures/make-sample-root.sh`), built once per run.
+pub fn sample_root() -> PathBuf {
+    cached_root("sample", |dir| {
+        fixture("make-sample-root.sh", &[dir.as_os_str()])
+    })
+}
+
+/// Copies a cached root to `to` (which must not exist).
+fn copy_root(from: &Path, to: &Path) {
+    sh(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
 /// A temporary directory holding a sample root and output directories.
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
 impl Env {
-    /// Builds the sample root from `fixtures/make-sample-root.sh`.
-    pub fn new() -> Env {
+    /// A copy of `template` in a new test directory.
+    fn from_template(template: &Path) -> Env {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("goldcap-test-")
-            .tempdir()
+            .tempdir_in(test_tmp())
             .unwrap();
         let env = Env { dir };
-        let out = Command::new("bash")
-            .arg(project().join("fixtures/make-sample-root.sh"))
-            .arg(env.root())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fixture failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        copy_root(template, &env.root());
         env
+    }
+
+    /// A copy of the sample root from `fixtures/make-sample-root.sh`.
+    pub fn new() -> Env {
+        require_root();
+        Env::from_template(&sample_root())
     }
 
     pub fn root(&self) -> PathBuf {
@@ -397,21 +462,20 @@ pub fn assert_restored(
     assert!(d.is_empty(), "differences after {what}:\n{}", d.join("\n"));
 }
 
-/// A sample root with the identity state of `flavor` (debian | rhel) added.
+/// A sample root with the identity state of `flavor` (debian | rhel) added
+/// (`fixtures/add-identity-state.sh`).
 pub fn identity_env(flavor: &str) -> Env {
-    let env = Env::new();
-    let out = Command::new("bash")
-        .arg(project().join("fixtures/add-identity-state.sh"))
-        .arg(env.root())
-        .arg(flavor)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "identity fixture failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env
+    require_root();
+    // Outside `cached_root`'s lock, which is not reentrant.
+    let sample = sample_root();
+    let template = cached_root(&format!("identity-{flavor}"), |dir| {
+        copy_root(&sample, dir);
+        fixture(
+            "add-identity-state.sh",
+            &[dir.as_os_str(), OsStr::new(flavor)],
+        );
+    });
+    Env::from_template(&template)
 }
 
 /// Content and metadata of every entry (treesnap) plus ctime and inode of
@@ -421,4 +485,13 @@ pub fn tree_digest(root: &Path) -> (BTreeMap<String, Value>, String) {
         .arg(root)
         .args(["-printf", "%P %C@ %i\n"]));
     (snapshot(root, &[]), times)
+}
+
+#[test]
+fn the_copied_sample_root_is_the_built_one() {
+    let env = Env::new();
+    let built = snapshot(&sample_root(), &[]);
+    assert!(built.len() > 100, "{} entries", built.len());
+    let d = diff(&built, &snapshot(&env.root(), &[]), &[]);
+    assert!(d.is_empty(), "cp -a lost:\n{}", d.join("\n"));
 }

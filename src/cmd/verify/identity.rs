@@ -24,7 +24,6 @@ pub(super) enum Body {
     Link(String),
     /// A symlink, with its target.
     Symlink(Vec<u8>),
-    /// Anything else.
     Other,
 }
 

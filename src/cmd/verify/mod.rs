@@ -57,12 +57,9 @@ pub(super) fn run(cfg: &VerifyConfig) -> Result<ExitCode> {
     })
 }
 
-/// One check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Short name.
     pub name: &'static str,
-    /// Passed.
     pub ok: bool,
     /// What was found.
     pub detail: String,
@@ -73,7 +70,6 @@ pub struct Check {
 /// The result of verifying one artifact.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
-    /// The artifact.
     pub artifact: String,
     /// The manifest used, if any.
     pub manifest: Option<String>,
@@ -176,7 +172,6 @@ fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Ex
     Ok(None)
 }
 
-/// Verifies an artifact.
 fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     let meta = std::fs::metadata(artifact)
         .map_err(|e| Error::usage(format!("{}: {}", artifact.display(), io_reason(&e))))?;

@@ -75,9 +75,9 @@ pub const MAX_DEFAULT_THREADS: u32 = 4;
 
 /// gzip or zstd over `W`.
 pub enum Compressor<W: Write> {
-    /// gzip: parallel 1 MiB members (see [`crate::output::compress::pgzip`]).
+    /// gzip: parallel 1 MiB members (see [`pgzip`]).
     Gzip(ParGzEncoder<W>),
-    /// zstd: parallel frames (see [`crate::output::compress::pzstd`]).
+    /// zstd: parallel frames (see [`pzstd`]).
     Zstd(ZstdEncoder<W>),
 }
 

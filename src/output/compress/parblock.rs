@@ -1,13 +1,12 @@
 //! Parallel block compression: the engine of both compressor stages.
 //!
-//! Sits between the tar writer and the hash tee (walk → policy → tar writer
-//! → **compressor** → hash tee → file). The tar stream is cut into blocks
-//! of a fixed size (a [`Codec`] constant); a pool of worker threads turns
-//! each block into a self-contained piece of the output format — a gzip
-//! member ([`crate::output::compress::pgzip`]) or a zstd frame ([`crate::output::compress::pzstd`]) — and the
-//! calling thread writes the pieces to the inner writer in input order.
-//! Both formats define a file as a series of such pieces, so the result is
-//! one ordinary `.tgz` or `.tar.zst`.
+//! Inside the compressor stage (after the tar writer, before the hash tee). The
+//! tar stream is cut into blocks of a fixed size (a [`Codec`] constant); a pool
+//! of worker threads turns each block into a self-contained piece of the output
+//! format — a gzip member ([`super::pgzip`]) or a zstd frame ([`super::pzstd`])
+//! — and the calling thread writes the pieces to the inner writer in input
+//! order. Both formats define a file as a series of such pieces, so the result
+//! is one ordinary `.tgz` or `.tar.zst`.
 //!
 //! Why one pool of our own rather than a library's: the workers take blocks
 //! from a shared queue, so none waits while a block is queued, and the

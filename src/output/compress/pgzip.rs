@@ -1,8 +1,8 @@
-//! Parallel gzip: the `.tgz` compressor stage of the sink.
+//! Parallel gzip: the `.tgz` codec.
 //!
-//! Sits between the tar writer and the hash tee (walk → policy → tar writer
-//! → **compressor** → hash tee → file). The tar stream is cut into fixed
-//! [`BLOCK_SIZE`] blocks; the pool of [`crate::output::compress::parblock`] compresses each
+//! One of the two codecs of the compressor stage (after the tar writer,
+//! before the hash tee). The tar stream is cut into fixed
+//! [`BLOCK_SIZE`] blocks; the pool of [`super::parblock`] compresses each
 //! block with libdeflate into its own complete gzip member (RFC 1952 allows
 //! a file to be a series of members; GNU gzip, GNU tar `-z`, bsdtar, zlib's
 //! `gzread` and Python's `gzip`/`tarfile.open(p)` read them all), written

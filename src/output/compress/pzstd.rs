@@ -1,8 +1,8 @@
-//! Parallel zstd: the `.tar.zst` compressor stage of the sink.
+//! Parallel zstd: the `.tar.zst` codec.
 //!
-//! Sits between the tar writer and the hash tee (walk → policy → tar writer
-//! → **compressor** → hash tee → file). The tar stream is cut into fixed
-//! [`FRAME_SIZE`] blocks; the pool of [`crate::output::compress::parblock`] compresses each
+//! One of the two codecs of the compressor stage (after the tar writer,
+//! before the hash tee). The tar stream is cut into fixed
+//! [`FRAME_SIZE`] blocks; the pool of [`super::parblock`] compresses each
 //! into its own complete zstd frame (content size and XXH64 checksum in
 //! it), and the frames are written in input order. RFC 8878 defines
 //! zstd data as one or more frames: `zstd -d`, GNU tar `--zstd`, bsdtar,
@@ -13,7 +13,7 @@
 //!
 //! Why frames and not libzstd's own multithreaded mode (one frame cut into
 //! jobs that share a window): its scheduling left the workers idle about a
-//! fifth of the time on two cores (see [`crate::output::compress::parblock`]); with this pool
+//! fifth of the time on two cores (see [`super::parblock`]); with this pool
 //! the machine went from 87 % to 92 % busy on a copy of `/usr`. The price
 //! is the window lost at each frame start: 2 MiB frames gave 1.0 % more
 //! output than its 2 MiB jobs there (1.80 GB of 5.15 GB), about what
@@ -39,14 +39,14 @@
 //! `write` and by `finish`); or leak a context (freed on drop).
 
 use crate::output::compress::parblock::{Codec, ParEncoder};
-use std::ffi::{CStr, c_int};
+use std::ffi::c_int;
 use std::io::{self, Write};
 use std::ptr::NonNull;
 
 // libzstd itself, as the `zstd` crate's `zstd-sys` builds and binds it.
 use zstd::zstd_safe::zstd_sys::{
-    ZSTD_CCtx, ZSTD_CCtx_setParameter, ZSTD_cParameter, ZSTD_compress2, ZSTD_compressBound,
-    ZSTD_createCCtx, ZSTD_freeCCtx, ZSTD_getErrorName, ZSTD_isError,
+    ZSTD_CCtx, ZSTD_CCtx_setParameter, ZSTD_cParameter, ZSTD_compress2, ZSTD_createCCtx,
+    ZSTD_freeCCtx, ZSTD_isError,
 };
 
 /// Uncompressed bytes per zstd frame (see the module docs for the choice).
@@ -66,9 +66,7 @@ fn check(code: usize, what: &str) -> io::Result<usize> {
     if unsafe { ZSTD_isError(code) } == 0 {
         return Ok(code);
     }
-    // SAFETY: ZSTD_getErrorName returns a static NUL-terminated string
-    // owned by libzstd for any code.
-    let name = unsafe { CStr::from_ptr(ZSTD_getErrorName(code)) }.to_string_lossy();
+    let name = zstd::zstd_safe::get_error_name(code);
     Err(io::Error::other(format!("zstd {what}: {name}")))
 }
 
@@ -128,8 +126,7 @@ impl Codec for Zstd {
 
     fn compress(&self, c: &mut Cctx, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
-        // SAFETY: a pure function of its argument.
-        let bound = check(unsafe { ZSTD_compressBound(input.len()) }, "bound")?;
+        let bound = zstd::zstd_safe::compress_bound(input.len());
         out.reserve(bound);
         // SAFETY: `out` has room for `bound` bytes (what libzstd may write,
         // never more); `input` is alive for the call; the context is valid

@@ -158,15 +158,12 @@ impl Catalogue {
 /// The catalogue as rows for `goldcap scrub --list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
-    /// Id.
     pub id: String,
-    /// Category.
     pub category: Category,
     /// On by default.
     pub default: bool,
     /// Where it applies.
     pub applies_to: String,
-    /// Why.
     pub why: String,
     /// Paths it acts on (computed sources say so).
     pub paths: Vec<String>,

@@ -31,11 +31,8 @@ use std::path::Path;
 /// A selected operation, as planned for one root.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedOp {
-    /// Id.
     pub id: String,
-    /// Category.
     pub category: Category,
-    /// Why.
     pub why: String,
     /// What the plan decided beyond the rules (the SSH regenerator, a
     /// predicate that did not hold).
@@ -56,8 +53,6 @@ pub struct Plan {
     owners: Vec<usize>,
     /// Entries to add (regenerator unit, `add` rules).
     pub synthetic: Vec<Synthetic>,
-    /// The root's traits.
-    pub traits: RootTraits,
     /// What `/etc/machine-id` becomes.
     pub machine_id: MachineIdMode,
     /// Where [`Plan::prescan`] looks: (literal directory prefix, depth).
@@ -107,7 +102,6 @@ impl Plan {
             set: compiled.set,
             owners: compiled.owners,
             synthetic,
-            traits,
             machine_id: opts.machine_id,
             scan: compiled.scan,
         })

@@ -33,7 +33,6 @@ impl MachineIdMode {
     }
 }
 
-/// A compiled action.
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Leave out.
@@ -55,20 +54,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// The catalogue name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::Drop => "drop",
-            Action::Truncate => "truncate",
-            Action::Replace(_) => "replace",
-            Action::DeleteLines(_) => "delete-lines",
-            Action::ReplaceLines(..) => "replace-lines",
-            Action::DropIfMatches(_) => "drop-if-matches",
-            Action::Symlink(_) => "symlink",
-            Action::Add(_) => "add",
-        }
-    }
-
     pub(super) fn needs_content(&self) -> bool {
         matches!(
             self,
@@ -77,7 +62,6 @@ impl Action {
     }
 }
 
-/// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Index of its operation in [`Plan::ops`].

@@ -53,13 +53,9 @@ pub struct When {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Only {
-    /// Regular files.
     File,
-    /// Directories.
     Dir,
-    /// Symbolic links.
     Symlink,
-    /// Anything.
     Any,
 }
 
@@ -91,7 +87,6 @@ pub enum ActionKind {
 pub enum AddKind {
     /// A regular file with `content`.
     File,
-    /// A directory.
     Dir,
     /// A symlink to `target`.
     Symlink,
@@ -112,7 +107,6 @@ pub struct RuleSpec {
     /// Families it applies to (all when empty).
     #[serde(default)]
     pub family: Vec<String>,
-    /// The action.
     pub action: ActionKind,
     /// New content (replace, add).
     #[serde(default)]
@@ -150,7 +144,6 @@ pub struct RuleSpec {
 pub struct OperationSpec {
     /// Name for `--operations`.
     pub id: String,
-    /// Category.
     pub category: Category,
     /// On by default.
     pub default: bool,

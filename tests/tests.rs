@@ -1,0 +1,17 @@
+//! goldcap's integration tests: one binary (as ripgrep's `tests/tests.rs`),
+//! one module per topic. They run the debug binary as a user would, on
+//! roots built at test time (root needed: mknod, chown, setcap, mounts),
+//! and read the results back with independent tools.
+
+mod common;
+
+mod cli;
+mod fidelity;
+mod gzip_compat;
+mod layout;
+mod manifest;
+mod mounts;
+mod safety;
+mod scrub;
+mod upload;
+mod zstd_compat;
