@@ -126,7 +126,7 @@ pub struct TarWriter<W: Write> {
     links: HashMap<(u64, u64), LinkGroup>,
     /// Inodes the scrub left out: their other names are left out too.
     dropped: HashSet<(u64, u64)>,
-    /// Multiply-linked inodes the scrub acts on ([`Plan::prescan`]).
+    /// Multiply-linked inodes the scrub acts on ([`crate::select::scrub::Plan::prescan`]).
     scrubbed: HashMap<(u64, u64), bool>,
     owners: Owners,
     /// [`BUF_SIZE`] bytes from `buf_start` on are the read buffer, aligned

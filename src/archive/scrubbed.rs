@@ -3,7 +3,7 @@
 //!
 //! Part of the tar writer. The policy names the rules ([`Decision::Scrub`]
 //! hits); this module reads the file's content when a rule needs it (up to
-//! [`EDIT_LIMIT`]), asks [`scrub::decide`] what the file becomes, and
+//! [`EDIT_LIMIT`]), asks [`scrub::decide()`] what the file becomes, and
 //! writes that — the source is never touched and removed data never
 //! enters the archive. A later name of an inode whose content was left out
 //! is left out too; one whose content was edited links to the edited body.

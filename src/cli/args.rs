@@ -120,7 +120,7 @@ pub enum Command {
                       image-deploy's curtin only streams gzip, bzip2 and xz."
     )]
     Profile(Box<ProfileArgs>),
-    /// Write the man pages (goldcap.1, goldcap-<command>.1) into a directory.
+    /// Write the man pages (goldcap.1, goldcap-COMMAND.1) into a directory.
     #[command(hide = true)]
     Man {
         /// Directory to write the pages into.

@@ -3,7 +3,7 @@
 //! image-builder runs its tasks inside the chroot, so there `--root /` is
 //! the gold root).
 //!
-//! The same walk, policy and [`decide`] as the capture, acting on the
+//! The same walk, policy and [`decide()`] as the capture, acting on the
 //! filesystem instead of the stream:
 //!
 //! * an edited file is replaced atomically (new content in a temporary file

@@ -6,7 +6,7 @@
 //! [`Plan`] for one root ([`plan`], with the root's [`traits`], computed
 //! [`sources`] and the [`ssh`] guarantee). The policy asks [`Plan::hits`]
 //! per entry; the tar writer — or `goldcap scrub` in place — calls
-//! [`decide`] with the file's content when an action needs it.
+//! [`decide()`] with the file's content when an action needs it.
 //!
 //! goldcap scrubs in the stream: the source is never touched, and deleted
 //! data never enters the artifact. This module must never do I/O beyond

@@ -64,7 +64,7 @@ impl Action {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Index of its operation in [`Plan::ops`].
+    /// Index of its operation in [`super::Plan::ops`].
     pub op: usize,
     /// What to do.
     pub action: Action,
