@@ -124,10 +124,17 @@ impl<W: Write> TarWriter<W> {
     ) -> Result<(), Error> {
         let size = before.size;
         let meta: Meta = meta_of(before);
+        // The size first: over 8 GiB it is a PAX record too, and records
+        // are written in the order they are added.
         let mut b = match layout {
-            Layout::Dense => HeaderBuilder::new(EntryType::Regular, name, &meta),
+            Layout::Dense => {
+                let mut b = HeaderBuilder::new(EntryType::Regular, name, &meta);
+                b.set_size(size);
+                b
+            }
             Layout::Sparse { .. } => {
                 let mut b = HeaderBuilder::new(EntryType::Regular, &sparse_name(name), &meta);
+                b.set_size(layout.body_len(size));
                 b.push("GNU.sparse.major", "1");
                 b.push("GNU.sparse.minor", "0");
                 b.push("GNU.sparse.name", name.to_vec());
@@ -135,7 +142,6 @@ impl<W: Write> TarWriter<W> {
                 b
             }
         };
-        b.set_size(layout.body_len(size));
         self.add_xattrs(&mut b, XSource::Fd(file), &e.rel, ctx);
         self.emit(b, &meta).map_err(write_err)
     }
@@ -390,5 +396,75 @@ fn check_read(
     if !changed && !after.as_ref().is_some_and(same) {
         ctx.report
             .warn(&e.rel, WarningKind::Changed, "file changed as we read it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Owners;
+    use crate::report::Report;
+    use crate::report::ui::Ui;
+    use crate::signals::Cancel;
+
+    /// The PAX records of a header a 9 GiB regular file gets (its size does
+    /// not fit ustar), in the order written.
+    fn pax_keys(layout: Layout) -> Vec<String> {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("big");
+        std::fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        let mut before = fsx::fstat(&file).unwrap();
+        before.size = 9 << 30;
+        before.mtime_nsec = 0;
+        let e = SourceEntry {
+            abs: path,
+            rel: b"big".to_vec(),
+            stat: before,
+            parent: None,
+            name: std::ffi::CString::new("big").unwrap(),
+        };
+        let ui = Ui::new(-1, false);
+        let mut report = Report::new(&ui);
+        let mut ctx = Ctx {
+            report: &mut report,
+            cancel: &Cancel::never(),
+            ui: &ui,
+        };
+        let mut w = TarWriter::new(Vec::new(), Owners::default());
+        w.file_header(&e, b"./big", &file, &before, &layout, &mut ctx)
+            .unwrap();
+        let out = w.finish().unwrap();
+        let body = &out[512..];
+        let end = body.iter().position(|&b| b == 0).unwrap();
+        String::from_utf8_lossy(&body[..end])
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')?
+                    .1
+                    .split_once('=')
+                    .map(|(k, _)| k.to_owned())
+            })
+            .filter(|k| !k.starts_with("SCHILY.") && !k.starts_with("RHT."))
+            .collect()
+    }
+
+    #[test]
+    fn the_size_record_comes_first() {
+        // The order is part of the bytes: byte-identical output for the
+        // same tree depends on it.
+        assert_eq!(pax_keys(Layout::Dense), ["size"]);
+        let segs = vec![(0, 9 << 30)];
+        let map = sparse::map_block(&segs, 9 << 30);
+        assert_eq!(
+            pax_keys(Layout::Sparse { segs, map }),
+            [
+                "size",
+                "GNU.sparse.major",
+                "GNU.sparse.minor",
+                "GNU.sparse.name",
+                "GNU.sparse.realsize"
+            ]
+        );
     }
 }

@@ -473,7 +473,7 @@ impl ScrubConfig {
 /// Refuses to scrub the booted system's own root in place, under any path.
 fn refuse_booted_root(given: &Path, root: &Path) -> Result<()> {
     let booted = is_booted_root(root)
-        .map_err(|e| Error::usage(format!("--root {}: {}", given.display(), io_reason(&e))))?;
+        .with_context(|| format!("cannot tell whether {} is the booted root", given.display()))?;
     match booted {
         Ok(false) => Ok(()),
         Ok(true) => Err(Error::usage(format!(
