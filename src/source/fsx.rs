@@ -317,12 +317,21 @@ mod tests {
         if has_cachestat {
             assert_eq!(stat.unwrap(), data.len() as u64 / page);
         }
+        // Dropped: the read must not wait for the disk. It says so
+        // (WouldBlock) — or, since a miss starts the kernel's read-ahead
+        // and on a fast virtual disk that can finish before the read looks
+        // again (seen on 3 of 10 runs here, and on every try at times), it
+        // returns the right bytes. Which one happens is the kernel's
+        // timing; either is correct, nothing else is.
         rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         if has_cachestat {
             assert_eq!(cached_pages(&f, 0, data.len() as u64).unwrap(), 0);
         }
-        let e = read_at_cached(&f, &mut buf, 0).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        buf.fill(0);
+        match read_at_cached(&f, &mut buf, 0) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}"),
+            Ok(n) => assert_eq!(&buf[..n], &data[..n]),
+        }
     }
 
     #[test]
