@@ -5,8 +5,10 @@
 //! answer deterministically, a debug build stops at a named point for one
 //! entry when `GOLDCAP_TEST_PAUSE=<point>:<root-relative path>` is set:
 //! it creates the file named by `GOLDCAP_TEST_PAUSE_FILE` and waits until
-//! the test removes it (at most two minutes). Points: `open` (listed, not
-//! yet opened) and `read` (opened and measured, body not yet read).
+//! the test removes it (at most two minutes). Points: `open` (a regular
+//! file listed, not yet opened), `read` (opened and measured, body not yet
+//! read) and `attrs` (anything else, before its extended attributes are
+//! read).
 //!
 //! Some choices leave no trace in the archive (which read path a file
 //! took); a debug build writes their counts as `name value` lines to the

@@ -242,6 +242,97 @@ fn capture_with_change(env: &Env, point: &str, rel: &str, change: impl FnOnce())
     }
 }
 
+/// A chroot's directory swapped for a symlink to the host while the
+/// capture is inside it (renameat2 RENAME_EXCHANGE, as an attacker in the
+/// chroot would loop it): attributes are still read from the directory
+/// the walk listed, never from the host's.
+#[test]
+fn a_directory_swapped_for_a_symlink_never_leaks_host_attributes() {
+    let env = Env::new();
+    let root = env.root();
+    let host = env.path("host");
+    for d in [
+        root.join("srv/swap/inner/deeper"),
+        host.join("inner/deeper"),
+    ] {
+        std::fs::create_dir_all(&d).unwrap();
+    }
+    std::os::unix::fs::symlink(&host, root.join("srv/link")).unwrap();
+    for p in [host.join("inner"), host.join("inner/deeper")] {
+        sh(Command::new("setfattr")
+            .args(["-n", "user.host", "-v", "leaked"])
+            .arg(p));
+    }
+    let run = capture_with_change(&env, "attrs", "srv/swap/inner", || {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &root.join("srv/swap"),
+            rustix::fs::CWD,
+            &root.join("srv/link"),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .unwrap();
+    });
+    run.ok();
+    let names = tar_list(&run.artifact());
+    assert!(
+        names.contains(&"./srv/swap/inner/deeper/".to_owned()),
+        "{names:?}"
+    );
+    let stream = sh(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc '{}' | grep -ac user.host || true",
+        run.artifact().display()
+    )));
+    assert_eq!(stream.trim(), "0", "host attributes in the archive");
+}
+
+/// Paths longer than PATH_MAX (4096 bytes) keep the attributes of their
+/// directories and symlinks (read through the parent's descriptor).
+#[test]
+fn entries_deeper_than_path_max_keep_their_attributes() {
+    use rustix::fs::{Mode, OFlags};
+    use xattr::FileExt as _;
+    let env = Env::new();
+    let name = "d".repeat(250);
+    let mut dir = rustix::fs::open(
+        env.root().join("srv"),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(
+            &dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    let deep = std::fs::File::from(dir);
+    deep.set_xattr("user.deep", b"dir").unwrap();
+    rustix::fs::symlinkat("target", &deep, "link").unwrap();
+    let fd_path = format!(
+        "/proc/self/fd/{}/link",
+        std::os::fd::AsRawFd::as_raw_fd(&deep)
+    );
+    xattr::set(&fd_path, "trusted.deep", b"link").unwrap();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let stream = sh(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc '{}' | grep -aoE 'SCHILY.xattr.(user|trusted).deep=(dir|link)' | sort",
+        run.artifact().display()
+    )));
+    assert_eq!(
+        stream.lines().collect::<Vec<_>>(),
+        [
+            "SCHILY.xattr.trusted.deep=link",
+            "SCHILY.xattr.user.deep=dir"
+        ]
+    );
+}
+
 fn assert_valid_with_warning(run: &Run, env: &Env, path: &str, kind: &str) {
     assert_eq!(
         run.code(),

@@ -141,6 +141,9 @@ pub struct TarWriter<W: Write> {
     direct_reads: u64,
     /// `cachestat(2)` works here (until it fails once).
     cachestat: bool,
+    /// Attributes are read through `/proc/self/fd` (see
+    /// [`xattrs::attr_path`]).
+    proc_fd: bool,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -158,6 +161,7 @@ impl<W: Write> TarWriter<W> {
             cold: None,
             direct_reads: 0,
             cachestat: true,
+            proc_fd: xattrs::proc_fd_available(),
         };
         // Were the buffer ever not alignable, direct reads would fail with
         // EINVAL and fall back to ordinary ones.
@@ -333,7 +337,9 @@ impl<W: Write> TarWriter<W> {
                 return Ok(None);
             }
         };
-        self.add_xattrs(&mut b, XSource::Path(&e.abs), &e.rel, ctx);
+        crate::testhook::pause("attrs", &e.rel);
+        let attrs = xattrs::attr_path(e, self.proc_fd);
+        self.add_xattrs(&mut b, XSource::Path(&attrs), &e.rel, ctx);
         self.emit(b, &meta).map_err(write_err)?;
         if !st.is_dir() {
             self.register_link(st, name);

@@ -12,12 +12,14 @@
 
 use super::header::HeaderBuilder;
 use super::{Ctx, TarWriter, acl};
+use crate::entry::SourceEntry;
 use crate::report::WarningKind;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use xattr::FileExt as _;
 
 /// A PAX key for an xattr: GNU tar's encoding of `%` and `=` in names.
@@ -35,8 +37,36 @@ fn xattr_key(name: &str) -> String {
 
 /// Where xattrs are read from.
 pub(super) enum XSource<'a> {
+    /// A regular file, open.
     Fd(&'a File),
+    /// Anything else, by a path whose last component is not followed.
     Path(&'a Path),
+}
+
+/// Whether `/proc/self/fd` can name an open directory (not in a chroot
+/// without `/proc`).
+pub(super) fn proc_fd_available() -> bool {
+    Path::new("/proc/self/fd").is_dir()
+}
+
+/// The path to read the xattrs of an entry that is not a regular file:
+/// its name under its parent's open descriptor (`/proc/self/fd/N/name`).
+/// The parent is the directory the walk listed, so one swapped for a
+/// symlink meanwhile cannot lead to the host's attributes (the last
+/// component is not followed either), and no path gets longer than
+/// `PATH_MAX`. Directories, symlinks, devices and FIFOs are not opened
+/// for this: opening a mount point would trigger an automount, opening a
+/// device or FIFO has effects. Without `/proc` (a chroot that lacks it), or
+/// for the root itself, the host path.
+pub(super) fn attr_path(e: &SourceEntry, proc_fd: bool) -> PathBuf {
+    match &e.parent {
+        Some(dir) if proc_fd => {
+            let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            p.extend_from_slice(e.name.to_bytes());
+            PathBuf::from(OsString::from_vec(p))
+        }
+        _ => e.abs.clone(),
+    }
 }
 
 fn is_unsupported(e: &io::Error) -> bool {

@@ -4,7 +4,8 @@
 //! Sits between the walk and the tar writer: [`Lookahead`] keeps the walk a
 //! few dozen entries (at most [`AHEAD_BYTES`] of file data) ahead of the
 //! writer and hands each regular file it passes to one background thread,
-//! which opens it (`O_NOFOLLOW|O_NONBLOCK|O_NOATIME`, as the writer does)
+//! which opens it relative to its directory's descriptor
+//! (`O_NOFOLLOW|O_NONBLOCK|O_NOATIME`, as the writer does)
 //! and asks the kernel to start reading its first [`HINT_BYTES`]
 //! (`posix_fadvise(POSIX_FADV_WILLNEED)`). The writer then finds the data in
 //! the page cache instead of waiting for one small read after another: the
@@ -15,7 +16,7 @@
 //! Hints cost an `open`, an `fadvise` and a `close` per file, which on a warm
 //! cache is pure overhead (about 40 % of a small-file capture's time). So they
 //! are given only while the disk is in the way: the hint thread first checks
-//! whether the range is already cached ([`crate::source::fsx::read_at_cached`]
+//! whether the range is already cached ([`fsx::read_at_cached`]
 //! of its last byte) and stops being given hints after [`HOLD_FILES`] cached
 //! files in a row; the writer tries the first read of each file from the page
 //! cache alone and, when it would have had to wait, reports it through
@@ -37,10 +38,12 @@
 //! the thread is behind. This module must never write to the source or
 //! block the writer.
 
-use crate::entry::FileKind;
+use crate::entry::{FileKind, SourceEntry};
+use crate::source::fsx;
 use crate::source::walk::Event;
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
@@ -121,7 +124,7 @@ fn should_hint(warm_streak: u64, unknown: bool, read_direct: bool) -> bool {
 /// Whether the hinted range of `f` (its last byte) is already cached.
 fn is_cached(f: &std::fs::File, len: u64, cold: &ColdReads) -> bool {
     let mut byte = [0u8; 1];
-    match crate::source::fsx::read_at_cached(f, &mut byte, len.saturating_sub(1)) {
+    match fsx::read_at_cached(f, &mut byte, len.saturating_sub(1)) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
             cold.cannot_tell();
@@ -132,19 +135,24 @@ fn is_cached(f: &std::fs::File, len: u64, cold: &ColdReads) -> bool {
 }
 
 /// The background thread that turns paths into read-ahead requests.
+/// A file to hint: its directory (a duplicate of the walk's descriptor,
+/// so the thread opens it where the walk found it, never by a host path),
+/// its name, and how much to read ahead.
+type Hint = (OwnedFd, CString, u64);
+
 struct Hinter {
-    tx: Option<mpsc::SyncSender<(PathBuf, u64)>>,
+    tx: Option<mpsc::SyncSender<Hint>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Hinter {
     fn new(cold: ColdReads) -> Hinter {
-        let (tx, rx) = mpsc::sync_channel::<(PathBuf, u64)>(AHEAD_ENTRIES * 2);
+        let (tx, rx) = mpsc::sync_channel::<Hint>(AHEAD_ENTRIES * 2);
         let thread = std::thread::Builder::new()
             .name("goldcap-readahead".into())
             .spawn(move || {
-                for (path, len) in rx {
-                    if let Ok(f) = crate::source::fsx::open_file(&path) {
+                for (dir, name, len) in rx {
+                    if let Ok(f) = fsx::open_file_at(dir.as_fd(), &name) {
                         if is_cached(&f, len, &cold) {
                             cold.cached();
                             continue;
@@ -167,10 +175,13 @@ impl Hinter {
         }
     }
 
-    fn hint(&self, path: &std::path::Path, len: u64) {
-        if let Some(tx) = &self.tx {
+    fn hint(&self, entry: &SourceEntry, len: u64) {
+        let (Some(tx), Some(dir)) = (&self.tx, &entry.parent) else {
+            return;
+        };
+        if let Ok(dir) = dir.try_clone() {
             // Never wait: a hint the thread has no room for is dropped.
-            let _ = tx.try_send((path.to_owned(), len));
+            let _ = tx.try_send((dir, entry.name.clone(), len));
         }
     }
 }
@@ -236,7 +247,7 @@ impl<I: Iterator<Item = Event>> Iterator for Lookahead<I> {
                 Some(e) => {
                     if let (Some(size), Event::Entry { entry, .. }) = (file_size(&e), &e) {
                         if self.cold.hinting(size) {
-                            self.hinter.hint(&entry.abs, size.min(HINT_BYTES));
+                            self.hinter.hint(entry, size.min(HINT_BYTES));
                         }
                         self.bytes += size.min(HINT_BYTES);
                     }
