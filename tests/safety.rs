@@ -266,9 +266,9 @@ fn a_directory_swapped_for_a_symlink_never_leaks_host_attributes() {
     let run = capture_with_change(&env, "attrs", "srv/swap/inner", || {
         rustix::fs::renameat_with(
             rustix::fs::CWD,
-            &root.join("srv/swap"),
+            root.join("srv/swap"),
             rustix::fs::CWD,
-            &root.join("srv/link"),
+            root.join("srv/link"),
             rustix::fs::RenameFlags::EXCHANGE,
         )
         .unwrap();
