@@ -36,6 +36,7 @@ pub mod cmd;
 
 mod archive;
 mod entry;
+mod input;
 mod output;
 mod report;
 mod select;

@@ -1622,3 +1622,219 @@ fn profile_is_the_image_deploy_example_made_for_the_capture() {
 fn write_all(p: &Path, data: &[u8]) {
     std::fs::File::create(p).unwrap().write_all(data).unwrap();
 }
+
+// ------------------------------------------------------------------ hostile input
+
+/// A MANIFEST is input: names that point outside its directory, or upload
+/// names that climb out of the files tree, are refused before a request.
+#[test]
+fn a_manifest_naming_files_outside_its_directory_sends_nothing() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let drp = Drp::start(json!({}));
+    let good = cap.manifest_json();
+    for (key, value) in [
+        ("filename", "/etc/shadow"),
+        ("filename", "../root/etc/shadow"),
+        ("upload_tarball", "/etc/x.tgz"),
+        ("upload_tarball", "images/../../x.tgz"),
+        ("upload_manifest", "images/../x.txt"),
+    ] {
+        let mut m = good.clone();
+        m[key] = json!(value);
+        let crafted = cap.out.join("crafted.json");
+        std::fs::write(&crafted, m.to_string()).unwrap();
+        let r = run(
+            &[
+                "upload".into(),
+                crafted.into(),
+                "--to".into(),
+                drp.target().into(),
+            ],
+            &[("RS_TOKEN", TOKEN)],
+            &cap.out,
+        );
+        assert_eq!(r.code(), 2, "{key}={value}: {}", r.stderr());
+        assert!(r.stderr().contains(key), "{}", r.stderr());
+    }
+    assert!(drp.log().is_empty(), "requests were sent: {:?}", drp.log());
+    // A symlink in the MANIFEST's directory is not the artifact either.
+    let art = cap.artifact();
+    let moved = cap.out.join("elsewhere.tgz");
+    std::fs::rename(&art, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &art).unwrap();
+    let r = run(
+        &[
+            "upload".into(),
+            cap.file(MANIFEST_JSON).into(),
+            "--to".into(),
+            drp.target().into(),
+        ],
+        &[("RS_TOKEN", TOKEN)],
+        &cap.out,
+    );
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(r.stderr().contains("not a regular file"), "{}", r.stderr());
+    assert!(drp.log().is_empty());
+}
+
+/// A local artifact that no longer matches its MANIFEST is found before a
+/// byte is sent, so the good copy already on the endpoint stays.
+#[test]
+fn a_damaged_local_artifact_never_replaces_the_good_copy() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let drp = Drp::start(json!({}));
+    let args: Vec<OsString> = vec![
+        "upload".into(),
+        cap.file(MANIFEST_JSON).into(),
+        "--to".into(),
+        drp.target().into(),
+    ];
+    run(&args, &[("RS_TOKEN", TOKEN)], &cap.out).ok();
+    let good = md5sum(&drp.stored(UPLOAD_TARBALL));
+    let sent_before = drp.log().len();
+    // One byte flipped in the middle.
+    let mut bytes = std::fs::read(cap.artifact()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(cap.artifact(), &bytes).unwrap();
+    let r = run(&args, &[("RS_TOKEN", TOKEN)], &cap.out);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("does not match its MANIFEST")
+            && r.stderr().contains("nothing was sent"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(drp.log().len(), sent_before, "{:?}", drp.log());
+    assert_eq!(md5sum(&drp.stored(UPLOAD_TARBALL)), good);
+}
+
+/// Input files that are not regular files, or far too large, fail at once
+/// with a clear message instead of hanging or filling memory.
+#[test]
+fn input_files_are_regular_and_bounded() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let fifo = cap.out.join("fifo.json");
+    sh(Command::new("mkfifo").arg(&fifo));
+    let big = cap.out.join("big.toml");
+    std::fs::write(&big, format!("x = \"{}\"\n", "y".repeat(5 << 20))).unwrap();
+    let long_line = cap.out.join("long.toml");
+    std::fs::write(
+        &long_line,
+        format!("[[operation]]\nid = \"x\" {}\n", "z".repeat(1 << 20)),
+    )
+    .unwrap();
+    let art = cap.artifact();
+    let token = cap.out.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let cases: Vec<(Vec<OsString>, &str)> = vec![
+        (
+            os(&["verify", art.to_str().unwrap(), "--manifest", "/dev/zero"]),
+            "not a regular file",
+        ),
+        (
+            vec![
+                "verify".into(),
+                art.clone().into(),
+                "--manifest".into(),
+                fifo.clone().into(),
+            ],
+            "not a regular file",
+        ),
+        (
+            vec![
+                "upload".into(),
+                fifo.clone().into(),
+                "--to".into(),
+                "drp:https://127.0.0.1:9".into(),
+            ],
+            "not a regular file",
+        ),
+        (
+            vec!["profile".into(), fifo.clone().into()],
+            "not a regular file",
+        ),
+        (
+            os(&["scrub", "--list", "--scrub-profile", "/dev/zero"]),
+            "not a regular file",
+        ),
+        (
+            vec![
+                "scrub".into(),
+                "--list".into(),
+                "--scrub-profile".into(),
+                big.into(),
+            ],
+            "larger than 4 MiB",
+        ),
+        (
+            os(&[
+                "token",
+                "--user",
+                "u",
+                "--paths",
+                "x",
+                "--token-file",
+                "/dev/zero",
+            ]),
+            "not a regular file",
+        ),
+        (
+            vec![
+                "token".into(),
+                "--user".into(),
+                "u".into(),
+                "--paths".into(),
+                "x".into(),
+                "--token-file".into(),
+                token.clone().into(),
+                "--ca-cert".into(),
+                "/dev/zero".into(),
+            ],
+            "not a regular file",
+        ),
+        (
+            os(&[
+                "upload",
+                cap.file(MANIFEST_JSON).to_str().unwrap(),
+                "--to",
+                "put:@/dev/zero",
+            ]),
+            "not a regular file",
+        ),
+    ];
+    for (args, want) in cases {
+        let start = Instant::now();
+        let o = goldcap(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+    }
+    // A FIFO named like a MANIFEST next to the artifact is skipped, not
+    // waited on: verify finds the real one.
+    let o = goldcap(&[OsString::from("verify"), art.clone().into()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("ok    manifest") && l.ends_with(MANIFEST_JSON)),
+        "{out}"
+    );
+    // A parse error quotes the offending line, clipped.
+    let o = goldcap(&[
+        OsString::from("scrub"),
+        "--list".into(),
+        "--scrub-profile".into(),
+        long_line.into(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stderr.len() < 4096, "{} bytes on stderr", o.stderr.len());
+}

@@ -15,6 +15,7 @@ use crate::cli::{
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::output::compress::{Format, MAX_DEFAULT_THREADS};
+use crate::output::manifest::read::{Summary, read_json};
 use crate::output::naming::{self, Vars};
 use crate::report::error::{Error, Result};
 use crate::report::escape::escape;
@@ -310,11 +311,14 @@ fn scrub_plan(
     Plan::new(&cat, root, os, &opts).map_err(|e| Error::usage(e.0))
 }
 
+/// The largest `--scrub-profile` read (the built-in catalogue is 30 KiB).
+const PROFILE_LIMIT: u64 = 4 << 20;
+
 /// The built-in catalogue plus `--scrub-profile`.
 fn catalogue(args: &ScrubArgs) -> Result<Catalogue> {
     let mut cat = Catalogue::builtin();
     if let Some(p) = &args.scrub_profile {
-        let text = std::fs::read_to_string(p).map_err(|e| {
+        let text = crate::input::read_to_string(p, PROFILE_LIMIT).map_err(|e| {
             Error::usage(format!(
                 "--scrub-profile {}: {}",
                 p.display(),
@@ -600,7 +604,8 @@ impl TokenConfig {
 pub struct ProfileConfig {
     /// The JSON MANIFEST, for messages.
     pub manifest_path: PathBuf,
-    pub manifest: serde_json::Value,
+    /// What it says.
+    pub manifest: Summary,
     pub endpoint: Option<String>,
     /// Where to write the profile (stdout when `None`).
     pub output: Option<PathBuf>,
@@ -609,14 +614,8 @@ pub struct ProfileConfig {
 impl ProfileConfig {
     fn from_args(args: &ProfileArgs) -> Result<ProfileConfig> {
         let path = &args.manifest;
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::usage(format!("{}: {}", path.display(), io_reason(&e))))?;
-        let manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::usage(format!(
-                "{}: not a goldcap JSON MANIFEST ({e})",
-                path.display()
-            ))
-        })?;
+        let manifest =
+            read_json(path).map_err(|why| Error::usage(format!("{}: {why}", path.display())))?;
         Ok(ProfileConfig {
             manifest_path: path.clone(),
             manifest,

@@ -12,6 +12,7 @@
 use super::print_text;
 use crate::cli::config::ProfileConfig;
 use crate::output::atomic::AtomicFile;
+use crate::output::manifest::read::Summary;
 use crate::report::error::{Error, Result};
 use crate::report::exit::ExitCode;
 use anyhow::Context as _;
@@ -51,23 +52,36 @@ fn write_profile(p: &Path, yaml: &str) -> Result<()> {
     Ok(())
 }
 
+/// A YAML double-quoted scalar: JSON's string syntax is one (quotes,
+/// backslashes and control characters escaped), so no value can break out
+/// of its line.
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    // Unwrap expectation: serialising a string cannot fail.
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+/// A MANIFEST value that goes into the profile: no control characters
+/// (they could end the line they are on) and no `{{`/`}}` (DRP expands
+/// those as Go templates).
+fn value<'a>(m: &'a Summary, v: &'a Option<String>, name: &str) -> Result<&'a str> {
+    let v = m.field(v, name).map_err(Error::usage)?;
+    if v.chars().any(char::is_control) || v.contains("{{") || v.contains("}}") {
+        return Err(Error::usage(format!(
+            "{name:?} holds control characters or a template ({{{{ … }}}}); not written into a profile"
+        )));
+    }
+    Ok(v)
 }
 
 /// The profile YAML for a manifest. `endpoint`: base URL the artifact is
 /// served from (its file name is appended), or a full URL ending in it.
-fn render(manifest: &serde_json::Value, endpoint: Option<&str>) -> Result<String> {
-    let s = |k: &str| {
-        manifest[k]
-            .as_str()
-            .ok_or_else(|| Error::usage(format!("not a goldcap JSON MANIFEST (no {k:?})")))
-    };
-    if manifest["tool"]["name"] != "goldcap" {
+fn render(m: &Summary, endpoint: Option<&str>) -> Result<String> {
+    if !m.is_goldcap() {
         return Err(Error::usage("not a goldcap JSON MANIFEST"));
     }
-    let filename = s("filename")?;
-    if manifest["format"] != "tgz" {
+    m.check().map_err(Error::usage)?;
+    let filename = value(m, &m.filename, "filename")?;
+    if m.format.as_deref() != Some("tgz") {
         return Err(Error::usage(format!(
             "{filename}: image-deploy cannot deploy a .tar.zst (curtin only streams gzip, bzip2 and xz); \
              capture with --format tgz, or deploy with RackN Eikon (image type tar-zst)"
@@ -86,30 +100,37 @@ fn render(manifest: &serde_json::Value, endpoint: Option<&str>) -> Result<String
             e.to_owned()
         }
         Some(e) => format!("{}/{filename}", e.trim_end_matches('/')),
-        None => format!("{{{{.ProvisionerURL}}}}/files/{}", s("upload_tarball")?),
+        None => format!(
+            "{{{{.ProvisionerURL}}}}/files/{}",
+            value(m, &m.upload_tarball, "upload_tarball")?
+        ),
     };
     let name = filename.trim_end_matches(".tgz");
-    let os = manifest["source"]["os"]["pretty_name"]
-        .as_str()
-        .or(manifest["source"]["os_tag"].as_str())
+    let os = m
+        .source
+        .os
+        .as_ref()
+        .and_then(|o| o.pretty_name.as_deref())
+        .or(m.source.os_tag.as_deref())
+        .filter(|o| !o.contains("{{") && !o.contains("}}"))
         .unwrap_or("Linux");
-    let kexec = manifest["source"]["kexec"]["supported"] == true;
+    let kexec = m.source.kexec.as_ref().is_some_and(|k| k.supported);
+    let (ident, date) = (value(m, &m.ident, "ident")?, value(m, &m.date, "date")?);
+    let (md5, sha256) = (value(m, &m.md5, "md5")?, value(m, &m.sha256, "sha256")?);
     let mut y = String::new();
     y.push_str("---\n");
     y.push_str(&format!("Name: {}\n", quote(name)));
     y.push_str(&format!(
         "Description: {}\n",
         quote(&format!(
-            "Deploy {os} gold image {} captured {} by goldcap",
-            s("ident")?,
-            s("date")?
+            "Deploy {os} gold image {ident} captured {date} by goldcap"
         ))
     ));
+    // A literal block: every value in it was checked to hold no control
+    // character, so none can end its line.
     y.push_str("Documentation: |\n");
     y.push_str(&format!(
-        "  Image {filename} (md5 {}, sha256 {}).\n",
-        s("md5")?,
-        s("sha256")?
+        "  Image {filename} (md5 {md5}, sha256 {sha256}).\n"
     ));
     y.push_str("  Attach to a machine and run an image-deploy workflow.\n");
     y.push_str("Params:\n");
@@ -126,15 +147,19 @@ fn render(manifest: &serde_json::Value, endpoint: Option<&str>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::manifest::read::parse_json;
     use serde_json::json;
 
-    fn manifest(format: &str, kexec: bool) -> serde_json::Value {
-        json!({
+    fn manifest(format: &str, kexec: bool) -> Summary {
+        let v = json!({
             "tool": {"name": "goldcap"}, "filename": "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz",
             "upload_tarball": "images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz", "format": format,
-            "ident": "cf99cd80eb", "date": "2026-11-22T10:15:00Z", "md5": "m", "sha256": "s",
+            "ident": "cf99cd80eb", "date": "2026-11-22T10:15:00Z",
+            "md5": "900150983cd24fb0d6963f7d28e17f72",
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
             "source": {"os": {"pretty_name": "Debian GNU/Linux 12 (bookworm)"}, "kexec": {"supported": kexec}}
-        })
+        });
+        parse_json(v.to_string().as_bytes()).unwrap()
     }
 
     #[test]
@@ -158,5 +183,40 @@ mod tests {
         assert!(y.contains(&format!("image-url: \"{signed}\"\n")), "{y}");
         let e = render(&manifest("tzst", false), None).unwrap_err();
         assert!(e.to_string().contains("cannot deploy a .tar.zst"), "{e}");
+    }
+
+    #[test]
+    fn manifest_values_cannot_break_the_yaml() {
+        // A newline would add top-level keys; braces reach DRP's template
+        // engine; both are refused.
+        for (key, value) in [
+            ("filename", "x.tgz\nEvil: true"),
+            ("filename", "{{.Machine.Name}}.tgz"),
+            ("upload_tarball", "images/{{.Env}}.tgz"),
+            ("ident", "a\nb"),
+        ] {
+            let mut m = manifest("tgz", false);
+            match key {
+                "filename" => m.filename = Some(value.into()),
+                "upload_tarball" => m.upload_tarball = Some(value.into()),
+                _ => m.ident = Some(value.into()),
+            }
+            let e = render(&m, None).unwrap_err();
+            assert_eq!(
+                e.exit_code(),
+                crate::report::exit::ExitCode::Usage,
+                "{key}: {e}"
+            );
+        }
+        // Quotes and backslashes in a value stay inside its scalar.
+        let mut m = manifest("tgz", false);
+        m.source.os.as_mut().unwrap().pretty_name = Some("Evil\" \\ OS\u{7}".into());
+        let y = render(&m, None).unwrap();
+        assert!(
+            y.contains("Description: \"Deploy Evil\\\" \\\\ OS\\u0007 gold image"),
+            "{y}"
+        );
+        // ---, Name, Description, Documentation, Params, Meta.
+        assert_eq!(y.lines().filter(|l| !l.starts_with(' ')).count(), 6, "{y}");
     }
 }

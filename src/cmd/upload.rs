@@ -8,12 +8,14 @@
 use super::capture::uploaded_where;
 use super::{print_json, print_text, show};
 use crate::cli::config::UploadConfig;
+use crate::output::digest::{Digests, HashingReader};
 use crate::report::error::Result;
 use crate::report::exit::ExitCode;
 use crate::report::ui::{Ui, human};
 use crate::signals::Cancel;
+use crate::upload::Files;
 use anyhow::Context as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 
 /// Runs `goldcap upload`.
 pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
@@ -27,6 +29,7 @@ pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
         cfg.target.describe()
     ));
     let started = std::time::Instant::now();
+    check_local(files, &mut ui, &cancel)?;
     ui.start_progress(Some(files.size), "uploading");
     let result = crate::upload::upload_files(&cfg.target, &cfg.opts, files, &ui, &cancel);
     ui.finish_progress();
@@ -46,4 +49,43 @@ pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
         print_text(&format!("{url}\n"))?;
     }
     Ok(ExitCode::Success)
+}
+
+/// The artifact must be what its MANIFEST says before a byte is sent: a
+/// damaged or replaced local file must never overwrite a good copy on the
+/// store. Read once, hashed as it is read.
+fn check_local(files: &Files, ui: &mut Ui, cancel: &Cancel) -> Result<()> {
+    ui.start_progress(Some(files.size), "checking");
+    let result = (|| -> std::io::Result<Digests> {
+        let f = std::fs::File::open(&files.artifact)?;
+        let mut r = HashingReader::new(f).with_progress(ui);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if cancel.signal().is_some() {
+                break;
+            }
+            if r.read(&mut buf)? == 0 {
+                break;
+            }
+        }
+        Ok(r.hasher().digests())
+    })();
+    ui.finish_progress();
+    cancel.check()?;
+    let got = result.with_context(|| format!("cannot read {}", files.artifact.display()))?;
+    if (got.size, got.md5.as_str(), got.sha256.as_str())
+        != (files.size, files.md5.as_str(), files.sha256.as_str())
+    {
+        return Err(anyhow::anyhow!(
+            "{} does not match its MANIFEST (size {}, sha256 {}; MANIFEST: size {}, sha256 {}): \
+             it changed since the capture; nothing was sent",
+            files.artifact.display(),
+            got.size,
+            got.sha256,
+            files.size,
+            files.sha256
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -56,10 +56,13 @@ impl Auth {
     }
 }
 
+/// The largest token file read (DRP tokens are a few KiB).
+const TOKEN_LIMIT: u64 = 64 << 10;
+
 /// Reads credentials: `--token-file`, else `RS_TOKEN`, else `RS_KEY`.
 fn credentials(opts: &Options) -> Result<Auth> {
     if let Some(p) = &opts.token_file {
-        let t = std::fs::read_to_string(p).map_err(|e| {
+        let t = crate::input::read_to_string(p, TOKEN_LIMIT).map_err(|e| {
             Error::usage(format!(
                 "--token-file {}: {}",
                 p.display(),

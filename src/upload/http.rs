@@ -126,7 +126,8 @@ pub fn agent(opts: &Options) -> Result<ureq::Agent> {
     use ureq::tls::{Certificate, RootCerts, TlsConfig};
     let roots = match &opts.ca_cert {
         Some(p) => {
-            let pem = std::fs::read(p).map_err(|e| {
+            // A bundle of a few hundred certificates is well under this.
+            let pem = crate::input::read(p, 4 << 20).map_err(|e| {
                 Error::usage(format!(
                     "--ca-cert {}: {}",
                     p.display(),

@@ -26,10 +26,11 @@ mod target;
 pub use target::{Target, TargetParser};
 
 use crate::output::digest::Digests;
+use crate::output::manifest::read::read_json;
 use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Options shared by every upload.
@@ -109,64 +110,55 @@ pub struct Files {
 
 impl Files {
     /// Reads a goldcap JSON MANIFEST; the artifact and text MANIFEST are
-    /// next to it.
-    pub fn from_manifest(json: &std::path::Path) -> Result<Files> {
-        let bytes = std::fs::read(json).map_err(|e| {
-            Error::usage(format!(
-                "{}: {}",
-                json.display(),
-                crate::util::io_reason(&e)
-            ))
-        })?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::usage(format!(
-                "{}: not a goldcap JSON MANIFEST ({e})",
-                json.display()
-            ))
-        })?;
-        let s = |k: &str| {
-            v[k].as_str().map(str::to_owned).ok_or_else(|| {
-                Error::usage(format!(
-                    "{}: not a goldcap JSON MANIFEST (no {k:?})",
-                    json.display()
-                ))
-            })
-        };
-        if v["tool"]["name"] != "goldcap" {
-            return Err(Error::usage(format!(
-                "{}: not a goldcap JSON MANIFEST",
-                json.display()
-            )));
+    /// next to it. A MANIFEST is input: the names in it must be plain file
+    /// names in its own directory (regular files, not symlinks) and
+    /// relative upload names, or nothing is done.
+    pub fn from_manifest(json: &Path) -> Result<Files> {
+        let bad = |why: String| Error::usage(format!("{}: {why}", json.display()));
+        let m = read_json(json).map_err(bad)?;
+        if !m.is_goldcap() {
+            return Err(bad("not a goldcap JSON MANIFEST".into()));
         }
+        m.check().map_err(bad)?;
         let dir = json
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let upload_manifest = s("upload_manifest")?;
-        let txt_name = upload_manifest
-            .rsplit('/')
-            .next()
-            .unwrap_or(&upload_manifest)
-            .to_owned();
+            .unwrap_or(Path::new("."));
+        let text = m
+            .text_name()
+            .ok_or_else(|| bad("not a goldcap JSON MANIFEST (no \"upload_manifest\")".into()))?;
         let files = Files {
-            artifact: dir.join(s("filename")?),
-            manifest: dir.join(txt_name),
+            artifact: dir.join(m.field(&m.filename, "filename").map_err(bad)?),
+            manifest: dir.join(text),
             manifest_json: json.to_path_buf(),
-            upload_tarball: s("upload_tarball")?,
-            upload_manifest,
-            size: v["size"]
-                .as_u64()
-                .ok_or_else(|| Error::usage(format!("{}: no size", json.display())))?,
-            md5: s("md5")?,
-            sha256: s("sha256")?,
+            upload_tarball: m
+                .field(&m.upload_tarball, "upload_tarball")
+                .map_err(bad)?
+                .to_owned(),
+            upload_manifest: m
+                .field(&m.upload_manifest, "upload_manifest")
+                .map_err(bad)?
+                .to_owned(),
+            size: m.size.ok_or_else(|| bad("no size".into()))?,
+            md5: m.field(&m.md5, "md5").map_err(bad)?.to_owned(),
+            sha256: m.field(&m.sha256, "sha256").map_err(bad)?.to_owned(),
         };
         for p in [&files.artifact, &files.manifest] {
-            if !p.is_file() {
-                return Err(Error::usage(format!(
-                    "{} is missing (it should be next to {})",
-                    p.display(),
-                    json.display()
-                )));
+            match std::fs::symlink_metadata(p) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    return Err(Error::usage(format!(
+                        "{} is not a regular file (a MANIFEST names files next to it)",
+                        p.display()
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::usage(format!(
+                        "{} is missing (it should be next to {})",
+                        p.display(),
+                        json.display()
+                    )));
+                }
             }
         }
         Ok(files)

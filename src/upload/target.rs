@@ -7,6 +7,9 @@
 
 use super::http::redact;
 
+/// The largest `put:@FILE` read: two presigned URLs are a few KiB.
+const URLS_LIMIT: u64 = 64 << 10;
+
 /// Where to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -64,9 +67,8 @@ impl Target {
         }
         if let Some(rest) = s.strip_prefix("put:") {
             let text = match rest.strip_prefix('@') {
-                Some(file) => {
-                    std::fs::read_to_string(file).map_err(|e| format!("put:@{file}: {e}"))?
-                }
+                Some(file) => crate::input::read_to_string(std::path::Path::new(file), URLS_LIMIT)
+                    .map_err(|e| format!("put:@{file}: {}", crate::util::io_reason(&e)))?,
                 None => rest.replace(',', "\n"),
             };
             let urls: Vec<&str> = text.split_whitespace().collect();

@@ -301,7 +301,8 @@ fn machine_id_check(f: &Found) -> Check {
         }
         MachineId::Content(c) => bad(format!(
             "holds an id ({}): every clone would share it",
-            escape(c.trim_ascii())
+            // An id is 32 characters; a hostile one is clipped.
+            crate::input::clip(&escape(c.trim_ascii()), 64)
         )),
         MachineId::Broken(why) => bad(format!("{why}: the clone would have no machine id")),
     }

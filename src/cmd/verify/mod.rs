@@ -16,6 +16,7 @@ mod read;
 use super::{print_json, print_text};
 use crate::cli::config::VerifyConfig;
 use crate::output::digest::Digests;
+use crate::output::manifest::read::{Summary, read_any, read_json};
 use crate::report::error::{Error, Result};
 use crate::report::escape::escape;
 use crate::report::exit::ExitCode;
@@ -91,47 +92,25 @@ struct Expected {
     sha256: Option<String>,
 }
 
-fn from_json(v: &serde_json::Value) -> Option<Expected> {
-    Some(Expected {
-        size: v["size"].as_u64()?,
-        md5: v["md5"].as_str()?.to_owned(),
-        sha256: v["sha256"].as_str().map(str::to_owned),
-    })
-}
-
-fn from_text(t: &str) -> Option<Expected> {
-    let field = |label: &str| {
-        t.lines().find_map(|l| {
-            l.trim_start()
-                .strip_prefix(label)
-                .map(|v| v.trim().to_owned())
+impl Expected {
+    fn of(m: Summary) -> Option<Expected> {
+        Some(Expected {
+            size: m.size?,
+            md5: m.md5?,
+            sha256: m.sha256,
         })
-    };
-    Some(Expected {
-        size: field("size:")?.parse().ok()?,
-        md5: field("md5sum:")?,
-        sha256: field("sha256sum:"),
-    })
+    }
 }
 
-/// Finds and reads the manifest: `--manifest`, or the goldcap JSON manifest
-/// next to the artifact whose `filename` names it.
+/// Finds and reads the manifest: `--manifest` (goldcap's JSON or DRP
+/// image-builder's text), or the goldcap JSON manifest next to the
+/// artifact whose `filename` names it. Only regular files are read, and
+/// only as far as a MANIFEST can reach.
 fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Expected)>> {
-    let read = |p: &Path| -> Result<Option<Expected>> {
-        let bytes = std::fs::read(p).map_err(|e| {
-            Error::usage(format!(
-                "--manifest {}: {}",
-                p.display(),
-                crate::util::io_reason(&e)
-            ))
-        })?;
-        Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(v) => from_json(&v),
-            Err(_) => from_text(&String::from_utf8_lossy(&bytes)),
-        })
-    };
     if let Some(p) = given {
-        return match read(p)? {
+        let read = read_any(p)
+            .map_err(|why| Error::usage(format!("--manifest {}: {why}", p.display())))?;
+        return match Expected::of(read) {
             Some(e) => Ok(Some((p.to_path_buf(), e))),
             None => Err(Error::usage(format!(
                 "--manifest {}: not a goldcap or DRP image-builder MANIFEST",
@@ -156,15 +135,12 @@ fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Ex
         .collect();
     candidates.sort();
     for p in candidates {
-        let Ok(bytes) = std::fs::read(&p) else {
+        let Ok(m) = read_json(&p) else {
             continue;
         };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        if v["tool"]["name"] == "goldcap"
-            && v["filename"] == name.as_str()
-            && let Some(e) = from_json(&v)
+        if m.is_goldcap()
+            && m.filename.as_deref() == Some(name.as_str())
+            && let Some(e) = Expected::of(m)
         {
             return Ok(Some((p, e)));
         }
@@ -172,6 +148,7 @@ fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Ex
     Ok(None)
 }
 
+/// Verifies an artifact.
 fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     let meta = std::fs::metadata(artifact)
         .map_err(|e| Error::usage(format!("{}: {}", artifact.display(), io_reason(&e))))?;
@@ -238,26 +215,4 @@ fn checksum_checks(found: Option<&(PathBuf, Expected)>, got: &Digests) -> Vec<Ch
             ),
         },
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_text_block_parses() {
-        let t = "Image Builder created image information: \n----\n        filename:  x.tgz\n            size:  517036600\n          md5sum:  1f40ac1bac2eb3ea99cebc38b807c15f\n       sha256sum:  ab\n";
-        let e = from_text(t).unwrap();
-        assert_eq!(
-            (e.size, e.md5.as_str(), e.sha256.as_deref()),
-            (517_036_600, "1f40ac1bac2eb3ea99cebc38b807c15f", Some("ab"))
-        );
-        // DRP's own manifest has no sha256.
-        assert!(
-            from_text("size:  1\nmd5sum:  x\n")
-                .unwrap()
-                .sha256
-                .is_none()
-        );
-    }
 }

@@ -35,7 +35,11 @@ impl Catalogue {
     /// Parses and validates catalogue text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Catalogue, ScrubError> {
         let file: CatalogueFile =
-            toml::from_str(text).map_err(|e| ScrubError(format!("{origin}: {e}")))?;
+            // TOML's message quotes the offending line: clipped, so a
+            // hostile profile cannot fill the terminal.
+            toml::from_str(text).map_err(|e| {
+                ScrubError(format!("{origin}: {}", crate::input::clip(&e.to_string(), 600)))
+            })?;
         let c = Catalogue {
             operations: file.operation,
         };

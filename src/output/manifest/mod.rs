@@ -15,6 +15,8 @@
 //! [`crate::report::escape`]; the encoding is stated in both forms. This module
 //! must never read the artifact back.
 
+pub mod read;
+
 use crate::output::compress::Format;
 use crate::output::digest::Digests;
 use crate::report::escape::PATH_ENCODING;
