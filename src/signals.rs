@@ -87,7 +87,7 @@ impl Cancel {
     pub fn check(&self) -> Result<(), Error> {
         match self.signal() {
             None => Ok(()),
-            Some(sig) => Err(Error::Interrupted(sig)),
+            Some(sig) => Err(Error::Interrupted(sig, String::new())),
         }
     }
 

@@ -1838,3 +1838,45 @@ fn input_files_are_regular_and_bounded() {
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stderr.len() < 4096, "{} bytes on stderr", o.stderr.len());
 }
+
+/// A signal while the MANIFEST is being sent ends the upload with the
+/// signal's exit status (143 for SIGTERM), after withdrawing the artifact
+/// that went up before it.
+#[test]
+fn an_upload_interrupted_at_the_manifest_exits_with_the_signal_status() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let man = format!("/{UPLOAD_MANIFEST}");
+    let drp = Drp::start(json!({"faults": [
+        {"kind": "stall", "method": "POST", "path": man, "times": 1, "seconds": 4, "after": 1}
+    ]}));
+    let mut child = goldcap_cmd(&[
+        OsString::from("upload"),
+        cap.file(MANIFEST_JSON).into(),
+        "--to".into(),
+        drp.target().into(),
+        "--timeout".into(),
+        "60".into(),
+    ])
+    .env("RS_TOKEN", TOKEN)
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let part = drp.stored(&format!("{UPLOAD_MANIFEST}.part"));
+    let start = Instant::now();
+    while !(drp.stored(UPLOAD_TARBALL).exists() && part.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the MANIFEST never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "goldcap ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by signal 15"), "{err}");
+    assert!(drp.images().is_empty(), "{:?}", drp.images());
+}

@@ -468,12 +468,11 @@ impl CaptureRun<'_> {
                     opts,
                     &cfg.names.upload_tarball,
                     &cfg.names.artifact,
-                    self.cancel,
                 ),
                 _ => None,
             };
             match left {
-                Some(l) => anyhow!("{e}; {l}").into(),
+                Some(l) => e.append(&format!("; {l}")),
                 None => e,
             }
         })
@@ -559,11 +558,10 @@ impl CaptureRun<'_> {
             let r = upload::upload_files(target, opts, files, ui, self.cancel);
             ui.finish_progress();
             return r.map_err(|e| {
-                anyhow!(
-                    "{e} (the capture itself is complete in {})",
+                e.append(&format!(
+                    " (the capture itself is complete in {})",
                     cfg.output_dir.display()
-                )
-                .into()
+                ))
             });
         };
         match upload::upload_manifests(target, opts, files, ui, self.cancel) {
@@ -577,14 +575,14 @@ impl CaptureRun<'_> {
                 })
             }
             Err(e) => {
-                let left = upload::left_behind(upload::withdraw(target, opts, files, self.cancel));
+                let left = upload::left_behind(upload::withdraw(target, opts, files));
                 // Local MANIFESTs of an artifact that exists nowhere are
                 // removed; if the store kept it, they are its only record.
                 if !local && left.is_empty() {
                     let _ = std::fs::remove_file(&files.manifest);
                     let _ = std::fs::remove_file(&files.manifest_json);
                 }
-                Err(anyhow!("{e}{left}").into())
+                Err(e.append(&left))
             }
         }
     }

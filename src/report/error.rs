@@ -17,9 +17,10 @@ pub enum Error {
     /// The command line or an input is wrong; nothing was done.
     #[error("{0}")]
     Usage(String),
-    /// A signal asked us to stop; temporary files were removed.
-    #[error("interrupted by signal {0}; temporary files removed")]
-    Interrupted(i32),
+    /// A signal asked us to stop; temporary files were removed. The note
+    /// says what else the clean-up found (`"; <what is left>"`, or empty).
+    #[error("interrupted by signal {0}; temporary files removed{1}")]
+    Interrupted(i32, String),
     /// Anything else: the run failed. Shown with its whole chain of causes
     /// ("cannot publish the output: …: Permission denied").
     #[error("{0:#}")]
@@ -38,11 +39,22 @@ impl Error {
         Error::Usage(msg.into())
     }
 
+    /// This error with `tail` added to its message — what a clean-up after
+    /// it left behind, what is complete anyway — and still of its kind: an
+    /// interruption stays one (exit status 128 + N), a usage error one.
+    pub fn append(self, tail: &str) -> Error {
+        match self {
+            Error::Usage(m) => Error::Usage(format!("{m}{tail}")),
+            Error::Interrupted(sig, note) => Error::Interrupted(sig, format!("{note}{tail}")),
+            Error::Failed(e) => Error::Failed(anyhow::anyhow!("{e:#}{tail}")),
+        }
+    }
+
     /// The exit code this error maps to.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) => ExitCode::Usage,
-            Error::Interrupted(sig) => ExitCode::Interrupted(*sig),
+            Error::Interrupted(sig, _) => ExitCode::Interrupted(*sig),
             Error::Failed(_) => ExitCode::Failure,
         }
     }
@@ -70,5 +82,21 @@ mod tests {
         let again = anyhow::anyhow!("{e}; the artifact is left on the store");
         assert!(again.to_string().contains("Permission denied"));
         assert_eq!(e.exit_code(), ExitCode::Failure);
+    }
+
+    #[test]
+    fn appending_keeps_the_kind() {
+        let e = Error::Interrupted(15, String::new()).append("; /images/x.tgz is left");
+        assert_eq!(e.exit_code(), ExitCode::Interrupted(15));
+        assert_eq!(
+            e.to_string(),
+            "interrupted by signal 15; temporary files removed; /images/x.tgz is left"
+        );
+        assert_eq!(Error::usage("bad").append("!").exit_code(), ExitCode::Usage);
+        let f = Error::from(anyhow::anyhow!("x")).append(" (y)");
+        assert_eq!(
+            (f.to_string().as_str(), f.exit_code()),
+            ("x (y)", ExitCode::Failure)
+        );
     }
 }

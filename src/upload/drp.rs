@@ -291,10 +291,10 @@ impl Client {
     /// Turns a failed check into the error: a mismatch is deleted; a file
     /// that could not be read back is kept (it is most likely good) and
     /// the message says so.
-    fn failed_check(&self, path: &str, check: Check, cancel: &Cancel) -> Error {
+    fn failed_check(&self, path: &str, check: Check) -> Error {
         match check {
             Check::Mismatch(e) => {
-                let left = super::left_behind(self.delete(path, cancel));
+                let left = super::left_behind(self.delete(path));
                 anyhow::anyhow!("{e}{left}").into()
             }
             Check::Unknown(e) => anyhow::anyhow!(
@@ -338,7 +338,7 @@ impl Client {
         if let Some((esize, emd5, esha)) = expect
             && (esize != size || emd5 != md5 || esha != sha256)
         {
-            let left = super::left_behind(self.delete(path, cancel));
+            let left = super::left_behind(self.delete(path));
             return Err(anyhow::anyhow!(
                 "{} does not match its MANIFEST (sha256 {sha256}, MANIFEST {esha}): it changed since the capture{left}",
                 file.display()
@@ -346,7 +346,7 @@ impl Client {
             .into());
         }
         if let Err(check) = self.verify(path, &sha256, size, cancel) {
-            return Err(self.failed_check(path, check, cancel));
+            return Err(self.failed_check(path, check));
         }
         Ok(Stored {
             name: format!("/{path}"),
@@ -406,8 +406,8 @@ impl Client {
         let manifest = match self.upload_manifest(files, ui, cancel) {
             Ok(m) => m,
             Err(e) => {
-                let left = super::left_behind(self.delete(&files.upload_tarball, cancel));
-                return Err(anyhow::anyhow!("{e}{left}").into());
+                let left = super::left_behind(self.delete(&files.upload_tarball));
+                return Err(e.append(&left));
             }
         };
         Ok(Uploaded {
@@ -437,8 +437,11 @@ impl Client {
     }
 
     /// Deletes `path`; `None` when it is gone, else what is left and why.
-    pub fn delete(&self, path: &str, cancel: &Cancel) -> Option<String> {
-        let result = retry(&format!("DELETE /{path}"), self.attempts, cancel, || {
+    pub fn delete(&self, path: &str) -> Option<String> {
+        // A clean-up runs to its end even after a signal (a second signal
+        // still ends goldcap at once).
+        let never = Cancel::never();
+        let result = retry(&format!("DELETE /{path}"), self.attempts, &never, || {
             let mut resp = self
                 .agent
                 .delete(&self.url(path))
@@ -571,7 +574,6 @@ impl Client {
             thread: Some(thread),
             abort,
             complete,
-            cancel: *cancel,
         })
     }
 }
@@ -624,7 +626,6 @@ pub struct Stream {
     thread: Option<StreamThread>,
     abort: Arc<AtomicBool>,
     complete: Arc<AtomicBool>,
-    cancel: Cancel,
 }
 
 impl Stream {
@@ -690,7 +691,7 @@ impl super::StreamUpload for Stream {
             Err(e) => return Err(anyhow::anyhow!("{e}").into()),
         };
         if size != digests.size {
-            let left = super::left_behind(self.client.delete(&path, cancel));
+            let left = super::left_behind(self.client.delete(&path));
             return Err(anyhow::anyhow!(
                 "/{path}: DRP stored {size} bytes of {}{left}",
                 digests.size
@@ -701,7 +702,7 @@ impl super::StreamUpload for Stream {
             .client
             .verify(&path, &digests.sha256, digests.size, cancel)
         {
-            return Err(self.client.failed_check(&path, check, cancel));
+            return Err(self.client.failed_check(&path, check));
         }
         Ok(Stored {
             name: format!("/{path}"),
@@ -715,10 +716,7 @@ impl super::StreamUpload for Stream {
         self.abort.store(true, Ordering::SeqCst);
         match self.join() {
             // DRP kept it after all (it had the whole body): remove it.
-            Ok(_) => {
-                let cancel = self.cancel;
-                self.client.delete(&self.path, &cancel)
-            }
+            Ok(_) => self.client.delete(&self.path),
             Err(_) => None,
         }
     }

@@ -281,14 +281,14 @@ pub fn left_behind(what: Option<String>) -> String {
 }
 
 /// Removes an uploaded artifact after a later step failed; returns what
-/// could not be removed.
-pub fn withdraw(target: &Target, opts: &Options, files: &Files, cancel: &Cancel) -> Option<String> {
+/// could not be removed. A clean-up: it runs to its end even after a
+/// signal.
+pub fn withdraw(target: &Target, opts: &Options, files: &Files) -> Option<String> {
     withdraw_name(
         target,
         opts,
         &files.upload_tarball,
         &Files::name(&files.artifact),
-        cancel,
     )
 }
 
@@ -299,16 +299,15 @@ pub fn withdraw_name(
     opts: &Options,
     upload_tarball: &str,
     artifact: &str,
-    cancel: &Cancel,
 ) -> Option<String> {
     let cannot = |e: Error| Some(format!("the uploaded artifact is left on the store ({e})"));
     match target {
         Target::Drp { endpoint } => match drp::Client::new(endpoint.as_deref(), opts) {
-            Ok(c) => c.delete(upload_tarball, cancel),
+            Ok(c) => c.delete(upload_tarball),
             Err(e) => cannot(e),
         },
         Target::S3 { bucket, prefix } => match s3::Client::new(bucket, prefix, opts) {
-            Ok(c) => c.delete(artifact, cancel),
+            Ok(c) => c.delete(artifact),
             Err(e) => cannot(e),
         },
         Target::Put { .. } => {

@@ -31,11 +31,10 @@ pub fn put_files(
     // failure says where it is.
     let left = |objects: &[Stored], e: Error| -> Error {
         match objects.first() {
-            Some(a) => anyhow::anyhow!(
-                "{e}; the artifact is already at {} and goldcap cannot delete it (a presigned URL allows only PUT)",
+            Some(a) => e.append(&format!(
+                "; the artifact is already at {} and goldcap cannot delete it (a presigned URL allows only PUT)",
                 a.url
-            )
-            .into(),
+            )),
             None => e,
         }
     };

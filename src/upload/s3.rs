@@ -206,8 +206,8 @@ impl Client {
         match self.upload_manifests(files, ui, cancel) {
             Ok(m) => objects.extend(m),
             Err(e) => {
-                let left = super::left_behind(self.delete(&name, cancel));
-                return Err(anyhow::anyhow!("{e}{left}").into());
+                let left = super::left_behind(self.delete(&name));
+                return Err(e.append(&left));
             }
         }
         Ok(Uploaded {
@@ -241,12 +241,14 @@ impl Client {
     }
 
     /// Deletes an object; `None` when gone, else what is left.
-    pub fn delete(&self, name: &str, cancel: &Cancel) -> Option<String> {
+    pub fn delete(&self, name: &str) -> Option<String> {
         let key = self.key(name);
+        // A clean-up runs to its end even after a signal (a second signal
+        // still ends goldcap at once).
         retry(
             &format!("DELETE s3://{}/{key}", self.bucket.name()),
             self.attempts,
-            cancel,
+            &Cancel::never(),
             || {
                 let url = self
                     .bucket
@@ -650,7 +652,7 @@ impl Multipart {
         let (stored, note) = match head {
             Ok(Some((size, etag))) => {
                 if !completed && md5_etags && etag != expected {
-                    let left = super::left_behind(c.delete(&name, cancel));
+                    let left = super::left_behind(c.delete(&name));
                     return Err(anyhow::anyhow!(
                         "s3://{}/{}: the object's ETag is {etag}, expected {expected}{left}",
                         c.bucket.name(),
@@ -672,7 +674,7 @@ impl Multipart {
             Err(_) => (digests.size, "size not read back (HEAD failed)"),
         };
         if stored != digests.size || self.size != digests.size {
-            let left = super::left_behind(c.delete(&name, cancel));
+            let left = super::left_behind(c.delete(&name));
             return Err(anyhow::anyhow!(
                 "s3://{}/{}: stored {stored} bytes of {}{left}",
                 c.bucket.name(),
@@ -688,18 +690,14 @@ impl Multipart {
 impl super::StreamUpload for Multipart {
     fn finish(mut self: Box<Self>, digests: &Digests, cancel: &Cancel) -> Result<Stored> {
         let result = self.complete_and_check(digests, cancel);
-        if result.is_err() && !self.id.is_empty() {
-            let id = std::mem::take(&mut self.id);
-            if let Some(left) = self.client.abort_upload(&self.key, &id) {
-                return Err(anyhow::anyhow!(
-                    "{}; {left}",
-                    result.err().map(|e| e.to_string()).unwrap_or_default()
-                )
-                .into());
-            }
+        let id = std::mem::take(&mut self.id);
+        match result {
+            Err(e) if !id.is_empty() => match self.client.abort_upload(&self.key, &id) {
+                Some(left) => Err(e.append(&format!("; {left}"))),
+                None => Err(e),
+            },
+            r => r,
         }
-        std::mem::take(&mut self.id);
-        result
     }
 
     fn abort(mut self: Box<Self>) -> Option<String> {
