@@ -14,4 +14,5 @@ mod mounts;
 mod safety;
 mod scrub;
 mod upload;
+mod verify;
 mod zstd_compat;

@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = Config::from_cli(&cli).and_then(|config| match config {
         Config::Capture(cfg) => capture::run(&cfg, verbosity),
         Config::Scrub(cfg) => scrub::run(&cfg, verbosity),
-        Config::Verify(cfg) => verify::run(&cfg),
+        Config::Verify(cfg) => verify::run(&cfg, verbosity),
         Config::Upload(cfg) => upload::run(&cfg, verbosity),
         Config::Token(cfg) => token::run(&cfg),
         Config::Profile(cfg) => profile::run(&cfg),

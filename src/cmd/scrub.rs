@@ -97,7 +97,7 @@ pub(super) fn run(cfg: &ScrubConfig, verbosity: i8) -> Result<ExitCode> {
                     warnings,
                     warning_details: &report.warnings,
                 })?;
-            } else {
+            } else if verbosity >= 0 {
                 let mut buf = Vec::new();
                 section
                     .write_text(&mut buf)

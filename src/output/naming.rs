@@ -186,9 +186,19 @@ pub fn random_ident() -> Result<String, getrandom::Error> {
 
 /// Parses `--date` (RFC 3339, any offset) into UTC.
 pub fn parse_date(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
+    let d = DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("{s:?} is not an RFC 3339 date ({e}); example: 2026-11-22T10:15:00Z"))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 date ({e}); example: 2026-11-22T10:15:00Z")
+        })?;
+    // chrono takes a leap second (`:60`) as the second before it, a second
+    // long: names and the MANIFEST would show `:59`, or DRP's date `:60`.
+    if chrono::Timelike::nanosecond(&d) >= 1_000_000_000 {
+        return Err(format!(
+            "{s:?}: a leap second cannot name a capture; use :59 or the next minute"
+        ));
+    }
+    Ok(d)
 }
 
 /// `{date}`: `YYYYMMDD-HHMMSS` in UTC (DRP's `date +%Y%m%d-%H%M%S`).
@@ -337,6 +347,8 @@ mod tests {
         let d = parse_date("2019-08-05T20:44:35+02:00").unwrap();
         assert_eq!(drp_date(&d), "Mon Aug  5 18:44:35 UTC 2019");
         assert!(parse_date("yesterday").is_err());
+        assert!(parse_date("2016-12-31T23:59:60Z").is_err());
+        assert!(parse_date("2016-12-31T23:59:59.999Z").is_ok());
     }
 
     #[test]

@@ -183,19 +183,35 @@ impl Found {
     }
 }
 
-/// Follows `/etc/machine-id` through symlinks inside the archive.
-fn machine_id(f: &Found) -> MachineId {
+/// Where following `/etc/machine-id` led.
+enum Step {
+    Done(MachineId),
+    /// To this root-relative path, which the walk did not keep.
+    Need(String),
+}
+
+/// The most links followed, as the kernel's `ELOOP` limit.
+const MAX_LINKS: usize = 40;
+
+/// Follows `/etc/machine-id` through symlinks and hard links inside the
+/// archive.
+fn follow_machine_id(f: &Found) -> Step {
     let mut rel = "etc/machine-id".to_owned();
-    for _ in 0..8 {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..MAX_LINKS {
+        if !seen.insert(rel.clone()) {
+            return Step::Done(MachineId::Broken(format!(
+                "is a symlink loop (through /{rel})"
+            )));
+        }
         match f.items.get(&rel).map(|(_, b)| b) {
-            None if rel == "etc/machine-id" => return MachineId::Absent,
-            None if rel.starts_with("run/") => return MachineId::Runtime(format!("/{rel}")),
-            None => {
-                return MachineId::Broken(format!(
-                    "is a symlink to /{rel}, which is not in the image"
-                ));
+            None if rel == "etc/machine-id" => return Step::Done(MachineId::Absent),
+            None if rel.starts_with("run/") => {
+                return Step::Done(MachineId::Runtime(format!("/{rel}")));
             }
-            Some(Body::Regular(c)) => return MachineId::Content(c.clone()),
+            None => return Step::Need(rel),
+            Some(Body::Regular(c)) => return Step::Done(MachineId::Content(c.clone())),
+            Some(Body::Link(t)) => rel = t.clone(),
             Some(Body::Symlink(t)) => {
                 let t = String::from_utf8_lossy(t);
                 let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
@@ -216,10 +232,31 @@ fn machine_id(f: &Found) -> MachineId {
                 }
                 rel = parts.join("/");
             }
-            Some(_) => return MachineId::Broken("is not a regular file".into()),
+            Some(_) => return Step::Done(MachineId::Broken("is not a regular file".into())),
         }
     }
-    MachineId::Broken("is a symlink loop".into())
+    Step::Done(MachineId::Broken(format!(
+        "leads through more than {MAX_LINKS} links"
+    )))
+}
+
+/// A path on `/etc/machine-id`'s chain of links that the walk did not
+/// keep, for the reader to fetch.
+pub(super) fn machine_id_gap(f: &Found) -> Option<String> {
+    match follow_machine_id(f) {
+        Step::Need(rel) => Some(rel),
+        Step::Done(_) => None,
+    }
+}
+
+/// What `/etc/machine-id` is, once every link on its chain was fetched.
+fn machine_id(f: &Found) -> MachineId {
+    match follow_machine_id(f) {
+        Step::Done(m) => m,
+        Step::Need(rel) => {
+            MachineId::Broken(format!("is a symlink to /{rel}, which is not in the image"))
+        }
+    }
 }
 
 /// Every identity check, in order.

@@ -12,6 +12,7 @@
 
 mod identity;
 mod read;
+mod shape;
 
 use super::{print_json, print_text};
 use crate::cli::config::VerifyConfig;
@@ -25,14 +26,16 @@ use identity::{Found, identity_checks};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Runs `goldcap verify` and prints its result.
-pub(super) fn run(cfg: &VerifyConfig) -> Result<ExitCode> {
+/// Runs `goldcap verify` and prints its result: every check, or with `-q`
+/// only the failed ones.
+pub(super) fn run(cfg: &VerifyConfig, verbosity: i8) -> Result<ExitCode> {
     let v = verify(&cfg.artifact, cfg.manifest.as_deref())?;
+    let quiet = verbosity < 0;
     if cfg.json {
         print_json(&v)?;
     } else {
         let mut t = String::new();
-        for c in &v.checks {
+        for c in v.checks.iter().filter(|c| !(quiet && c.ok)) {
             t.push_str(&format!(
                 "{:<5} {:<16} {}\n",
                 if c.ok { "ok" } else { "FAIL" },
@@ -44,11 +47,15 @@ pub(super) fn run(cfg: &VerifyConfig) -> Result<ExitCode> {
             }
         }
         let n = v.failures();
-        t.push_str(&if n == 0 {
-            format!("{}: all {} checks passed\n", v.artifact, v.checks.len())
-        } else {
-            format!("{}: {n} check(s) failed\n", v.artifact)
-        });
+        if n > 0 {
+            t.push_str(&format!("{}: {n} check(s) failed\n", v.artifact));
+        } else if !quiet {
+            t.push_str(&format!(
+                "{}: all {} checks passed\n",
+                v.artifact,
+                v.checks.len()
+            ));
+        }
         print_text(&t)?;
     }
     Ok(if v.failures() > 0 {
@@ -160,16 +167,42 @@ fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     let read = read::read_artifact(artifact, &mut found)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.display()))?;
     let mut checks = checksum_checks(found_manifest.as_ref(), &read.digests);
+    checks.push(format_check(artifact, read.format));
     checks.push(match read.entries {
         Ok(n) => check("archive", true, format!("{n} entries, read to the end")),
         Err(e) => check("archive", false, format!("unreadable: {e}")),
     });
+    checks.extend(read.shape);
     checks.extend(identity_checks(&found));
     Ok(Verification {
         artifact: escape(artifact.as_os_str().as_encoded_bytes()),
         manifest: found_manifest.map(|(p, _)| escape(p.as_os_str().as_encoded_bytes())),
         checks,
     })
+}
+
+/// The compression its name promises (curtin and image-deploy go by the
+/// name: a `.tgz` holding zstd cannot be deployed).
+fn format_check(artifact: &Path, found: &'static str) -> Check {
+    let name = artifact.to_string_lossy();
+    let expected = [
+        (".tgz", "gzip"),
+        (".tar.gz", "gzip"),
+        (".tar.zst", "zstd"),
+        (".tzst", "zstd"),
+        (".tar", "uncompressed"),
+    ]
+    .into_iter()
+    .find(|(ext, _)| name.ends_with(ext));
+    match expected {
+        Some((ext, want)) if want != found => check(
+            "format",
+            false,
+            format!("{found} data named {ext}: whatever deploys it by its name will fail"),
+        ),
+        Some((ext, _)) => check("format", true, format!("{found}, as {ext} says")),
+        None => check("format", true, format!("{found} (the name says nothing)")),
+    }
 }
 
 fn check(name: &'static str, ok: bool, detail: String) -> Check {

@@ -6,7 +6,9 @@
 //! read into memory (their first MiB); a second pass happens only when one
 //! of them is a hard link, to read the entry it links to. Reads only.
 
-use super::identity::{Body, Found, Patterns};
+use super::Check;
+use super::identity::{Body, Found, Patterns, machine_id_gap};
+use super::shape::Shape;
 use crate::output::digest::{Hasher, HashingReader};
 use crate::report::escape::escape;
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +41,15 @@ impl<R: BufRead> Decoder<R> {
         })
     }
 
+    /// The compression found, by the names artifacts carry.
+    pub(super) fn format(&self) -> &'static str {
+        match self {
+            Decoder::Gzip(_) => "gzip",
+            Decoder::Zstd(_) => "zstd",
+            Decoder::Plain(_) => "uncompressed",
+        }
+    }
+
     pub(super) fn into_inner(self) -> R {
         match self {
             Decoder::Gzip(d) => d.into_inner(),
@@ -59,38 +70,75 @@ impl<R: BufRead> Read for Decoder<R> {
 }
 
 /// What one read of an artifact gives: the entry count (or why the archive
-/// could not be read to its end) and the digests of the whole file.
+/// could not be read to its end), the checks of its shape (when it could),
+/// its compression and the digests of the whole file.
 pub(super) struct ReadBack {
     pub(super) entries: io::Result<u64>,
+    pub(super) shape: Vec<Check>,
+    pub(super) format: &'static str,
     pub(super) digests: crate::output::digest::Digests,
 }
 
-/// Reads `artifact` once: walks its entries into `found` and hashes every
-/// byte of the file, including what the decompressor did not need.
+/// The decompressed stream's length and the offset of its last non-zero
+/// byte, for the end-of-archive check.
+struct Probe<R> {
+    inner: R,
+    total: u64,
+    last_nonzero: Option<u64>,
+}
+
+impl<R: Read> Read for Probe<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            self.last_nonzero = Some(self.total + i as u64);
+        }
+        self.total += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `artifact` once: walks its entries into `found` and `shape` and
+/// hashes every byte of the file, including what the decompressor did not
+/// need.
 pub(super) fn read_artifact(artifact: &Path, found: &mut Found) -> io::Result<ReadBack> {
     let file = File::open(artifact)?;
     let input = BufReader::with_capacity(1 << 20, HashingReader::new(file));
-    let mut ar = tar::Archive::new(Decoder::new(input)?);
-    let walked = walk(&mut ar, found);
-    let mut decoder = ar.into_inner();
+    let decoder = Decoder::new(input)?;
+    let format = decoder.format();
+    let mut ar = tar::Archive::new(Probe {
+        inner: decoder,
+        total: 0,
+        last_nonzero: None,
+    });
+    let mut shape = Shape::default();
+    let walked = walk(&mut ar, found, &mut shape);
+    let mut probe = ar.into_inner();
     // Read to the end of the compressed stream (trailer, padding).
     let entries = walked
-        .and_then(|n| io::copy(&mut decoder, &mut io::sink()).map(|_| n))
-        .and_then(|n| resolve_links(artifact, found).map(|_| n));
+        .and_then(|n| io::copy(&mut probe, &mut io::sink()).map(|_| n))
+        .and_then(|n| resolve_links(artifact, found).map(|_| n))
+        .and_then(|n| resolve_machine_id(artifact, found).map(|_| n));
+    let shape = match &entries {
+        Ok(_) => shape.checks(probe.total, probe.last_nonzero),
+        Err(_) => Vec::new(),
+    };
     // The compressed bytes the decompressor took were hashed as they came
     // in (bytes left in the buffer had passed too); hash the rest, if any.
-    let mut rest = decoder.into_inner().into_inner();
+    let mut rest = probe.inner.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     let (_, hasher): (File, Hasher) = rest.into_inner();
     Ok(ReadBack {
         entries,
+        shape,
+        format,
         digests: hasher.finish(),
     })
 }
 
-/// An entry's path relative to the root (`./` and a trailing `/` removed;
-/// the real name of a PAX sparse entry).
-fn entry_rel<R: Read>(e: &mut tar::Entry<'_, R>) -> Vec<u8> {
+/// An entry's name as extractors use it: the header's (or PAX `path`), or
+/// the real name of a PAX sparse entry.
+fn entry_name<R: Read>(e: &mut tar::Entry<'_, R>) -> Vec<u8> {
     let mut raw = e.path_bytes().into_owned();
     if let Ok(Some(exts)) = e.pax_extensions() {
         for ext in exts.flatten() {
@@ -99,7 +147,12 @@ fn entry_rel<R: Read>(e: &mut tar::Entry<'_, R>) -> Vec<u8> {
             }
         }
     }
-    let rel = raw.strip_prefix(b"./").unwrap_or(&raw);
+    raw
+}
+
+/// A name relative to the root (`./` and a trailing `/` removed).
+fn rel_of(raw: &[u8]) -> Vec<u8> {
+    let rel = raw.strip_prefix(b"./").unwrap_or(raw);
     rel.strip_suffix(b"/").unwrap_or(rel).to_vec()
 }
 
@@ -112,57 +165,66 @@ fn read_small<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Vec<u8>> {
 
 /// Walks the tar stream, telling `found` about every entry and keeping the
 /// content of those it wants; the number of entries.
-fn walk<R: Read>(ar: &mut tar::Archive<R>, found: &mut Found) -> io::Result<u64> {
+fn walk<R: Read>(
+    ar: &mut tar::Archive<R>,
+    found: &mut Found,
+    shape: &mut Shape,
+) -> io::Result<u64> {
     let pats = Patterns::new();
     let mut n = 0u64;
     for entry in ar.entries()? {
         let mut e = entry?;
         n += 1;
-        let rel_bytes = entry_rel(&mut e);
+        let raw = entry_name(&mut e);
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let data_end = e.raw_file_position() + e.size().next_multiple_of(512);
+        shape.note(&raw, e.header().entry_type(), link.as_deref(), data_end);
+        let rel_bytes = rel_of(&raw);
         let rel = String::from_utf8_lossy(&rel_bytes).into_owned();
         let shown = format!("./{}", escape(&rel_bytes));
         let et = e.header().entry_type();
         if !found.note(&rel, &shown, et, &pats) {
             continue;
         }
-        let body = if et.is_file() || et.is_contiguous() {
-            Body::Regular(read_small(&mut e)?)
-        } else if et.is_hard_link() {
-            let target = e
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
-            let t = target.strip_prefix(b"./").unwrap_or(&target);
-            Body::Link(String::from_utf8_lossy(t).into_owned())
-        } else if et.is_symlink() {
-            Body::Symlink(
-                e.link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default(),
-            )
-        } else {
-            Body::Other
-        };
+        let body = body(&mut e)?;
         found.items.insert(rel, (shown, body));
     }
     Ok(n)
 }
 
-/// Second pass, only when an interesting entry is a hard link: reads the
-/// entries it links to.
-fn read_targets(
-    artifact: &Path,
-    targets: &BTreeSet<String>,
-) -> io::Result<BTreeMap<String, Vec<u8>>> {
+/// An entry as the identity checks keep it: a regular file's first MiB, a
+/// link's target.
+fn body<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Body> {
+    let et = e.header().entry_type();
+    let link = || {
+        e.link_name_bytes()
+            .map(|t| t.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(if et.is_hard_link() {
+        let target = link();
+        Body::Link(String::from_utf8_lossy(&rel_of(&target)).into_owned())
+    } else if et.is_symlink() {
+        Body::Symlink(link())
+    } else if et.is_file() || et.is_contiguous() {
+        Body::Regular(read_small(e)?)
+    } else {
+        Body::Other
+    })
+}
+
+/// Another pass, only when the first left something out: the entries
+/// named, as the identity checks keep them.
+fn read_entries(artifact: &Path, names: &BTreeSet<String>) -> io::Result<BTreeMap<String, Body>> {
     let mut out = BTreeMap::new();
     let input = BufReader::with_capacity(1 << 20, File::open(artifact)?);
     let mut ar = tar::Archive::new(Decoder::new(input)?);
     for entry in ar.entries()? {
         let mut e = entry?;
-        let rel = String::from_utf8_lossy(&entry_rel(&mut e)).into_owned();
-        let et = e.header().entry_type();
-        if targets.contains(&rel) && (et.is_file() || et.is_contiguous()) {
-            out.insert(rel, read_small(&mut e)?);
+        let rel = String::from_utf8_lossy(&rel_of(&entry_name(&mut e))).into_owned();
+        if names.contains(&rel) {
+            let body = body(&mut e)?;
+            out.insert(rel, body);
         }
     }
     Ok(out)
@@ -181,13 +243,35 @@ fn resolve_links(artifact: &Path, found: &mut Found) -> io::Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let contents = read_targets(artifact, &targets)?;
+    let contents = read_entries(artifact, &targets)?;
     for (_, body) in found.items.values_mut() {
         if let Body::Link(t) = body {
-            *body = contents
-                .get(t.as_str())
-                .map_or(Body::Other, |c| Body::Regular(c.clone()));
+            *body = match contents.get(t.as_str()) {
+                Some(Body::Regular(c)) => Body::Regular(c.clone()),
+                _ => Body::Other,
+            };
         }
+    }
+    Ok(())
+}
+
+/// Fetches, a pass each, the entries a linked `/etc/machine-id` leads
+/// through that the first pass did not keep (as many as links are
+/// followed, at most).
+fn resolve_machine_id(artifact: &Path, found: &mut Found) -> io::Result<()> {
+    let mut fetched = BTreeSet::new();
+    while let Some(rel) = machine_id_gap(found) {
+        if !fetched.insert(rel.clone()) || fetched.len() > 40 {
+            break;
+        }
+        let Some((rel, body)) = read_entries(artifact, &BTreeSet::from([rel]))?
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
+        let shown = format!("./{}", escape(rel.as_bytes()));
+        found.items.insert(rel, (shown, body));
     }
     Ok(())
 }

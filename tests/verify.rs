@@ -1,0 +1,207 @@
+//! `goldcap verify` as a gate: archives that would hurt a deploy — members
+//! outside the target, files written through a symlink, hard links to
+//! nothing, truncated or padded streams, zstd data named `.tgz`, a
+//! `/etc/machine-id` that loops or leads to an id — are each a listed FAIL
+//! (exit status 4). The archives are built with Python's `tarfile`, not
+//! with goldcap.
+
+use crate::common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Builds `name` in `dir` from a Python list of members: `(name, type,
+/// data-or-link)` with type `f` (file), `d`, `l` (symlink), `h` (hard
+/// link); `post` is Python run on `raw` (the tar bytes) before they are
+/// gzipped (or written as they are when `name` ends in `.zst`).
+fn archive(dir: &Path, name: &str, members: &str, post: &str) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let script = format!(
+        r#"
+import gzip, io, tarfile, subprocess, sys
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for name, kind, arg in {members}:
+        ti = tarfile.TarInfo(name)
+        ti.type = {{"f": tarfile.REGTYPE, "d": tarfile.DIRTYPE, "l": tarfile.SYMTYPE, "h": tarfile.LNKTYPE}}[kind]
+        data = arg.encode() if kind == "f" else b""
+        ti.size = len(data)
+        if kind in "lh":
+            ti.linkname = arg
+        t.addfile(ti, io.BytesIO(data) if kind == "f" else None)
+raw = buf.getvalue()
+{post}
+out = sys.argv[1]
+if out.endswith(".zst") or out.endswith("zst-named.tgz"):
+    open(out, "wb").write(subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout)
+else:
+    open(out, "wb").write(gzip.compress(raw))
+"#
+    );
+    sh(Command::new("python3").arg("-c").arg(script).arg(&out));
+    out
+}
+
+const BASE: &str = r#"[("./", "d", ""), ("./curtin/", "d", ""), ("./etc/", "d", ""), ("./etc/machine-id", "f", "")]"#;
+
+/// Runs verify on `art` (no MANIFEST); the names of the failed checks.
+fn failed(art: &Path) -> (i32, Vec<String>, String) {
+    let o = goldcap(&[std::ffi::OsStr::new("verify"), art.as_os_str()]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let names = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("FAIL  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .filter(|n| n != "manifest")
+        .collect();
+    (o.status.code().unwrap(), names, out)
+}
+
+#[test]
+fn archives_that_would_hurt_a_deploy_fail_by_name() {
+    require_root();
+    let t = tempfile::tempdir_in(test_tmp()).unwrap();
+    let d = t.path();
+    let with = |extra: &str| format!("{} + [{extra}]", BASE);
+    let cases: Vec<(std::path::PathBuf, &[&str])> = vec![
+        (archive(d, "ok.tgz", BASE, ""), &[]),
+        (
+            archive(
+                d,
+                "dotdot.tgz",
+                &with(r#"("../../etc/cron.d/x", "f", "x")"#),
+                "",
+            ),
+            &["member-names"],
+        ),
+        (
+            archive(
+                d,
+                "absolute.tgz",
+                &with(r#"("/etc/cron.d/x", "f", "x")"#),
+                "",
+            ),
+            &["member-names"],
+        ),
+        (
+            archive(
+                d,
+                "through.tgz",
+                &with(r#"("./srv", "l", "/etc"), ("./srv/cron.d/x", "f", "x")"#),
+                "",
+            ),
+            &["through-symlink"],
+        ),
+        (
+            archive(
+                d,
+                "link-out.tgz",
+                &with(r#"("./x", "h", "/etc/shadow")"#),
+                "",
+            ),
+            &["hard-links"],
+        ),
+        (
+            archive(
+                d,
+                "link-later.tgz",
+                &with(r#"("./x", "h", "./y"), ("./y", "f", "y")"#),
+                "",
+            ),
+            &["hard-links"],
+        ),
+        (
+            archive(
+                d,
+                "truncated.tgz",
+                BASE,
+                "raw = raw[:(len(raw.rstrip(b'\\0')) + 511) // 512 * 512]",
+            ),
+            &["end-of-archive"],
+        ),
+        (
+            archive(d, "trailing.tgz", BASE, "raw = raw + b'junk' + bytes(2044)"),
+            &["end-of-archive"],
+        ),
+        (archive(d, "zst-named.tgz", BASE, ""), &["format"]),
+        (
+            archive(
+                d,
+                "loop.tgz",
+                r#"[("./", "d", ""), ("./curtin/", "d", ""), ("./etc/", "d", ""),
+                    ("./etc/machine-id", "l", "mid2"), ("./etc/mid2", "l", "machine-id")]"#,
+                "",
+            ),
+            &["machine-id"],
+        ),
+        (
+            archive(
+                d,
+                "chain.tgz",
+                r#"[("./", "d", ""), ("./curtin/", "d", ""), ("./etc/", "d", ""),
+                    ("./etc/machine-id", "l", "mid2"), ("./etc/mid2", "l", "/var/lib/id"),
+                    ("./var/", "d", ""), ("./var/lib/", "d", ""),
+                    ("./var/lib/id", "f", "0123456789abcdef0123456789abcdef\n")]"#,
+                "",
+            ),
+            &["machine-id"],
+        ),
+    ];
+    for (art, want) in cases {
+        let (code, names, out) = failed(&art);
+        assert_eq!(names, *want, "{}:\n{out}", art.display());
+        // (No MANIFEST next to these: that check fails too.)
+        assert_eq!(code, 4, "{out}");
+    }
+    let (_, _, out) = failed(&d.join("loop.tgz"));
+    assert!(out.contains("is a symlink loop"), "{out}");
+    let (_, _, out) = failed(&d.join("chain.tgz"));
+    assert!(out.contains("holds an id (0123456789abcdef"), "{out}");
+}
+
+#[test]
+fn a_leap_second_cannot_date_a_capture() {
+    let o = goldcap(&["capture", "--date", "2016-12-31T23:59:60Z"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("leap second"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn quiet_verify_and_scrub_print_only_failures() {
+    // (The plain sample root has sshd and no regenerator: a FAIL.)
+    let env = identity_env("debian");
+    let r = env.capture("out", &["-q"]);
+    r.ok();
+    let o = goldcap(&[
+        std::ffi::OsString::from("-q"),
+        "verify".into(),
+        r.artifact().into(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
+    std::fs::remove_file(r.file(MANIFEST_JSON)).unwrap();
+    let o = goldcap(&[
+        std::ffi::OsString::from("-q"),
+        "verify".into(),
+        r.artifact().into(),
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("FAIL") || l.ends_with("1 check(s) failed")),
+        "{out}"
+    );
+    let o = goldcap(&[
+        std::ffi::OsString::from("-q"),
+        "scrub".into(),
+        "--dry-run".into(),
+        "--root".into(),
+        env.root().into(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
+}
