@@ -191,6 +191,88 @@ fn a_killed_capture_leaves_nothing_under_a_final_name() {
     );
 }
 
+/// `kill -9` at each rename of the publication: an artifact under its
+/// final name always has both its MANIFESTs (it is renamed last), and the
+/// next run in the directory removes what the killed one left, saying so.
+#[test]
+fn a_kill_at_any_rename_never_leaves_an_artifact_without_its_manifests() {
+    let env = Env::new();
+    let out = env.path("out");
+    let order = [MANIFEST, MANIFEST_JSON, ARTIFACT];
+    for (i, at) in order.iter().enumerate() {
+        let _ = std::fs::remove_dir_all(&out);
+        let flag = env.path("pause-flag");
+        let mut child = goldcap_cmd(&[
+            "capture".as_ref(),
+            "--root".as_ref(),
+            env.root().as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--ident".as_ref(),
+            IDENT.as_ref(),
+            "--date".as_ref(),
+            DATE.as_ref(),
+            "-q".as_ref(),
+        ])
+        .env("GOLDCAP_TEST_PAUSE", format!("publish:{at}"))
+        .env("GOLDCAP_TEST_PAUSE_FILE", &flag)
+        .spawn()
+        .unwrap();
+        let start = Instant::now();
+        while !flag.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never paused at {at}"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "ended before {at}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL at the rename of `at`
+        child.wait().unwrap();
+        std::fs::remove_file(&flag).unwrap();
+        let finals: Vec<String> = list_dir(&out)
+            .into_iter()
+            .filter(|n| !n.starts_with(".goldcap-"))
+            .collect();
+        let mut want: Vec<String> = order[..i].iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(finals, want, "killed at the rename of {at}");
+        assert!(!finals.contains(&ARTIFACT.to_owned()));
+        // The next run cleans up the killed one's temporaries.
+        let next = env.capture("out", &["--force"]);
+        next.ok();
+        assert!(
+            next.stderr().contains("left by killed runs"),
+            "{}",
+            next.stderr()
+        );
+        assert_eq!(next.listing(), {
+            let mut v = order.map(String::from).to_vec();
+            v.sort();
+            v
+        });
+    }
+}
+
+/// A second capture into the same directory leaves the temporaries of one
+/// still running alone.
+#[test]
+fn a_running_capture_keeps_its_temporaries() {
+    let env = slow_env();
+    let mut child = start_capture(&env);
+    wait_for_partial(&env, &mut child);
+    let other = env.capture("out", &["-q"]);
+    other.ok();
+    assert!(
+        list_dir(&env.path("out"))
+            .iter()
+            .any(|n| n.starts_with(".goldcap-") && n.ends_with(".part")),
+        "the running capture's temporary was removed"
+    );
+    resume(&env);
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn an_interrupted_capture_removes_its_temporary_files() {
     let env = slow_env();

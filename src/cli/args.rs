@@ -62,7 +62,7 @@ pub enum Command {
                   except /boot and /boot/efi and those named by --include-mount; the content of \
                   /proc /sys /dev /run /tmp /var/tmp is never archived, their directories are. \
                   Files are written under hidden temporary names and renamed when complete, the \
-                  MANIFEST last."
+                  artifact last."
     )]
     Capture(Box<CaptureArgs>),
     /// Scrub machine identity in place in a chroot or mounted image, or list

@@ -186,6 +186,7 @@ impl CaptureRun<'_> {
         let started = Instant::now();
         let cfg = self.cfg;
         self.refuse_existing()?;
+        self.remove_stale(ui);
         let rootfs = RootFs::new(&cfg.root);
         let facts = Facts::gather(&rootfs, cfg.os_release.clone());
         let output = self.open()?;
@@ -242,12 +243,51 @@ impl CaptureRun<'_> {
         for name in names.into_iter().skip(usize::from(!self.local_artifact())) {
             let p = cfg.output_dir.join(name);
             if p.symlink_metadata().is_ok() {
-                return Err(
-                    anyhow!("{} already exists (use --force to replace it)", p.display()).into(),
-                );
+                let unfinished = self.local_artifact()
+                    && name != &cfg.names.artifact
+                    && cfg
+                        .output_dir
+                        .join(&cfg.names.artifact)
+                        .symlink_metadata()
+                        .is_err();
+                return Err(anyhow!(
+                    "{} already exists{} (use --force to replace it)",
+                    p.display(),
+                    if unfinished {
+                        ", without its artifact: the publication of an earlier run was cut short"
+                    } else {
+                        ""
+                    }
+                )
+                .into());
             }
         }
         Ok(())
+    }
+
+    /// Temporaries that killed runs left in the output directory go, with a
+    /// line saying so; those of a capture still running there stay.
+    fn remove_stale(&self, ui: &Ui) {
+        let dir = &self.cfg.output_dir;
+        match crate::output::atomic::remove_stale(dir) {
+            Ok(gone) if !gone.is_empty() => ui.say(&format!(
+                "goldcap: removed {} temporar{} left by killed runs from {} ({}): {}",
+                gone.len(),
+                if gone.len() == 1 { "y" } else { "ies" },
+                show(dir),
+                human(gone.iter().map(|(_, n)| n).sum()),
+                gone.iter()
+                    .map(|(n, _)| escape(n.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => ui.warn(&format!(
+                "cannot look for temporaries of killed runs in {}: {}",
+                show(dir),
+                crate::util::io_reason(&e)
+            )),
+        }
     }
 
     /// A temporary file in the output directory.
@@ -478,12 +518,16 @@ impl CaptureRun<'_> {
         })
     }
 
-    /// Publication: the artifact first, the MANIFEST last, then the
-    /// directory is fsynced. If any step fails, what this run already
-    /// renamed is removed again, so a failure leaves nothing under a final
-    /// name. With `--force`, old manifests are removed first, so an
-    /// interruption can never pair a new artifact with an old MANIFEST. A
-    /// signal during publication waits.
+    /// Publication: the text MANIFEST, the JSON MANIFEST, the artifact
+    /// last, then the directory is fsynced. So at every instant — a
+    /// `kill -9` or a power cut included — an artifact under its final
+    /// name has both its MANIFESTs; a MANIFEST without its artifact is an
+    /// unfinished publication. (Without a local artifact, the JSON MANIFEST
+    /// is the last file.) If any step fails, what this run already renamed
+    /// is removed again, so a failure leaves nothing under a final name.
+    /// With `--force`, the old files go first, artifact first, so a new
+    /// MANIFEST is never paired with an old artifact. A signal during
+    /// publication waits.
     fn publish(
         &self,
         artifact: Option<AtomicFile>,
@@ -493,7 +537,11 @@ impl CaptureRun<'_> {
         let cfg = self.cfg;
         let _guard = self.cancel.publishing();
         if cfg.force {
-            for name in [&cfg.names.manifest, &cfg.names.manifest_json] {
+            for name in [
+                &cfg.names.artifact,
+                &cfg.names.manifest_json,
+                &cfg.names.manifest,
+            ] {
                 match std::fs::remove_file(cfg.output_dir.join(name)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(anyhow::Error::new(e)
@@ -511,8 +559,9 @@ impl CaptureRun<'_> {
             }
         };
         let has_artifact = artifact.is_some();
-        for file in artifact.into_iter().chain([text, json]) {
-            match file.persist(cfg.force) {
+        for file in [text, json].into_iter().chain(artifact) {
+            crate::testhook::pause("publish", file.final_name().as_bytes());
+            match file.persist(false) {
                 Ok(p) => done.push(p),
                 Err(e) => {
                     undo(&done);
@@ -529,13 +578,10 @@ impl CaptureRun<'_> {
                 .into());
         }
         let mut it = done.into_iter();
-        let artifact = if has_artifact { it.next() } else { None };
         // Unwrap expectation: both manifests were published above.
-        Ok((
-            artifact,
-            it.next().expect("manifest"),
-            it.next().expect("json"),
-        ))
+        let (text, json) = (it.next().expect("manifest"), it.next().expect("json"));
+        let artifact = if has_artifact { it.next() } else { None };
+        Ok((artifact, text, json))
     }
 
     /// Phase 6, after the local files are published: the MANIFEST(s) to

@@ -9,7 +9,7 @@
 //! module must never leave a partial file under a final name.
 
 use crate::util::StickyError;
-use rustix::fs::{Advice, CWD, RenameFlags};
+use rustix::fs::{Advice, CWD, FlockOperation, Mode, OFlags, RenameFlags};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::num::NonZeroU64;
@@ -47,6 +47,9 @@ impl AtomicFile {
             .suffix(".part")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .tempfile_in(dir)?;
+        // Held while this process lives: a later run tells a temporary of
+        // a live capture from one a killed run left (`remove_stale`).
+        rustix::fs::flock(tmp.as_file(), FlockOperation::NonBlockingLockExclusive)?;
         let out = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone()?);
         Ok(AtomicFile {
             tmp: Some(tmp),
@@ -58,6 +61,14 @@ impl AtomicFile {
             behind: true,
             failed: StickyError::default(),
         })
+    }
+
+    /// The name it will have.
+    pub fn final_name(&self) -> String {
+        self.final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// The temporary path (for messages and tests).
@@ -234,6 +245,45 @@ fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     }
 }
 
+/// Removes the temporaries of runs that were killed (`kill -9`, a power
+/// cut) from `dir`: those no live process holds locked. A temporary of a
+/// capture still running here is left alone. Returns the names removed and
+/// their bytes. Never follows a symlink or removes anything but a regular
+/// file it recognises.
+pub fn remove_stale(dir: &Path) -> io::Result<Vec<(String, u64)>> {
+    let dirfd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+    let mut removed = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dirfd)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // `.goldcap-<name>-XXXXXX.part`, as `create` names them.
+        let n = name.to_bytes();
+        if !(n.starts_with(b".goldcap-") && n.ends_with(b".part")) {
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(&dirfd, name, flags, Mode::empty()) else {
+            continue;
+        };
+        let Ok(st) = rustix::fs::fstat(&fd) else {
+            continue;
+        };
+        let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        if !regular || rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        // Locked by us now: nobody else is writing it.
+        if rustix::fs::unlinkat(&dirfd, name, rustix::fs::AtFlags::empty()).is_ok() {
+            removed.push((
+                String::from_utf8_lossy(name.to_bytes()).into_owned(),
+                st.st_size as u64,
+            ));
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// fsyncs a directory so renames in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -385,5 +435,24 @@ mod tests {
         h.write_all(b"z").unwrap();
         h.persist(true).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"z");
+    }
+
+    #[test]
+    fn stale_temporaries_go_and_live_ones_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let live = AtomicFile::create(d.path(), "a.tgz").unwrap();
+        // One a killed run left: the same name pattern, nobody holds it.
+        let stale = d.path().join(".goldcap-a.tgz-XyZ123.part");
+        std::fs::write(&stale, b"12345").unwrap();
+        std::fs::write(d.path().join("keep.part"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join(".goldcap-l.part")).unwrap();
+        let removed = remove_stale(d.path()).unwrap();
+        assert_eq!(removed, [(".goldcap-a.tgz-XyZ123.part".to_owned(), 5)]);
+        assert!(
+            live.temp_path().exists(),
+            "a live run's temporary was removed"
+        );
+        assert!(d.path().join("keep.part").exists());
+        assert!(std::fs::symlink_metadata(d.path().join(".goldcap-l.part")).is_ok());
     }
 }
