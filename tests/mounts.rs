@@ -175,8 +175,20 @@ fn the_output_directory_is_never_archived_into_itself() {
     let env = Env::new();
     let inside = env.root().join("root/images");
     std::fs::create_dir_all(&inside).unwrap();
-    std::fs::write(inside.join("old-capture.tgz"), "an earlier artifact").unwrap();
-    std::fs::write(inside.join("old-MANIFEST.json"), "{}").unwrap();
+    // An earlier capture into the same directory, then this one.
+    capture_into(
+        &env,
+        &inside,
+        &[
+            "--rootfs-name",
+            "first-{ident}",
+            "--manifest-name",
+            "first-M-{ident}",
+        ],
+    )
+    .ok();
+    let earlier = list_dir(&inside);
+    assert_eq!(earlier.len(), 3, "{earlier:?}");
     let run = capture_into(&env, &inside, &[]);
     run.ok();
     let n = names(&run);
@@ -187,14 +199,38 @@ fn the_output_directory_is_never_archived_into_itself() {
         "{n:?}"
     );
     let p = pruned(&run);
-    assert!(
-        p.contains(&(
-            "./root/images/old-capture.tgz".into(),
-            "output-dir".into(),
-            false
-        )),
-        "{p:?}"
-    );
+    for name in &earlier {
+        assert!(
+            p.contains(&(format!("./root/images/{name}"), "output-dir".into(), false)),
+            "{name}: {p:?}"
+        );
+    }
+}
+
+/// Only files goldcap recognises as its own are left out of a capture of
+/// its output directory: a user's `*.json`, `*.txt` or `*.tgz` there is
+/// neither dropped silently nor captured with a hole: the run is refused.
+#[test]
+fn a_users_files_that_look_like_goldcap_output_are_not_left_out() {
+    let env = Env::new();
+    let inside = env.root().join("root/images");
+    std::fs::create_dir_all(&inside).unwrap();
+    for (name, content) in [
+        ("notes.txt", "mine"),
+        ("settings.json", "{\"tool\": {\"name\": \"other\"}}"),
+        ("backup.tgz", "not goldcap's"),
+    ] {
+        std::fs::write(inside.join(name), content).unwrap();
+        let run = capture_into(&env, &inside, &[]);
+        assert_eq!(run.code(), 2, "{name}: {}", run.stderr());
+        assert!(
+            run.stderr()
+                .contains(&format!("holds other files ({name})")),
+            "{}",
+            run.stderr()
+        );
+        std::fs::remove_file(inside.join(name)).unwrap();
+    }
 }
 
 #[test]

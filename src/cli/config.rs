@@ -19,7 +19,7 @@ use crate::output::manifest::read::{Summary, read_json};
 use crate::output::naming::{self, Vars};
 use crate::report::error::{Error, Result};
 use crate::report::escape::escape;
-use crate::select::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy, is_goldcap_output};
+use crate::select::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy};
 use crate::select::scrub::{Catalogue, Plan, PlanOptions};
 use crate::source::facts::{self, OsRelease};
 use crate::source::mounts::MountTable;
@@ -28,6 +28,7 @@ use crate::upload::{Files, Options, Target};
 use crate::util::io_reason;
 use anyhow::Context as _;
 use chrono::{DateTime, SubsecRound, Utc};
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,8 +160,9 @@ impl CaptureConfig {
         )?;
         let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
-        let (output_dir, output_id) =
-            prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref())?;
+        let out = prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref(), &names)?;
+        let (output_dir, output_id) = (out.path, out.id);
+        let policy = policy.with_own_output(out.own);
         Ok(CaptureConfig {
             root,
             live,
@@ -332,6 +334,16 @@ fn catalogue(args: &ScrubArgs) -> Result<Catalogue> {
     Ok(cat)
 }
 
+/// The output directory, checked.
+struct OutputDir {
+    /// Canonical path.
+    path: PathBuf,
+    /// `(st_dev, st_ino)`.
+    id: (u64, u64),
+    /// goldcap's own files in it, when the walk passes through it.
+    own: BTreeSet<Vec<u8>>,
+}
+
 /// Creates the output directory if needed and checks it. Inside the root,
 /// its content is archived except goldcap's own files; a directory holding
 /// anything else (say `-o .` run from `/root`) is refused rather than
@@ -341,7 +353,8 @@ fn prepare_output_dir(
     root: &Path,
     policy: &Policy,
     mounts: Option<&MountTable>,
-) -> Result<(PathBuf, (u64, u64))> {
+    names: &Names,
+) -> Result<OutputDir> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
@@ -362,25 +375,56 @@ fn prepare_output_dir(
             dir.display()
         )));
     }
-    if let Ok(rel) = out.strip_prefix(root)
-        && is_walked(rel.as_os_str().as_bytes(), root, policy, mounts)
-    {
-        refuse_foreign_files(dir, &out)?;
-    }
-    Ok((out, (st.dev, st.ino)))
+    let own = match out.strip_prefix(root) {
+        Ok(rel) if is_walked(rel.as_os_str().as_bytes(), root, policy, mounts) => {
+            own_output(dir, &out, names)?
+        }
+        _ => BTreeSet::new(),
+    };
+    Ok(OutputDir {
+        path: out,
+        id: (st.dev, st.ino),
+        own,
+    })
 }
 
-/// An output directory the walk passes through may hold only goldcap's own
-/// files (which the walk leaves out).
-fn refuse_foreign_files(dir: &Path, out: &Path) -> Result<()> {
-    let mut others: Vec<String> = std::fs::read_dir(out)
+/// The files in an output directory the walk passes through that goldcap
+/// wrote, which it leaves out: its temporaries, this run's names, earlier
+/// captures' MANIFESTs (JSON with `tool.name` goldcap, or text with
+/// image-builder's header and a goldcap `tool` line) and the files they
+/// name. Anything else there is refused (say `-o .` run from `/root`):
+/// never captured with a hole in it, never silently left out.
+fn own_output(dir: &Path, out: &Path, names: &Names) -> Result<BTreeSet<Vec<u8>>> {
+    let listed: Vec<std::ffi::OsString> = std::fs::read_dir(out)
         .with_context(|| format!("cannot list the output directory {}", out.display()))?
         .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .filter(|n| !is_goldcap_output(n.as_bytes()))
+        .collect();
+    let mut own: BTreeSet<Vec<u8>> = [&names.artifact, &names.manifest, &names.manifest_json]
+        .into_iter()
+        .map(|n| n.as_bytes().to_vec())
+        .collect();
+    for name in &listed {
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b".goldcap-") {
+            own.insert(bytes.to_vec());
+            continue;
+        }
+        let path = out.join(name);
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if let Some(named) = goldcap_manifest(&path) {
+            own.insert(bytes.to_vec());
+            own.extend(named.into_iter().map(String::into_bytes));
+        }
+    }
+    let mut others: Vec<String> = listed
+        .iter()
+        .filter(|n| !own.contains(n.as_bytes()))
         .map(|n| escape(n.as_bytes()))
         .collect();
     if others.is_empty() {
-        return Ok(());
+        return Ok(own);
     }
     others.sort();
     let shown = others
@@ -399,6 +443,43 @@ fn refuse_foreign_files(dir: &Path, out: &Path) -> Result<()> {
          use an empty or dedicated directory, or one outside the root",
         dir.display()
     )))
+}
+
+/// When `path` is a MANIFEST goldcap wrote, the files of its capture it
+/// names (the artifact, and the text MANIFEST a JSON one names).
+fn goldcap_manifest(path: &Path) -> Option<Vec<String>> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    let mut f = crate::input::open(path).ok()?;
+    (&mut f).take(4096).read_to_end(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head);
+    if text.starts_with("Image Builder created image information: ") {
+        let field = |label: &str| {
+            text.lines().find_map(|l| {
+                l.trim_start()
+                    .strip_prefix(label)
+                    .map(|v| v.trim().to_owned())
+            })
+        };
+        let tool = field("tool:")?;
+        if !tool.starts_with("goldcap ") {
+            return None;
+        }
+        return Some(field("filename:").into_iter().collect());
+    }
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let m = read_json(path)
+        .ok()
+        .filter(|m| m.is_goldcap() && m.check().is_ok())?;
+    Some(
+        m.filename
+            .clone()
+            .into_iter()
+            .chain(m.text_name().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// Whether the walk would descend into `rel` (every ancestor kept).

@@ -9,9 +9,11 @@
 //! 1. the root itself is always kept;
 //! 2. `--exclude` globs drop the entry and everything below it;
 //! 3. sockets are dropped (tar formats cannot carry them; counted);
-//! 4. in goldcap's output directory, goldcap's own files (`.goldcap-*`
-//!    temporaries, earlier artifacts and manifests: `*.tgz`, `*.tar.zst`,
-//!    `*.txt`, `*.json`) are dropped;
+//! 4. in goldcap's output directory, goldcap's own files are dropped: its
+//!    `.goldcap-*` temporaries and the files it recognised there as its own
+//!    (this run's names, earlier captures' MANIFESTs and the artifacts they
+//!    name; [`Policy::with_own_output`]) — never a user's file that merely
+//!    looks like one;
 //! 5. the identity scrub ([`super::scrub::Plan`]): a rule whose first
 //!    action is `drop` leaves the entry out (decided by path, never read);
 //!    other actions on a regular file become [`Decision::Scrub`], applied
@@ -32,6 +34,7 @@
 use crate::entry::{Candidate, Decide, Decision, FileKind, Reason};
 use crate::select::scrub::{Action, Plan};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -41,15 +44,6 @@ pub const VOLATILE_DIRS: &[&str] = &["proc", "sys", "dev", "run", "tmp", "var/tm
 
 /// Mount points crossed by default when they are mounts.
 pub const DEFAULT_INCLUDE_MOUNTS: &[&str] = &["boot", "boot/efi"];
-
-/// Whether a file in the output directory is goldcap's: a temporary, an
-/// artifact or a manifest (of this run or an earlier one).
-pub fn is_goldcap_output(name: &[u8]) -> bool {
-    name.starts_with(b".goldcap-")
-        || [b".tgz".as_slice(), b".tar.zst", b".txt", b".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
-}
 
 /// A bad `--exclude` pattern.
 #[derive(Debug)]
@@ -127,6 +121,8 @@ pub struct Policy {
     excludes: Excludes,
     include_mounts: Vec<Vec<u8>>,
     scrub: Option<Plan>,
+    /// Names in the output directory that are goldcap's own.
+    own_output: BTreeSet<Vec<u8>>,
 }
 
 impl Policy {
@@ -136,6 +132,7 @@ impl Policy {
             excludes,
             include_mounts,
             scrub: None,
+            own_output: BTreeSet::new(),
         }
     }
 
@@ -148,6 +145,17 @@ impl Policy {
     /// The scrub plan, if any.
     pub fn scrub(&self) -> Option<&Plan> {
         self.scrub.as_ref()
+    }
+
+    /// Names the files in the output directory that goldcap wrote (besides
+    /// its `.goldcap-*` temporaries): the walk leaves them out.
+    pub fn with_own_output(mut self, names: BTreeSet<Vec<u8>>) -> Policy {
+        self.own_output = names;
+        self
+    }
+
+    fn is_own_output(&self, name: &[u8]) -> bool {
+        name.starts_with(b".goldcap-") || self.own_output.contains(name)
     }
 }
 
@@ -164,7 +172,7 @@ impl Decide for Policy {
             return Decision::Drop(Reason::Socket);
         }
         if c.in_output_dir
-            && is_goldcap_output(c.rel.rsplit(|&b| b == b'/').next().unwrap_or(c.rel))
+            && self.is_own_output(c.rel.rsplit(|&b| b == b'/').next().unwrap_or(c.rel))
         {
             return Decision::Drop(Reason::OutputDir);
         }
@@ -213,6 +221,15 @@ mod tests {
         Policy::new(
             ex,
             vec![b"boot".to_vec(), b"boot/efi".to_vec(), b"srv/data".to_vec()],
+        )
+        .with_own_output(
+            [
+                "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz",
+                "old.tar.zst",
+                "m.json",
+            ]
+            .map(|n| n.as_bytes().to_vec())
+            .into(),
         )
     }
 
@@ -299,6 +316,9 @@ mod tests {
             (out("root/out/old.tar.zst"), Drop(Reason::OutputDir)),
             (out("root/out/m.json"), Drop(Reason::OutputDir)),
             (out("root/out/notes.md"), Keep),
+            // A user's file that only looks like goldcap's stays.
+            (out("root/out/user.json"), Keep),
+            (out("root/out/backup.tgz"), Keep),
             (file("root/x.tgz"), Keep),
             (sub("var"), Keep),
             (sub("home"), Keep),
