@@ -841,3 +841,70 @@ fn a_closed_stderr_does_not_abort_the_capture() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(list_dir(&out).len(), 3);
 }
+
+/// Builds `depth` nested directories `d/d/d/…` under `base` (through
+/// descriptors: the path soon passes PATH_MAX), a file at the bottom.
+fn deep_tree(base: &std::path::Path, depth: usize) {
+    use rustix::fs::{Mode, OFlags};
+    let mut dir =
+        rustix::fs::open(base, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .unwrap();
+    }
+    let f = rustix::fs::openat(
+        &dir,
+        "bottom",
+        OFlags::WRONLY | OFlags::CREATE,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&f, b"deep").unwrap();
+}
+
+/// A deep tree is archived whole under a small descriptor limit, with
+/// memory that follows the path's length, not depth × length.
+#[test]
+fn a_deep_tree_is_archived_whole_with_few_descriptors_and_little_memory() {
+    let env = Env::new();
+    let depth = 4000;
+    deep_tree(&env.root().join("srv"), depth);
+    let out = env.path("out");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec /usr/bin/time -f 'maxrss %M' '{}' capture --root '{}' -o '{}' --ident {IDENT} --date {DATE} -q",
+            env!("CARGO_BIN_EXE_goldcap"),
+            env.root().display(),
+            out.display()
+        ))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let rss_kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("peak RSS at depth {depth}: {} MiB", rss_kib >> 10);
+    // The debug binary's own size is most of this.
+    assert!(rss_kib < 120 << 10, "peak RSS {} MiB", rss_kib >> 10);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(MANIFEST_JSON)).unwrap()).unwrap();
+    let bottom = format!("./srv/{}bottom", "d/".repeat(depth));
+    assert!(
+        m["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == bottom.as_str()),
+        "the bottom file is missing"
+    );
+    assert_eq!(m["warning_count"], 0);
+}

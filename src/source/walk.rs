@@ -110,14 +110,24 @@ pub fn walk_cmp(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
-/// One open directory on the current path.
+/// Levels of the current path that keep their directory open; a deeper
+/// walk closes the oldest ones and reopens them on the way back up.
+const OPEN_LEVELS: usize = 64;
+
+/// One directory on the current path, listed.
 struct Level {
-    fd: Rc<OwnedFd>,
+    /// Open while it is among the [`OPEN_LEVELS`] deepest levels; reopened
+    /// from its nearest open ancestor when the walk comes back to it.
+    fd: Option<Rc<OwnedFd>>,
     names: Vec<CString>,
     next: usize,
-    rel: Vec<u8>,
-    abs: PathBuf,
+    /// Its path's length in [`Walker::rel`] and [`Walker::abs`].
+    rel_len: usize,
+    abs_len: usize,
+    /// Its name in its parent, and its identity, to reopen it safely.
+    name: CString,
     dev: u64,
+    ino: u64,
     is_output: bool,
 }
 
@@ -131,6 +141,11 @@ pub struct Walker<'p> {
     /// `(st_dev, st_ino)` of goldcap's output directory.
     output_dir: Option<(u64, u64)>,
     stack: Vec<Level>,
+    /// The path of the deepest level, root-relative and on the host: one
+    /// buffer each, extended going down and cut going up, so memory follows
+    /// the current path's length (not depth × length).
+    rel: Vec<u8>,
+    abs: Vec<u8>,
     started: bool,
     pending: VecDeque<Event>,
     synthetic: VecDeque<Synthetic>,
@@ -167,6 +182,8 @@ impl<'p> Walker<'p> {
             root_storage,
             output_dir,
             stack: Vec::new(),
+            rel: Vec::new(),
+            abs: root.as_os_str().as_bytes().to_vec(),
             started: false,
             pending: VecDeque::new(),
             synthetic: synthetic.into(),
@@ -211,15 +228,24 @@ impl<'p> Walker<'p> {
             Ok((fd, names))
         });
         match listed {
-            Ok((fd, names)) => self.stack.push(Level {
-                fd: Rc::new(fd),
-                names,
-                next: 0,
-                rel: rel.to_vec(),
-                abs: abs.to_path_buf(),
-                dev: stat.dev,
-                is_output: self.output_dir == Some((stat.dev, stat.ino)),
-            }),
+            Ok((fd, names)) => {
+                self.rel.clear();
+                self.rel.extend_from_slice(rel);
+                self.abs.clear();
+                self.abs.extend_from_slice(abs.as_os_str().as_bytes());
+                self.stack.push(Level {
+                    fd: Some(Rc::new(fd)),
+                    names,
+                    next: 0,
+                    rel_len: self.rel.len(),
+                    abs_len: self.abs.len(),
+                    name: name.to_owned(),
+                    dev: stat.dev,
+                    ino: stat.ino,
+                    is_output: self.output_dir == Some((stat.dev, stat.ino)),
+                });
+                self.close_old_levels();
+            }
             Err(e) => self
                 .pending
                 .push_back(if e.kind() == io::ErrorKind::NotFound {
@@ -241,6 +267,77 @@ impl<'p> Walker<'p> {
         }
     }
 
+    /// Keeps at most [`OPEN_LEVELS`] levels open: closes the oldest open
+    /// one (never the deepest; entries still queued keep their own handle).
+    fn close_old_levels(&mut self) {
+        let open = self.stack.iter().filter(|l| l.fd.is_some()).count();
+        if open > OPEN_LEVELS
+            && let Some(old) = self.stack.iter_mut().find(|l| l.fd.is_some())
+        {
+            old.fd = None;
+        }
+    }
+
+    /// Makes sure the deepest level is open: reopens it, when it was
+    /// closed, from its nearest open ancestor (or the root), one component
+    /// at a time with `O_NOFOLLOW`, checking each is still the directory the
+    /// walk listed. A level that cannot be reopened that way is given up:
+    /// the problem, and the rest of its content is not archived.
+    fn reopen_top(&mut self) -> Result<(), Event> {
+        let Some(i) = self.stack.len().checked_sub(1) else {
+            return Ok(());
+        };
+        if self.stack[i].fd.is_some() {
+            return Ok(());
+        }
+        let start = self.stack[..i].iter().rposition(|l| l.fd.is_some());
+        let mut fd: Rc<OwnedFd> = match start {
+            Some(j) => Rc::clone(self.stack[j].fd.as_ref().expect("open")),
+            None => match fsx::open_root(&self.root) {
+                Ok(fd) => Rc::new(fd),
+                Err(e) => return Err(self.give_up(&e)),
+            },
+        };
+        let first = start.map_or(0, |j| j + 1);
+        for k in first..=i {
+            let level = &self.stack[k];
+            let next = if k == 0 {
+                Ok(Rc::clone(&fd))
+            } else {
+                fsx::open_dir_at(fd.as_fd(), &level.name).map(Rc::new)
+            };
+            let same = next.and_then(|n| {
+                let st = fsx::fstat(n.as_fd())?;
+                if (st.dev, st.ino) == (level.dev, level.ino) {
+                    Ok(n)
+                } else {
+                    Err(io::Error::other("it was replaced while being read"))
+                }
+            });
+            match same {
+                Ok(n) => fd = n,
+                Err(e) => return Err(self.give_up(&e)),
+            }
+        }
+        self.stack[i].fd = Some(fd);
+        Ok(())
+    }
+
+    /// The deepest level could not be reopened: the rest of its names are
+    /// dropped with a problem.
+    fn give_up(&mut self, e: &io::Error) -> Event {
+        let level = self.stack.last_mut().expect("a level");
+        level.next = level.names.len();
+        Event::Problem {
+            rel: self.rel.clone(),
+            kind: WarningKind::Changed,
+            message: format!(
+                "could not be reopened to read the rest of it ({}); the rest of its content is not archived",
+                io_reason(e)
+            ),
+        }
+    }
+
     fn start(&mut self) -> Event {
         let stat = match fsx::lstat(&self.root) {
             Ok(s) => s,
@@ -254,12 +351,14 @@ impl<'p> Walker<'p> {
         };
         match fsx::open_root(&self.root).and_then(|fd| fsx::list_dir(fd.as_fd()).map(|n| (fd, n))) {
             Ok((fd, names)) => self.stack.push(Level {
-                fd: Rc::new(fd),
+                fd: Some(Rc::new(fd)),
                 names,
                 next: 0,
-                rel: Vec::new(),
-                abs: self.root.clone(),
+                rel_len: 0,
+                abs_len: self.abs.len(),
+                name: CString::default(),
                 dev: stat.dev,
+                ino: stat.ino,
                 is_output: false,
             }),
             Err(e) => self.pending.push_back(Event::Problem {
@@ -298,9 +397,20 @@ impl<'p> Walker<'p> {
             }
             let name = top.names[top.next].clone();
             top.next += 1;
-            let (fd, parent_dev, in_output) = (Rc::clone(&top.fd), top.dev, top.is_output);
-            let rel = join_rel(&top.rel, name.to_bytes());
-            let abs = top.abs.join(OsStr::from_bytes(name.to_bytes()));
+            let (rel_len, abs_len) = (top.rel_len, top.abs_len);
+            self.rel.truncate(rel_len);
+            self.abs.truncate(abs_len);
+            if let Err(problem) = self.reopen_top() {
+                return Some(problem);
+            }
+            // Unwrap expectation: the top level exists and was just reopened.
+            let top = self.stack.last().expect("a level");
+            // Unwrap expectation: `reopen_top` leaves the top level open.
+            let fd = Rc::clone(top.fd.as_ref().expect("an open level"));
+            let (parent_dev, in_output) = (top.dev, top.is_output);
+            let rel = join_rel(&self.rel, name.to_bytes());
+            let mut abs = PathBuf::from(OsStr::from_bytes(&self.abs));
+            abs.push(OsStr::from_bytes(name.to_bytes()));
             let stat = match fsx::stat_at(fd.as_fd(), &name) {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
