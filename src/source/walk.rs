@@ -282,20 +282,18 @@ impl<'p> Walker<'p> {
     /// closed, from its nearest open ancestor (or the root), one component
     /// at a time with `O_NOFOLLOW`, checking each is still the directory the
     /// walk listed. A level that cannot be reopened that way is given up:
-    /// the problem, and the rest of its content is not archived.
-    fn reopen_top(&mut self) -> Result<(), Event> {
-        let Some(i) = self.stack.len().checked_sub(1) else {
-            return Ok(());
-        };
+    /// the problem is returned, and the rest of its content is not archived.
+    fn reopen_top(&mut self) -> Option<Event> {
+        let i = self.stack.len().checked_sub(1)?;
         if self.stack[i].fd.is_some() {
-            return Ok(());
+            return None;
         }
         let start = self.stack[..i].iter().rposition(|l| l.fd.is_some());
         let mut fd: Rc<OwnedFd> = match start {
             Some(j) => Rc::clone(self.stack[j].fd.as_ref().expect("open")),
             None => match fsx::open_root(&self.root) {
                 Ok(fd) => Rc::new(fd),
-                Err(e) => return Err(self.give_up(&e)),
+                Err(e) => return Some(self.give_up(&e)),
             },
         };
         let first = start.map_or(0, |j| j + 1);
@@ -316,11 +314,11 @@ impl<'p> Walker<'p> {
             });
             match same {
                 Ok(n) => fd = n,
-                Err(e) => return Err(self.give_up(&e)),
+                Err(e) => return Some(self.give_up(&e)),
             }
         }
         self.stack[i].fd = Some(fd);
-        Ok(())
+        None
     }
 
     /// The deepest level could not be reopened: the rest of its names are
@@ -400,7 +398,7 @@ impl<'p> Walker<'p> {
             let (rel_len, abs_len) = (top.rel_len, top.abs_len);
             self.rel.truncate(rel_len);
             self.abs.truncate(abs_len);
-            if let Err(problem) = self.reopen_top() {
+            if let Some(problem) = self.reopen_top() {
                 return Some(problem);
             }
             // Unwrap expectation: the top level exists and was just reopened.
