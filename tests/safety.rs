@@ -843,12 +843,18 @@ fn a_closed_stderr_does_not_abort_the_capture() {
 }
 
 /// Builds `depth` nested directories `d/d/d/…` under `base` (through
-/// descriptors: the path soon passes PATH_MAX), a file at the bottom.
+/// descriptors: the path soon passes PATH_MAX), a file at the bottom, and
+/// a file `zz` after `d` in the first ten levels (the walk comes back to
+/// those after it closed them).
 fn deep_tree(base: &std::path::Path, depth: usize) {
     use rustix::fs::{Mode, OFlags};
     let mut dir =
         rustix::fs::open(base, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-    for _ in 0..depth {
+    for level in 0..depth {
+        if level < 10 {
+            let flags = OFlags::WRONLY | OFlags::CREATE;
+            drop(rustix::fs::openat(&dir, "zz", flags, Mode::from_raw_mode(0o644)).unwrap());
+        }
         rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
         dir = rustix::fs::openat(&dir, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .unwrap();
@@ -898,13 +904,14 @@ fn a_deep_tree_is_archived_whole_with_few_descriptors_and_little_memory() {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join(MANIFEST_JSON)).unwrap()).unwrap();
     let bottom = format!("./srv/{}bottom", "d/".repeat(depth));
+    let paths = m["paths"].as_array().unwrap();
     assert!(
-        m["paths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == bottom.as_str()),
+        paths.iter().any(|p| p == bottom.as_str()),
         "the bottom file is missing"
     );
+    for level in 0..10 {
+        let zz = format!("./srv/{}zz", "d/".repeat(level));
+        assert!(paths.iter().any(|p| p == zz.as_str()), "{zz} is missing");
+    }
     assert_eq!(m["warning_count"], 0);
 }
