@@ -43,5 +43,7 @@ mod select;
 mod signals;
 mod source;
 mod testhook;
+#[cfg(test)]
+mod testkit;
 mod upload;
 mod util;

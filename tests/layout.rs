@@ -10,7 +10,9 @@ use std::path::Path;
 /// Top-level modules in dependency order; a module may import from its own
 /// group and from earlier ones. The shared modules come first.
 const ORDER: &[&[&str]] = &[
-    &["util", "entry", "input", "report", "signals", "testhook"],
+    &[
+        "util", "entry", "input", "report", "signals", "testhook", "testkit",
+    ],
     &["source"],
     &["select"],
     &["archive"],

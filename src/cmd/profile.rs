@@ -219,4 +219,26 @@ mod tests {
         // ---, Name, Description, Documentation, Params, Meta.
         assert_eq!(y.lines().filter(|l| !l.starts_with(' ')).count(), 6, "{y}");
     }
+
+    #[test]
+    fn mutated_manifests_never_break_the_yaml() {
+        use crate::output::manifest::read::fuzz::SEED_MANIFEST;
+        use crate::testkit::{JSON_PIECES, Rng, mutate};
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rendered = 0;
+        for _ in 0..3000 {
+            let input = mutate(&mut rng, SEED_MANIFEST.as_bytes(), JSON_PIECES);
+            let Ok(m) = parse_json(&input[..]) else {
+                continue;
+            };
+            if let Ok(y) = render(&m, None) {
+                rendered += 1;
+                // ---, Name, Description, Documentation, Params, Meta.
+                assert_eq!(y.lines().filter(|l| !l.starts_with(' ')).count(), 6, "{y}");
+                let url = y.lines().find(|l| l.contains("image-url:")).unwrap();
+                assert_eq!(url.matches("{{").count(), 1, "{url}");
+            }
+        }
+        assert!(rendered > 50, "{rendered} rendered");
+    }
 }

@@ -322,3 +322,44 @@ mod tests {
         assert!(parse_text("nothing here\n").is_none());
     }
 }
+
+/// A seeded property test: random and mutated MANIFEST text never makes the
+/// parser panic, and what it accepts is checked without panicking either.
+/// The inputs are small, so neither can take long or allocate much.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use crate::testkit::{JSON_PIECES, Rng, mutate};
+
+    pub const SEED_MANIFEST: &str = r#"{"manifest_version": 1, "tool": {"name": "goldcap", "version": "0.1.0"},
+        "filename": "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz", "ident": "cf99cd80eb",
+        "date": "2026-11-22T10:15:00Z", "format": "tgz",
+        "upload_tarball": "images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz",
+        "upload_manifest": "images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.txt",
+        "size": 4226292, "md5": "86de97fd26fad0194b1f003913f587fc",
+        "sha256": "de2866c5c52b005924da52817b32e0ffc604963e616db61ca2a90ab900156be7",
+        "source": {"os": {"pretty_name": "Debian"}, "os_tag": "debian-12", "kexec": {"supported": true}},
+        "paths": ["./", "./etc/", "./etc/fstab"]}"#;
+
+    #[test]
+    fn random_and_mutated_manifests_never_panic() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut accepted = 0;
+        for round in 0..4000 {
+            let input = if round % 10 == 0 {
+                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+            } else {
+                mutate(&mut rng, SEED_MANIFEST.as_bytes(), JSON_PIECES)
+            };
+            if let Ok(m) = parse_json(&input[..]) {
+                accepted += 1;
+                let _ = m.check();
+                let _ = m.text_name();
+            }
+            let _ = parse_text(&String::from_utf8_lossy(&input));
+        }
+        // The mutations must not all be rejected outright: then only the
+        // JSON parser would be under test.
+        assert!(accepted > 100, "{accepted} accepted");
+    }
+}
