@@ -205,3 +205,134 @@ fn quiet_verify_and_scrub_print_only_failures() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
 }
+
+/// Runs verify on `art` under `/usr/bin/time`: exit status, stdout, peak
+/// RSS in MiB.
+fn verify_rss(art: &Path) -> (i32, String, u64) {
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss %M"])
+        .arg(env!("CARGO_BIN_EXE_goldcap"))
+        .arg("verify")
+        .arg(art)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss "))
+        .unwrap_or_else(|| panic!("{err}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    (o.status.code().unwrap(), out, kib >> 10)
+}
+
+/// A 100 MiB PAX header or GNU long name is refused at its header, before
+/// the tar reader buffers it (it cost 138 MB); 512 MiB of zeros after the
+/// end of the archive stream through.
+#[test]
+fn huge_metadata_is_refused_and_trailing_zeros_stream() {
+    require_root();
+    let t = tempfile::tempdir_in(test_tmp()).unwrap();
+    let d = t.path();
+    let huge = 100 << 20;
+    let pax = archive(
+        d,
+        "pax.tgz",
+        BASE,
+        &format!(
+            "h = tarfile.TarInfo('./etc/x'); h.pax_headers = {{'comment': 'a' * {huge}}}\n\
+             raw = h.tobuf(tarfile.PAX_FORMAT) + raw"
+        ),
+    );
+    let long = archive(
+        d,
+        "long.tgz",
+        BASE,
+        &format!(
+            "h = tarfile.TarInfo('./' + 'a' * {huge})\n\
+             raw = h.tobuf(tarfile.GNU_FORMAT) + raw"
+        ),
+    );
+    for (art, what) in [(&pax, "a PAX extended"), (&long, "a GNU long-name")] {
+        let (code, out, rss) = verify_rss(art);
+        assert_eq!(code, 4, "{out}");
+        assert!(
+            out.contains(&format!(
+                "unreadable: {what} header at byte 0 is {} bytes, more than the 16 MiB",
+                huge + if what.contains("GNU") { 3 } else { 19 }
+            )),
+            "{out}"
+        );
+        eprintln!("{}: peak RSS {rss} MiB", art.display());
+        assert!(rss < 60, "peak RSS {rss} MiB");
+    }
+    // A good archive followed by a gzip member of 512 MiB of zeros.
+    let zeros = archive(d, "zeros.tgz", BASE, "");
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "head -c 512M /dev/zero | gzip -1 >> '{}'",
+        zeros.display()
+    )));
+    let (_, out, rss) = verify_rss(&zeros);
+    assert!(out.contains("ok    archive"), "{out}");
+    assert!(out.contains("ok    end-of-archive"), "{out}");
+    eprintln!("trailing zeros: peak RSS {rss} MiB");
+    assert!(rss < 60, "peak RSS {rss} MiB");
+}
+
+/// The bound follows GNU tar's own archives member by member — old GNU
+/// sparse members with extension blocks, PAX sparse members, long names —
+/// so an oversized header after them is found at its offset, and the
+/// archives themselves pass.
+#[test]
+fn the_header_bound_follows_gnu_tar_archives() {
+    require_root();
+    let t = tempfile::tempdir_in(test_tmp()).unwrap();
+    let d = t.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("curtin")).unwrap();
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/machine-id"), "").unwrap();
+    std::fs::write(src.join(format!("{}.txt", "n".repeat(200))), "long name").unwrap();
+    // 40 data regions: more than a GNU header's 4, so extension blocks.
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    for i in 0..40u64 {
+        std::os::unix::fs::FileExt::write_at(&f, &[b'x'; 1000], i * 65536).unwrap();
+    }
+    f.set_len(40 * 65536 + 4096).unwrap();
+    for format in ["gnu", "pax"] {
+        let art = d.join(format!("{format}.tgz"));
+        sh(Command::new("tar")
+            .arg(format!("--format={format}"))
+            .args(["-S", "-C"])
+            .arg(&src)
+            .arg("-czf")
+            .arg(&art)
+            .arg("."));
+        let (code, out, _) = verify_rss(&art);
+        assert!(out.contains("ok    archive"), "{out}");
+        assert!(out.contains("ok    end-of-archive"), "{out}");
+        assert_eq!(code, 4, "{out}"); // no MANIFEST
+        // The same members, then a PAX header of 20 MiB where the end of
+        // the archive was.
+        let script = r#"
+import gzip, sys, tarfile
+raw = gzip.decompress(open(sys.argv[1], "rb").read()).rstrip(b"\0")
+raw += bytes(-len(raw) % 512)
+h = tarfile.TarInfo("x"); h.type = tarfile.XHDTYPE; h.size = 20 << 20
+print(len(raw))
+open(sys.argv[1], "wb").write(gzip.compress(raw + h.tobuf(tarfile.USTAR_FORMAT) + bytes(20 << 20)))
+"#;
+        let at = sh(Command::new("python3").arg("-c").arg(script).arg(&art));
+        let (code, out, _) = verify_rss(&art);
+        assert_eq!(code, 4, "{out}");
+        assert!(
+            out.contains(&format!(
+                "a PAX extended header at byte {} is 20971520 bytes",
+                at.trim()
+            )),
+            "{format}: {out}"
+        );
+    }
+}

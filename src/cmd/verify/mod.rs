@@ -10,6 +10,7 @@
 //! unnoticed); this one lists every failure by path. It never writes
 //! anything.
 
+mod guard;
 mod identity;
 mod read;
 mod shape;

@@ -3,10 +3,12 @@
 //! entries walked once.
 //!
 //! Part of verify. Only the few small files the identity checks want are
-//! read into memory (their first MiB); a second pass happens only when one
+//! read into memory (their first MiB), and metadata headers up to
+//! [`guard::MAX_META`](super::guard::MAX_META); a second pass happens only when one
 //! of them is a hard link, to read the entry it links to. Reads only.
 
 use super::Check;
+use super::guard::Guard;
 use super::identity::{Body, Found, Patterns, machine_id_gap};
 use super::shape::Shape;
 use crate::output::digest::{Hasher, HashingReader};
@@ -107,7 +109,7 @@ pub(super) fn read_artifact(artifact: &Path, found: &mut Found) -> io::Result<Re
     let decoder = Decoder::new(input)?;
     let format = decoder.format();
     let mut ar = tar::Archive::new(Probe {
-        inner: decoder,
+        inner: Guard::new(decoder),
         total: 0,
         last_nonzero: None,
     });
@@ -125,7 +127,7 @@ pub(super) fn read_artifact(artifact: &Path, found: &mut Found) -> io::Result<Re
     };
     // The compressed bytes the decompressor took were hashed as they came
     // in (bytes left in the buffer had passed too); hash the rest, if any.
-    let mut rest = probe.inner.into_inner().into_inner();
+    let mut rest = probe.inner.into_inner().into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     let (_, hasher): (File, Hasher) = rest.into_inner();
     Ok(ReadBack {
@@ -218,7 +220,7 @@ fn body<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Body> {
 fn read_entries(artifact: &Path, names: &BTreeSet<String>) -> io::Result<BTreeMap<String, Body>> {
     let mut out = BTreeMap::new();
     let input = BufReader::with_capacity(1 << 20, File::open(artifact)?);
-    let mut ar = tar::Archive::new(Decoder::new(input)?);
+    let mut ar = tar::Archive::new(Guard::new(Decoder::new(input)?));
     for entry in ar.entries()? {
         let mut e = entry?;
         let rel = String::from_utf8_lossy(&rel_of(&entry_name(&mut e))).into_owned();
