@@ -1880,3 +1880,204 @@ fn an_upload_interrupted_at_the_manifest_exits_with_the_signal_status() {
     assert!(err.contains("interrupted by signal 15"), "{err}");
     assert!(drp.images().is_empty(), "{:?}", drp.images());
 }
+
+/// The calls the DRP contract server saw, from the `n`th on, as
+/// "METHOD path".
+fn calls_since(drp: &Drp, n: usize) -> Vec<String> {
+    drp.log()[n..]
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["method"].as_str().unwrap(),
+                e["path"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A name DRP already holds: the same bytes are not sent again; other
+/// bytes are replaced only with --force, and nothing is sent without it;
+/// a MANIFEST that then fails to go up never takes the artifact that was
+/// there before with it.
+#[test]
+fn drp_reupload_keeps_the_same_bytes_and_replaces_others_only_with_force() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let drp = Drp::start(json!({}));
+    let args = |extra: &[&str]| -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "upload".into(),
+            cap.file(MANIFEST_JSON).into(),
+            "--to".into(),
+            drp.target().into(),
+            "--json".into(),
+        ];
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    run(&args(&[]), &[("RS_TOKEN", TOKEN)], &cap.out).ok();
+    let good = md5sum(&cap.artifact());
+    // Again: both are there with the same sha256, nothing is sent.
+    let n = drp.log().len();
+    let r = run(&args(&[]), &[("RS_TOKEN", TOKEN)], &cap.out);
+    r.ok();
+    let art = format!("/api/v3/files/{UPLOAD_TARBALL}");
+    let man = format!("/api/v3/files/{UPLOAD_MANIFEST}");
+    assert_eq!(
+        calls_since(&drp, n),
+        [format!("HEAD {art}"), format!("HEAD {man}")]
+    );
+    assert!(r.stderr().contains("both already there"), "{}", r.stderr());
+    let out: Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(out["objects"][0]["sent"], false);
+    assert_eq!(out["objects"][1]["sent"], false);
+    // Other bytes under the artifact's name: refused, nothing sent.
+    std::fs::write(drp.stored(UPLOAD_TARBALL), b"another image").unwrap();
+    let other = sha256sum(&drp.stored(UPLOAD_TARBALL));
+    let n = drp.log().len();
+    let r = run(&args(&[]), &[("RS_TOKEN", TOKEN)], &cap.out);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    let want = format!(
+        "/{UPLOAD_TARBALL} is already on the endpoint with sha256 {other}, not the {} goldcap would send; nothing was sent (--force replaces it)",
+        sha256sum(&cap.artifact())
+    );
+    assert!(r.stderr().contains(&want), "{}", r.stderr());
+    assert!(
+        calls_since(&drp, n).iter().all(|c| c.starts_with("HEAD")),
+        "{:?}",
+        calls_since(&drp, n)
+    );
+    assert_eq!(
+        std::fs::read(drp.stored(UPLOAD_TARBALL)).unwrap(),
+        b"another image"
+    );
+    // With --force: replaced, the MANIFEST (the same) not sent again.
+    let n = drp.log().len();
+    let r = run(&args(&["--force"]), &[("RS_TOKEN", TOKEN)], &cap.out);
+    r.ok();
+    assert_eq!(md5sum(&drp.stored(UPLOAD_TARBALL)), good);
+    let calls = calls_since(&drp, n);
+    assert!(calls.contains(&format!("POST {art}")), "{calls:?}");
+    assert!(!calls.contains(&format!("POST {man}")), "{calls:?}");
+    assert!(
+        r.stderr().contains("the MANIFEST already there"),
+        "{}",
+        r.stderr()
+    );
+    // The artifact there and good, the MANIFEST gone and refused by the
+    // endpoint: the upload fails and the artifact stays.
+    std::fs::remove_file(drp.stored(UPLOAD_MANIFEST)).unwrap();
+    let failing = Drp::start(json!({"faults": [
+        {"kind": "500", "method": "POST", "path": format!("/{UPLOAD_MANIFEST}"), "times": 100}
+    ]}));
+    let stored = failing.stored(UPLOAD_TARBALL);
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::copy(cap.artifact(), &stored).unwrap();
+    let mut a = args(&["--attempts", "1"]);
+    a[3] = failing.target().into();
+    let r = run(&a, &[("RS_TOKEN", TOKEN)], &cap.out);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert_eq!(md5sum(&stored), good, "{}", r.stderr());
+    assert!(
+        calls_since(&failing, 0)
+            .iter()
+            .all(|c| !c.starts_with("DELETE")),
+        "{:?}",
+        calls_since(&failing, 0)
+    );
+}
+
+/// A streamed capture cannot know its checksum before it is sent: a name
+/// DRP already holds makes it fail before the root is read, unless
+/// --force.
+#[test]
+fn drp_capture_stream_refuses_a_name_already_there_unless_forced() {
+    let env = Env::new();
+    let cap = captured(&env, "first");
+    let drp = Drp::start(json!({}));
+    let stored = drp.stored(UPLOAD_TARBALL);
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::write(&stored, b"an older image").unwrap();
+    let args = |extra: &[&str]| -> Vec<OsString> {
+        let mut a = capture_args(&env, "out", &["--upload", &drp.target()]);
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let out = env.path("out");
+    let r = run(&args(&[]), &[("RS_TOKEN", TOKEN)], &out);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains(&format!(
+            "/{UPLOAD_TARBALL} is already on the endpoint (sha256 {})",
+            sha256sum(&stored)
+        )) && r.stderr().contains("--force replaces it"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(std::fs::read(&stored).unwrap(), b"an older image");
+    assert!(drp.log().iter().all(|e| e["method"] == "HEAD"));
+    let r = run(&args(&["--force"]), &[("RS_TOKEN", TOKEN)], &out);
+    r.ok();
+    assert_eq!(md5sum(&stored), md5sum(&cap.artifact()));
+}
+
+/// S3: goldcap records the sha256 it uploaded on each object, so the same
+/// capture is not sent twice; an object it did not write is replaced only
+/// with --force.
+#[test]
+fn s3_reupload_keeps_the_same_bytes_and_replaces_others_only_with_force() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let s3 = S3::start(json!([]));
+    let args = |extra: &[&str]| -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "upload".into(),
+            cap.file(MANIFEST_JSON).into(),
+            "--to".into(),
+            "s3://goldcap-test".into(),
+            "--json".into(),
+        ];
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    s3.goldcap(&args(&[]), &cap.out).ok();
+    let fetched = env.path("fetched");
+    let got: Value = serde_json::from_str(&s3.boto(&[
+        "get",
+        "goldcap-test",
+        ARTIFACT,
+        fetched.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let sha = sha256sum(&cap.artifact());
+    assert_eq!(got["metadata"]["goldcap-sha256"], sha.as_str(), "{got}");
+    let mtime = |k: &str| std::fs::metadata(s3.object(k)).unwrap().modified().unwrap();
+    let before = [ARTIFACT, MANIFEST, MANIFEST_JSON].map(mtime);
+    let r = s3.goldcap(&args(&[]), &cap.out);
+    r.ok();
+    let out: Value = serde_json::from_str(&r.stdout()).unwrap();
+    for o in out["objects"].as_array().unwrap() {
+        assert_eq!(o["sent"], false, "{o}");
+    }
+    assert_eq!([ARTIFACT, MANIFEST, MANIFEST_JSON].map(mtime), before);
+    // An object goldcap did not write (no recorded sha256).
+    let other = env.path("other");
+    std::fs::write(&other, b"another image").unwrap();
+    s3.boto(&["put", "goldcap-test", ARTIFACT, other.to_str().unwrap()]);
+    let r = s3.goldcap(&args(&[]), &cap.out);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains(&format!(
+            "s3://goldcap-test/{ARTIFACT} already holds an object goldcap did not record a sha256 for, not the {sha} goldcap would send; nothing was sent (--force replaces it)"
+        )),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read(s3.object(ARTIFACT)).unwrap(),
+        b"another image"
+    );
+    s3.goldcap(&args(&["--force"]), &cap.out).ok();
+    assert_eq!(md5sum(&s3.object(ARTIFACT)), md5sum(&cap.artifact()));
+}

@@ -212,6 +212,11 @@ pub struct UploadCmdArgs {
     /// Print one JSON object describing the upload on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Replace objects the target already holds under the same names with
+    /// other content. Without it such an upload is refused before a byte is
+    /// sent; an object with the MANIFEST's sha256 is kept and not sent again.
+    #[arg(long)]
+    pub force: bool,
     /// Upload options.
     #[command(flatten)]
     pub upload: UploadArgs,
@@ -332,7 +337,8 @@ pub struct CaptureArgs {
     /// With --ident it makes output byte-identical across runs.
     #[arg(long, value_name = "RFC3339", value_parser = naming::parse_date)]
     pub date: Option<chrono::DateTime<chrono::Utc>>,
-    /// Replace existing files with the same names.
+    /// Replace existing files with the same names, and with --upload,
+    /// objects of the same names on the target.
     #[arg(long)]
     pub force: bool,
     /// Identity scrub in the stream.

@@ -180,10 +180,13 @@ impl CaptureConfig {
             mounts,
             include_mounts,
             force: args.force,
-            upload: args
-                .upload
-                .clone()
-                .map(|t| (t, upload_options(&args.upload_opts))),
+            upload: args.upload.clone().map(|t| {
+                let opts = Options {
+                    force: args.force,
+                    ..upload_options(&args.upload_opts)
+                };
+                (t, opts)
+            }),
             keep_local: args.keep_local,
             json: args.json,
         })
@@ -626,6 +629,7 @@ pub fn upload_options(args: &UploadArgs) -> Options {
         attempts: args.attempts,
         part_size: args.part_size.map(|m| m << 20),
         presign_get: args.presign_get.map(Duration::from_secs),
+        force: false,
     }
 }
 
@@ -642,7 +646,10 @@ impl UploadConfig {
         Ok(UploadConfig {
             files: Files::from_manifest(&args.manifest)?,
             target: args.to.clone(),
-            opts: upload_options(&args.upload),
+            opts: Options {
+                force: args.force,
+                ..upload_options(&args.upload)
+            },
             json: args.json,
         })
     }

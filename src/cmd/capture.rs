@@ -310,6 +310,8 @@ impl CaptureRun<'_> {
             Some((target, opts)) if target.can_stream() => {
                 let names = StreamNames {
                     artifact: cfg.names.artifact.clone(),
+                    manifest: cfg.names.manifest.clone(),
+                    manifest_json: cfg.names.manifest_json.clone(),
                     upload_tarball: cfg.names.upload_tarball.clone(),
                     upload_manifest: cfg.names.upload_manifest.clone(),
                 };

@@ -34,10 +34,27 @@ pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
     let result = crate::upload::upload_files(&cfg.target, &cfg.opts, files, &ui, &cancel);
     ui.finish_progress();
     let up = result?;
+    let sent = |i: usize| up.objects.get(i).is_none_or(|o| o.sent);
+    let (verb, note) = match (sent(0), sent(1)) {
+        (true, true) => ("uploaded", ""),
+        (false, false) => (
+            "found",
+            " (both already there with the same sha256: nothing sent)",
+        ),
+        (false, true) => (
+            "found",
+            " (the artifact already there with the same sha256: only the MANIFEST sent)",
+        ),
+        (true, false) => (
+            "uploaded",
+            " (the MANIFEST already there with the same sha256)",
+        ),
+    };
     ui.say(&format!(
-        "goldcap: uploaded {} ({}) and its MANIFEST to {} in {:.1}s; verified: {}",
+        "goldcap: {verb} {} ({}) and its MANIFEST {} {}{note} in {:.1}s; verified: {}",
         show(&files.artifact),
         human(files.size),
+        if verb == "found" { "on" } else { "to" },
         uploaded_where(&up),
         started.elapsed().as_secs_f64(),
         up.objects.first().map_or("", |o| o.verified.as_str())

@@ -18,7 +18,7 @@
 //! artifact. The token never appears in a message.
 
 use super::http::{Attempt, agent, body_text, redact, retry, status_attempt};
-use super::{Files, Options, Stored, Uploaded};
+use super::{Existing, Files, Options, Stored, Uploaded};
 use crate::output::digest::{Digests, HashingReader};
 use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
@@ -171,6 +171,8 @@ pub struct Client {
     agent: ureq::Agent,
     attempts: u32,
     timeout: std::time::Duration,
+    /// Replace what the endpoint holds under our names.
+    force: bool,
 }
 
 /// Why an upload could not be confirmed.
@@ -221,6 +223,7 @@ impl Client {
             agent: agent(opts)?,
             attempts: opts.attempts,
             timeout: opts.timeout,
+            force: opts.force,
         })
     }
 
@@ -353,6 +356,7 @@ impl Client {
             url: redact(&self.url(path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
+            sent: true,
         })
     }
 
@@ -388,23 +392,44 @@ impl Client {
         Ok((d.md5, d.sha256))
     }
 
-    /// Uploads artifact and text MANIFEST (MANIFEST last).
+    /// Uploads artifact and text MANIFEST (MANIFEST last). A name the
+    /// endpoint already holds with the same sha256 is not sent again;
+    /// with other content, only with `--force`.
     pub fn upload_files(
         &self,
         files: &Files,
         ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Uploaded> {
-        self.preflight(&[&files.upload_tarball, &files.upload_manifest], cancel)?;
-        let artifact = self.post_file(
-            &files.upload_tarball,
-            &files.artifact,
-            Some((files.size, &files.md5, &files.sha256)),
-            ui,
+        let manifest_sha256 = super::sha256_of(&files.manifest)?;
+        let [art, man] = self.preflight(
+            [
+                (&files.upload_tarball, Some(files.sha256.as_str())),
+                (&files.upload_manifest, Some(manifest_sha256.as_str())),
+            ],
             cancel,
         )?;
-        let manifest = match self.upload_manifest(files, ui, cancel) {
+        let artifact = match art {
+            Existing::Keep => self.kept(&files.upload_tarball, files.size),
+            _ => self.post_file(
+                &files.upload_tarball,
+                &files.artifact,
+                Some((files.size, &files.md5, &files.sha256)),
+                ui,
+                cancel,
+            )?,
+        };
+        let manifest = match man {
+            Existing::Keep => Ok(self.kept(
+                &files.upload_manifest,
+                std::fs::metadata(&files.manifest).map_or(0, |m| m.len()),
+            )),
+            _ => self.upload_manifest(files, ui, cancel),
+        };
+        let manifest = match manifest {
             Ok(m) => m,
+            // An artifact that was there before is not ours to remove.
+            Err(e) if !artifact.sent => return Err(e),
             Err(e) => {
                 let left = super::left_behind(self.delete(&files.upload_tarball));
                 return Err(e.append(&left));
@@ -417,6 +442,18 @@ impl Client {
         })
     }
 
+    /// A name the endpoint already holds with the sha256 goldcap would send.
+    fn kept(&self, path: &str, size: u64) -> Stored {
+        Stored {
+            name: format!("/{path}"),
+            url: redact(&self.url(path)),
+            size,
+            verified: "already there: X-DRP-SHA256SUM = the MANIFEST's sha256 (not sent again)"
+                .into(),
+            sent: false,
+        }
+    }
+
     /// Uploads the text MANIFEST.
     pub fn upload_manifest(
         &self,
@@ -427,13 +464,40 @@ impl Client {
         self.post_file(&files.upload_manifest, &files.manifest, None, ui, cancel)
     }
 
-    /// Checks before any data moves that the token can read back what it
-    /// will write (the verification needs `files get`), for every name.
-    fn preflight(&self, paths: &[&str], cancel: &Cancel) -> Result<()> {
-        for p in paths {
-            self.sha256(p, None, cancel)?;
+    /// Before any data moves, for every name with the sha256 goldcap would
+    /// send (`None` for a stream): whether the token can read it back (the
+    /// verification needs `files get`), and what to do about what the
+    /// endpoint already holds there. Refuses, naming each, what `--force`
+    /// would be needed for.
+    fn preflight<const N: usize>(
+        &self,
+        names: [(&str, Option<&str>); N],
+        cancel: &Cancel,
+    ) -> Result<[Existing; N]> {
+        let mut refused = Vec::new();
+        let mut out = [Existing::Send; N];
+        for (slot, (path, local)) in out.iter_mut().zip(names) {
+            let remote = self.sha256(path, None, cancel)?;
+            *slot = super::existing(remote.as_deref(), local, self.force);
+            if *slot == Existing::Refuse {
+                let held = match remote.as_deref() {
+                    Some("") => "content whose HEAD gives no X-DRP-SHA256SUM".to_owned(),
+                    Some(r) => format!("sha256 {r}"),
+                    None => String::new(),
+                };
+                refused.push(match local {
+                    Some(l) => format!(
+                        "/{path} is already on the endpoint with {held}, not the {l} goldcap would send"
+                    ),
+                    None => format!("/{path} is already on the endpoint ({held})"),
+                });
+            }
         }
-        Ok(())
+        if refused.is_empty() {
+            Ok(out)
+        } else {
+            Err(super::refused(&refused))
+        }
     }
 
     /// Deletes `path`; `None` when it is gone, else what is left and why.
@@ -508,7 +572,7 @@ impl Client {
     /// Starts a streamed (chunked) upload of the artifact to `path`.
     /// `manifest` is the name the MANIFEST will have (checked up front).
     pub fn start_stream(self, path: &str, manifest: &str, cancel: &Cancel) -> Result<Stream> {
-        self.preflight(&[path, manifest], cancel)?;
+        self.preflight([(path, None), (manifest, None)], cancel)?;
         let (reader, writer) =
             std::io::pipe().context("cannot start the upload: no pipe for its body")?;
         let abort = Arc::new(AtomicBool::new(false));
@@ -684,6 +748,7 @@ impl super::StreamUpload for Stream {
                         verified:
                             "X-DRP-SHA256SUM = sha256 sent (the upload's own answer was lost)"
                                 .into(),
+                        sent: true,
                     }),
                     Err(_) => Err(anyhow::anyhow!("{e}").into()),
                 };
@@ -709,6 +774,7 @@ impl super::StreamUpload for Stream {
             url: redact(&self.client.url(&path)),
             size,
             verified: "X-DRP-SHA256SUM = sha256 sent".into(),
+            sent: true,
         })
     }
 

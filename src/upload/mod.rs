@@ -50,6 +50,10 @@ pub struct Options {
     pub part_size: Option<u64>,
     /// Also make a presigned GET URL valid this long (S3).
     pub presign_get: Option<Duration>,
+    /// Replace objects the store already holds under the same names with
+    /// other content (without it, such an upload is refused before a byte
+    /// is sent).
+    pub force: bool,
 }
 
 impl Default for Options {
@@ -62,6 +66,7 @@ impl Default for Options {
             attempts: 5,
             part_size: None,
             presign_get: None,
+            force: false,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct Stored {
     pub size: u64,
     /// How it was checked after the upload.
     pub verified: String,
+    /// Whether goldcap sent it (false: the store already held these bytes).
+    pub sent: bool,
 }
 
 /// The result of an upload.
@@ -88,6 +95,39 @@ pub struct Uploaded {
     /// credential: shown only here, never logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presigned_get: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Existing, existing};
+
+    #[test]
+    fn existing_table() {
+        let a = "ab".repeat(32);
+        let b = "cd".repeat(32);
+        let cases = [
+            // remote, local, force → action
+            (None, Some(a.as_str()), false, Existing::Send),
+            (None, None, false, Existing::Send),
+            (Some(a.as_str()), Some(a.as_str()), false, Existing::Keep),
+            (Some(a.as_str()), Some(a.as_str()), true, Existing::Keep),
+            (Some(b.as_str()), Some(a.as_str()), false, Existing::Refuse),
+            (Some(b.as_str()), Some(a.as_str()), true, Existing::Send),
+            // A store that gives no checksum cannot show the bytes match.
+            (Some(""), Some(""), false, Existing::Refuse),
+            (Some(""), Some(a.as_str()), true, Existing::Send),
+            // A stream's checksum is not known before it is sent.
+            (Some(a.as_str()), None, false, Existing::Refuse),
+            (Some(a.as_str()), None, true, Existing::Send),
+        ];
+        for (remote, local, force, want) in cases {
+            assert_eq!(
+                existing(remote, local, force),
+                want,
+                "{remote:?} {local:?} {force}"
+            );
+        }
+    }
 }
 
 /// Paths of a finished capture, as its JSON MANIFEST names them.
@@ -222,7 +262,7 @@ pub fn start_stream(
         )),
         Target::S3 { bucket, prefix } => Ok(Box::new(
             s3::Client::new(bucket, prefix, opts)?.start_stream(
-                &names.artifact,
+                [&names.artifact, &names.manifest, &names.manifest_json],
                 estimate,
                 cancel,
             )?,
@@ -239,6 +279,9 @@ pub fn start_stream(
 pub struct StreamNames {
     /// Artifact file name.
     pub artifact: String,
+    /// Text and JSON MANIFEST file names (S3 keys under the prefix).
+    pub manifest: String,
+    pub manifest_json: String,
     /// DRP upload name of the artifact.
     pub upload_tarball: String,
     /// DRP upload name of the text MANIFEST.
@@ -272,6 +315,52 @@ pub fn presigned_get(target: &Target, opts: &Options, files: &Files) -> Option<S
             .presigned_get(&Files::name(&files.artifact)),
         _ => None,
     }
+}
+
+/// What an upload does about a name the store may already hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing is there, or replacing it was asked for: send.
+    Send,
+    /// The same bytes are there (same sha256): nothing to send.
+    Keep,
+    /// Something else, or something goldcap cannot compare: refused
+    /// without `--force`, so a good copy is never lost to a re-upload.
+    Refuse,
+}
+
+/// Decides for one name. `remote`: `None` when the store holds nothing
+/// under it, else the sha256 the store reports (empty when it reports
+/// none); `local`: the sha256 of what would be sent, when known (not for
+/// a stream). Pure.
+pub fn existing(remote: Option<&str>, local: Option<&str>, force: bool) -> Existing {
+    match remote {
+        None => Existing::Send,
+        Some(r) if !r.is_empty() && Some(r) == local => Existing::Keep,
+        Some(_) if force => Existing::Send,
+        Some(_) => Existing::Refuse,
+    }
+}
+
+/// The error for names refused by [`existing`]: each with what the store
+/// holds, and what to do.
+pub fn refused(what: &[String]) -> Error {
+    anyhow::anyhow!(
+        "{}; nothing was sent (--force replaces {})",
+        what.join("; "),
+        if what.len() == 1 { "it" } else { "them" }
+    )
+    .into()
+}
+
+/// The sha256 of a local file (a MANIFEST), read as it streams.
+pub(crate) fn sha256_of(path: &Path) -> Result<String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut r = crate::output::digest::HashingReader::new(f);
+    std::io::copy(&mut r, &mut std::io::sink())
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(r.hasher().digests().sha256)
 }
 
 /// The tail of an error message for what a clean-up (delete, abort,

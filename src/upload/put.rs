@@ -67,6 +67,7 @@ pub fn put_files(
             url: redact(url),
             size,
             verified: "ETag = md5 of the bytes sent".into(),
+            sent: true,
         });
     }
     Ok(Uploaded {

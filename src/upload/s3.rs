@@ -16,7 +16,7 @@
 //! nothing appears under the final key. MANIFESTs are single PUTs.
 
 use super::http::{Attempt, agent, body_text, redact, retry, status_attempt};
-use super::{Files, Options, Stored, Uploaded};
+use super::{Existing, Files, Options, Stored, Uploaded, sha256_of};
 use crate::output::digest::{Digests, HashingReader, hex, md5};
 use crate::report::error::{Error, Result};
 use crate::signals::Cancel;
@@ -71,6 +71,22 @@ pub struct Client {
     attempts: u32,
     presign_get: Option<Duration>,
     part_size: Option<u64>,
+    /// Replace objects already under our keys.
+    force: bool,
+}
+
+/// User metadata holding the sha256 goldcap uploaded: S3's own checksum of
+/// a multipart object (its ETag) depends on the part size, so this is what
+/// tells a later upload that the bucket already holds the same bytes.
+const SHA256_META: &str = "x-amz-meta-goldcap-sha256";
+
+/// What the bucket holds under a key.
+enum Held {
+    Nothing,
+    /// An object, with the sha256 goldcap recorded on it ("" when none).
+    Object(String),
+    /// The credentials may not read it (HEAD refused).
+    Unknown,
 }
 
 impl Client {
@@ -111,6 +127,7 @@ impl Client {
             attempts: opts.attempts,
             presign_get: opts.presign_get,
             part_size: opts.part_size,
+            force: opts.force,
         })
     }
 
@@ -126,10 +143,11 @@ impl Client {
         redact(self.bucket.object_url(key).as_str())
     }
 
-    /// Single PUT of a small file, ETag checked.
+    /// Single PUT of a small file, ETag checked, its sha256 recorded.
     fn put_file(
         &self,
         path: &std::path::Path,
+        sha256: &str,
         ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Stored> {
@@ -143,16 +161,16 @@ impl Client {
             self.attempts,
             cancel,
             || {
-                let url = self
-                    .bucket
-                    .put_object(Some(&self.creds), &key)
-                    .sign(SIGN_FOR);
+                let mut put = self.bucket.put_object(Some(&self.creds), &key);
+                put.headers_mut().insert(SHA256_META, sha256);
+                let url = put.sign(SIGN_FOR);
                 let f = std::fs::File::open(path)
                     .map_err(|e| Attempt::Fatal(format!("{}: {e}", path.display())))?;
                 let mut r = HashingReader::new(f).with_progress(ui);
                 let mut resp = self
                     .agent
                     .put(url.as_str())
+                    .header(SHA256_META, sha256)
                     .header("Content-Length", size.to_string())
                     // A refusal (signature, permission) then comes before
                     // the body, with S3's reason, not as a broken pipe.
@@ -167,10 +185,13 @@ impl Client {
             url: self.object_url(&key),
             size,
             verified: verified.into(),
+            sent: true,
         })
     }
 
-    /// Uploads artifact (multipart), then text and JSON MANIFESTs.
+    /// Uploads artifact (multipart), then text and JSON MANIFESTs. An
+    /// object goldcap uploaded with the same sha256 is not sent again; any
+    /// other object under these keys is replaced only with `--force`.
     pub fn upload_files(
         &self,
         files: &Files,
@@ -178,7 +199,61 @@ impl Client {
         cancel: &Cancel,
     ) -> Result<Uploaded> {
         let name = Files::name(&files.artifact);
-        let mut up = self.clone().start_stream(&name, Some(files.size), cancel)?;
+        let manifests = [&files.manifest, &files.manifest_json];
+        let [man_sha, json_sha] = [sha256_of(manifests[0])?, sha256_of(manifests[1])?];
+        let [art, man, json] = self.preflight(
+            [
+                (&name, Some(files.sha256.as_str())),
+                (&Files::name(manifests[0]), Some(man_sha.as_str())),
+                (&Files::name(manifests[1]), Some(json_sha.as_str())),
+            ],
+            cancel,
+        )?;
+        let artifact = match art {
+            Existing::Keep => self.kept(&name, files.size),
+            _ => self.send_artifact(files, &name, ui, cancel)?,
+        };
+        let mut objects = vec![artifact];
+        for (path, sha256, ex) in [
+            (manifests[0], &man_sha, man),
+            (manifests[1], &json_sha, json),
+        ] {
+            let stored = match ex {
+                Existing::Keep => Ok(self.kept(
+                    &Files::name(path),
+                    std::fs::metadata(path).map_or(0, |m| m.len()),
+                )),
+                _ => self.put_file(path, sha256, ui, cancel),
+            };
+            match stored {
+                Ok(s) => objects.push(s),
+                // An artifact that was there before is not ours to remove.
+                Err(e) if !objects[0].sent => return Err(e),
+                Err(e) => {
+                    let left = super::left_behind(self.delete(&name));
+                    return Err(e.append(&left));
+                }
+            }
+        }
+        Ok(Uploaded {
+            target: format!("s3://{}/{}", self.bucket.name(), self.prefix),
+            objects,
+            presigned_get: self.presigned_get(&name),
+        })
+    }
+
+    /// The artifact as a multipart upload, checked against its MANIFEST
+    /// before the upload is completed.
+    fn send_artifact(
+        &self,
+        files: &Files,
+        name: &str,
+        ui: &crate::report::ui::Ui,
+        cancel: &Cancel,
+    ) -> Result<Stored> {
+        let mut up = self
+            .clone()
+            .multipart(name, Some(files.size), Some(&files.sha256), cancel)?;
         let file = std::fs::File::open(&files.artifact)
             .with_context(|| format!("cannot read {}", files.artifact.display()))?;
         let mut r = HashingReader::new(file).with_progress(ui);
@@ -201,20 +276,96 @@ impl Client {
             )
             .into());
         }
-        let artifact = super::StreamUpload::finish(Box::new(up), &digests, cancel)?;
-        let mut objects = vec![artifact];
-        match self.upload_manifests(files, ui, cancel) {
-            Ok(m) => objects.extend(m),
-            Err(e) => {
-                let left = super::left_behind(self.delete(&name));
-                return Err(e.append(&left));
+        super::StreamUpload::finish(Box::new(up), &digests, cancel)
+    }
+
+    /// A key the bucket already holds with the sha256 goldcap would send.
+    fn kept(&self, name: &str, size: u64) -> Stored {
+        let key = self.key(name);
+        Stored {
+            url: self.object_url(&key),
+            name: key,
+            size,
+            verified: format!(
+                "already there: {SHA256_META} = the MANIFEST's sha256 (not sent again)"
+            ),
+            sent: false,
+        }
+    }
+
+    /// What the bucket holds under `name`.
+    fn held(&self, name: &str, cancel: &Cancel) -> Result<Held> {
+        let key = self.key(name);
+        retry(
+            &format!("HEAD s3://{}/{key}", self.bucket.name()),
+            self.attempts,
+            cancel,
+            || {
+                let url = self
+                    .bucket
+                    .head_object(Some(&self.creds), &key)
+                    .sign(SIGN_FOR);
+                let mut resp = self.agent.head(url.as_str()).call()?;
+                match resp.status().as_u16() {
+                    404 => return Ok(Held::Nothing),
+                    // Without s3:ListBucket S3 answers 403 for a missing key.
+                    403 => return Ok(Held::Unknown),
+                    _ => {}
+                }
+                answer(&mut resp, false)?;
+                let sha = resp
+                    .headers()
+                    .get(SHA256_META)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                Ok(Held::Object(sha))
+            },
+        )
+    }
+
+    /// Before any data moves: what to do about each key, given the sha256
+    /// goldcap would send (`None` for a stream). Refuses, naming each, what
+    /// `--force` would be needed for. A key the credentials may not read
+    /// is sent, with a warning.
+    fn preflight<const N: usize>(
+        &self,
+        names: [(&str, Option<&str>); N],
+        cancel: &Cancel,
+    ) -> Result<[Existing; N]> {
+        let mut refused = Vec::new();
+        let mut out = [Existing::Send; N];
+        for (slot, (name, local)) in out.iter_mut().zip(names) {
+            let shown = format!("s3://{}/{}", self.bucket.name(), self.key(name));
+            let remote = match self.held(name, cancel)? {
+                Held::Nothing => None,
+                Held::Object(sha) => Some(sha),
+                Held::Unknown => {
+                    crate::report::ui::eprint_line(&format!(
+                        "goldcap: warning: cannot tell whether {shown} exists (HEAD refused: the credentials cannot read it); an object there is replaced"
+                    ));
+                    None
+                }
+            };
+            *slot = super::existing(remote.as_deref(), local, self.force);
+            if *slot == Existing::Refuse {
+                let held = match remote.as_deref() {
+                    Some("") | None => "an object goldcap did not record a sha256 for".to_owned(),
+                    Some(r) => format!("an object of sha256 {r}"),
+                };
+                refused.push(match local {
+                    Some(l) => {
+                        format!("{shown} already holds {held}, not the {l} goldcap would send")
+                    }
+                    None => format!("{shown} already holds {held}"),
+                });
             }
         }
-        Ok(Uploaded {
-            target: format!("s3://{}/{}", self.bucket.name(), self.prefix),
-            objects,
-            presigned_get: self.presigned_get(&name),
-        })
+        if refused.is_empty() {
+            Ok(out)
+        } else {
+            Err(super::refused(&refused))
+        }
     }
 
     /// A presigned GET URL for `name`, when `--presign-get` asked for one.
@@ -234,10 +385,11 @@ impl Client {
         ui: &crate::report::ui::Ui,
         cancel: &Cancel,
     ) -> Result<Vec<Stored>> {
-        Ok(vec![
-            self.put_file(&files.manifest, ui, cancel)?,
-            self.put_file(&files.manifest_json, ui, cancel)?,
-        ])
+        let mut out = Vec::new();
+        for path in [&files.manifest, &files.manifest_json] {
+            out.push(self.put_file(path, &sha256_of(path)?, ui, cancel)?);
+        }
+        Ok(out)
     }
 
     /// Deletes an object; `None` when gone, else what is left.
@@ -267,11 +419,25 @@ impl Client {
         })
     }
 
-    /// Starts a multipart upload of `name`.
+    /// Starts a capture's streamed upload: refused before a byte is read
+    /// when the bucket holds anything under the artifact's or the
+    /// MANIFESTs' keys (without `--force`).
     pub fn start_stream(
+        self,
+        names: [&str; 3],
+        estimate: Option<u64>,
+        cancel: &Cancel,
+    ) -> Result<Multipart> {
+        self.preflight(names.map(|n| (n, None)), cancel)?;
+        self.multipart(names[0], estimate, None, cancel)
+    }
+
+    /// Starts a multipart upload of `name`, recording `sha256` when known.
+    fn multipart(
         self,
         name: &str,
         estimate: Option<u64>,
+        sha256: Option<&str>,
         cancel: &Cancel,
     ) -> Result<Multipart> {
         let key = self.key(name);
@@ -280,11 +446,15 @@ impl Client {
             self.attempts,
             cancel,
             || {
-                let url = self
-                    .bucket
-                    .create_multipart_upload(Some(&self.creds), &key)
-                    .sign(SIGN_FOR);
-                let mut resp = self.agent.post(url.as_str()).send_empty()?;
+                let mut create = self.bucket.create_multipart_upload(Some(&self.creds), &key);
+                if let Some(sha) = sha256 {
+                    create.headers_mut().insert(SHA256_META, sha);
+                }
+                let mut req = self.agent.post(create.sign(SIGN_FOR).as_str());
+                if let Some(sha) = sha256 {
+                    req = req.header(SHA256_META, sha);
+                }
+                let mut resp = req.send_empty()?;
                 let body = answer(&mut resp, false)?;
                 rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
                     .map(|r| r.upload_id().to_owned())
@@ -555,6 +725,7 @@ impl Multipart {
                     note.1
                 )
             },
+            sent: true,
         })
     }
 

@@ -24,7 +24,9 @@ Checks that talk to the server with boto3, independently of goldcap
 AWS_ENDPOINT_URL, as for goldcap):
 
   s3_server.py get BUCKET KEY FILE     downloads an object; prints its
-                                       ETag and size (JSON)
+                                       ETag, size and user metadata (JSON)
+  s3_server.py put BUCKET KEY FILE     uploads FILE as an object (no
+                                       metadata)
   s3_server.py keys BUCKET             object keys (JSON)
   s3_server.py presign-put BUCKET KEY  a presigned PUT URL (boto3's signer)
 """
@@ -182,7 +184,11 @@ def main():
         with open(sys.argv[4], "wb") as f:
             for chunk in r["Body"].iter_chunks(1 << 20):
                 f.write(chunk)
-        print(json.dumps({"etag": r["ETag"].strip('"'), "size": r["ContentLength"]}))
+        print(json.dumps({"etag": r["ETag"].strip('"'), "size": r["ContentLength"],
+                          "metadata": r.get("Metadata", {})}))
+    elif cmd == "put":
+        with open(sys.argv[4], "rb") as f:
+            client().put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=f.read())
     elif cmd == "keys":
         r = client().list_objects_v2(Bucket=sys.argv[2])
         print(json.dumps(sorted(o["Key"] for o in r.get("Contents", []))))
