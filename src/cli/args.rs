@@ -84,7 +84,11 @@ pub enum Command {
                       and the identity invariants: /etc/machine-id empty or 'uninitialized', the D-Bus \
                       machine id not a regular file with an id, no ssh_host_* keys unless a regenerator \
                       is present, no random seed or credential.secret, no MAC-pinned network \
-                      configuration, no DHCP leases. Every failure is listed; exit status 4 if any."
+                      configuration, no DHCP leases; and what extracting it would do: members named \
+                      ../x or /x, members below an archived symlink, hard links to nothing earlier or \
+                      outside, a missing end-of-archive, compression its name contradicts. PAX and GNU \
+                      long-name headers over 16 MiB are refused. Every failure is listed; exit status 4 \
+                      if any."
     )]
     Verify(Box<VerifyArgs>),
     /// Upload a finished capture (artifact and MANIFEST) and verify it.
@@ -93,8 +97,10 @@ pub enum Command {
                       Provision endpoint (drp or drp:URL: POST /api/v3/files, then HEAD and compare \
                       X-DRP-SHA256SUM), to S3 or an S3-compatible store (s3://BUCKET/PREFIX: multipart, \
                       part ETags and final size checked, aborted on failure), or to two presigned PUT URLs \
-                      (put:URL,URL or put:@FILE). The artifact is hashed as it is sent and must match the \
-                      MANIFEST. Credentials come from the environment (RS_TOKEN, RS_KEY, AWS_*) or \
+                      (put:URL,URL or put:@FILE). The local artifact is checked against its MANIFEST \
+                      before a byte is sent, and hashed again as it is sent. A name the target already \
+                      holds with the MANIFEST's sha256 is not sent again; other content there is \
+                      replaced only with --force. Credentials come from the environment (RS_TOKEN, RS_KEY, AWS_*) or \
                       --token-file, never from the command line.",
         after_help = UPLOAD_ENV_HELP
     )]
