@@ -1939,7 +1939,7 @@ fn drp_reupload_keeps_the_same_bytes_and_replaces_others_only_with_force() {
     let r = run(&args(&[]), &[("RS_TOKEN", TOKEN)], &cap.out);
     assert_eq!(r.code(), 1, "{}", r.stderr());
     let want = format!(
-        "/{UPLOAD_TARBALL} is already on the endpoint with sha256 {other}, not the {} goldcap would send; nothing was sent (--force replaces it)",
+        "/{UPLOAD_TARBALL} on the endpoint already holds sha256 {other}, not the {} goldcap would send; nothing was sent (--force replaces it)",
         sha256sum(&cap.artifact())
     );
     assert!(r.stderr().contains(&want), "{}", r.stderr());
@@ -2009,7 +2009,7 @@ fn drp_capture_stream_refuses_a_name_already_there_unless_forced() {
     assert_eq!(r.code(), 1, "{}", r.stderr());
     assert!(
         r.stderr().contains(&format!(
-            "/{UPLOAD_TARBALL} is already on the endpoint (sha256 {})",
+            "/{UPLOAD_TARBALL} on the endpoint already holds sha256 {};",
             sha256sum(&stored)
         )) && r.stderr().contains("--force replaces it"),
         "{}",

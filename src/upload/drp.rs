@@ -474,30 +474,11 @@ impl Client {
         names: [(&str, Option<&str>); N],
         cancel: &Cancel,
     ) -> Result<[Existing; N]> {
-        let mut refused = Vec::new();
-        let mut out = [Existing::Send; N];
-        for (slot, (path, local)) in out.iter_mut().zip(names) {
+        let no_sum = "content whose HEAD gives no X-DRP-SHA256SUM";
+        super::preflight(names, self.force, no_sum, |path| {
             let remote = self.sha256(path, None, cancel)?;
-            *slot = super::existing(remote.as_deref(), local, self.force);
-            if *slot == Existing::Refuse {
-                let held = match remote.as_deref() {
-                    Some("") => "content whose HEAD gives no X-DRP-SHA256SUM".to_owned(),
-                    Some(r) => format!("sha256 {r}"),
-                    None => String::new(),
-                };
-                refused.push(match local {
-                    Some(l) => format!(
-                        "/{path} is already on the endpoint with {held}, not the {l} goldcap would send"
-                    ),
-                    None => format!("/{path} is already on the endpoint ({held})"),
-                });
-            }
-        }
-        if refused.is_empty() {
-            Ok(out)
-        } else {
-            Err(super::refused(&refused))
-        }
+            Ok((format!("/{path} on the endpoint"), remote))
+        })
     }
 
     /// Deletes `path`; `None` when it is gone, else what is left and why.

@@ -99,7 +99,42 @@ pub struct Uploaded {
 
 #[cfg(test)]
 mod tests {
-    use super::{Existing, existing};
+    use super::{Existing, existing, preflight};
+
+    #[test]
+    fn preflight_names_every_refusal_and_sends_nothing_for_them() {
+        let look = |n: &str| {
+            let held = match n {
+                "same" => Some("aa".to_owned()),
+                "other" => Some("bb".to_owned()),
+                "unsummed" => Some(String::new()),
+                _ => None,
+            };
+            Ok((format!("<{n}>"), held))
+        };
+        let names = [
+            ("same", Some("aa")),
+            ("new", Some("cc")),
+            ("other", Some("aa")),
+        ];
+        let err = preflight(names, false, "no sum", look)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "<other> already holds sha256 bb, not the aa goldcap would send; nothing was sent (--force replaces it)"
+        );
+        let forced = preflight(names, true, "no sum", look).unwrap();
+        assert_eq!(forced, [Existing::Keep, Existing::Send, Existing::Send]);
+        let stream = [("unsummed", None), ("other", None), ("new", None)];
+        let err = preflight(stream, false, "no sum", look)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "<unsummed> already holds no sum; <other> already holds sha256 bb; nothing was sent (--force replaces them)"
+        );
+    }
 
     #[test]
     fn existing_table() {
@@ -342,15 +377,42 @@ pub fn existing(remote: Option<&str>, local: Option<&str>, force: bool) -> Exist
     }
 }
 
-/// The error for names refused by [`existing`]: each with what the store
-/// holds, and what to do.
-pub fn refused(what: &[String]) -> Error {
-    anyhow::anyhow!(
+/// Decides, before any data moves, for every name with the sha256 goldcap
+/// would send (`None` for a stream). `look` tells, for a name, how to show
+/// it and what the store holds there (`None`: nothing; `Some("")`: an
+/// object without a checksum goldcap can compare, described by
+/// `no_sum`). Every name [`existing`] refuses is named in one error.
+pub fn preflight<const N: usize>(
+    names: [(&str, Option<&str>); N],
+    force: bool,
+    no_sum: &str,
+    mut look: impl FnMut(&str) -> Result<(String, Option<String>)>,
+) -> Result<[Existing; N]> {
+    let mut refused = Vec::new();
+    let mut out = [Existing::Send; N];
+    for (slot, (name, local)) in out.iter_mut().zip(names) {
+        let (shown, remote) = look(name)?;
+        *slot = existing(remote.as_deref(), local, force);
+        if *slot == Existing::Refuse {
+            let held = match remote.as_deref() {
+                Some("") | None => no_sum.to_owned(),
+                Some(r) => format!("sha256 {r}"),
+            };
+            refused.push(match local {
+                Some(l) => format!("{shown} already holds {held}, not the {l} goldcap would send"),
+                None => format!("{shown} already holds {held}"),
+            });
+        }
+    }
+    if refused.is_empty() {
+        return Ok(out);
+    }
+    Err(anyhow::anyhow!(
         "{}; nothing was sent (--force replaces {})",
-        what.join("; "),
-        if what.len() == 1 { "it" } else { "them" }
+        refused.join("; "),
+        if refused.len() == 1 { "it" } else { "them" }
     )
-    .into()
+    .into())
 }
 
 /// The sha256 of a local file (a MANIFEST), read as it streams.

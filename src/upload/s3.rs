@@ -333,9 +333,8 @@ impl Client {
         names: [(&str, Option<&str>); N],
         cancel: &Cancel,
     ) -> Result<[Existing; N]> {
-        let mut refused = Vec::new();
-        let mut out = [Existing::Send; N];
-        for (slot, (name, local)) in out.iter_mut().zip(names) {
+        let no_sum = "an object goldcap did not record a sha256 for";
+        super::preflight(names, self.force, no_sum, |name| {
             let shown = format!("s3://{}/{}", self.bucket.name(), self.key(name));
             let remote = match self.held(name, cancel)? {
                 Held::Nothing => None,
@@ -347,25 +346,8 @@ impl Client {
                     None
                 }
             };
-            *slot = super::existing(remote.as_deref(), local, self.force);
-            if *slot == Existing::Refuse {
-                let held = match remote.as_deref() {
-                    Some("") | None => "an object goldcap did not record a sha256 for".to_owned(),
-                    Some(r) => format!("an object of sha256 {r}"),
-                };
-                refused.push(match local {
-                    Some(l) => {
-                        format!("{shown} already holds {held}, not the {l} goldcap would send")
-                    }
-                    None => format!("{shown} already holds {held}"),
-                });
-            }
-        }
-        if refused.is_empty() {
-            Ok(out)
-        } else {
-            Err(super::refused(&refused))
-        }
+            Ok((shown, remote))
+        })
     }
 
     /// A presigned GET URL for `name`, when `--presign-get` asked for one.
