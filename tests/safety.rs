@@ -117,17 +117,8 @@ fn slow_env() -> Env {
 /// keeps ignored.
 fn paused_capture(env: &Env) -> Command {
     use std::os::unix::process::CommandExt;
-    let out = env.path("out");
-    let mut cmd = goldcap_cmd(&[
-        "capture".as_ref(),
-        "--root".as_ref(),
-        env.root().as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "-q".as_ref(),
-    ]);
-    cmd.env("GOLDCAP_TEST_PAUSE", "read:srv/big.bin")
-        .env("GOLDCAP_TEST_PAUSE_FILE", env.path("pause-flag"));
+    let mut cmd = capture_paused_at(env, "read:srv/big.bin");
+    cmd.arg("-q");
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -142,6 +133,37 @@ fn paused_capture(env: &Env) -> Command {
 
 fn start_capture(env: &Env) -> std::process::Child {
     paused_capture(env).spawn().unwrap()
+}
+
+/// A capture of `env`'s root into `out` that stops at `spec`
+/// (`point:path`) until the pause flag is removed.
+fn capture_paused_at(env: &Env, spec: &str) -> Command {
+    let mut cmd = goldcap_cmd(&[
+        "capture".as_ref(),
+        "--root".as_ref(),
+        env.root().as_os_str(),
+        "-o".as_ref(),
+        env.path("out").as_os_str(),
+    ]);
+    cmd.env("GOLDCAP_TEST_PAUSE", spec)
+        .env("GOLDCAP_TEST_PAUSE_FILE", env.path("pause-flag"));
+    cmd
+}
+
+/// Waits until `child` is held at its pause point (the flag exists).
+fn wait_paused(env: &Env, child: &mut std::process::Child) {
+    let start = Instant::now();
+    while !env.path("pause-flag").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the capture never reached the pause point"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the capture ended before the pause point"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits until the capture is held mid-stream with its temporary artifact
@@ -201,35 +223,14 @@ fn a_kill_at_any_rename_never_leaves_an_artifact_without_its_manifests() {
     let order = [MANIFEST, MANIFEST_JSON, ARTIFACT];
     for (i, at) in order.iter().enumerate() {
         let _ = std::fs::remove_dir_all(&out);
-        let flag = env.path("pause-flag");
-        let mut child = goldcap_cmd(&[
-            "capture".as_ref(),
-            "--root".as_ref(),
-            env.root().as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--ident".as_ref(),
-            IDENT.as_ref(),
-            "--date".as_ref(),
-            DATE.as_ref(),
-            "-q".as_ref(),
-        ])
-        .env("GOLDCAP_TEST_PAUSE", format!("publish:{at}"))
-        .env("GOLDCAP_TEST_PAUSE_FILE", &flag)
-        .spawn()
-        .unwrap();
-        let start = Instant::now();
-        while !flag.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never paused at {at}"
-            );
-            assert!(child.try_wait().unwrap().is_none(), "ended before {at}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut child = capture_paused_at(&env, &format!("publish:{at}"))
+            .args(["--ident", IDENT, "--date", DATE, "-q"])
+            .spawn()
+            .unwrap();
+        wait_paused(&env, &mut child);
         child.kill().unwrap(); // SIGKILL at the rename of `at`
         child.wait().unwrap();
-        std::fs::remove_file(&flag).unwrap();
+        std::fs::remove_file(env.path("pause-flag")).unwrap();
         let finals: Vec<String> = list_dir(&out)
             .into_iter()
             .filter(|n| !n.starts_with(".goldcap-"))
@@ -289,35 +290,16 @@ fn an_interrupted_capture_removes_its_temporary_files() {
 /// Runs a capture paused at `point` for `rel`, applies `change`, resumes.
 fn capture_with_change(env: &Env, point: &str, rel: &str, change: impl FnOnce()) -> Run {
     let out = env.path("out");
-    let flag = env.path("pause-flag");
-    let child = goldcap_cmd(&[
-        "capture".as_ref(),
-        "--root".as_ref(),
-        env.root().as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--ident".as_ref(),
-        IDENT.as_ref(),
-        "--date".as_ref(),
-        DATE.as_ref(),
-    ])
-    .env("GOLDCAP_TEST_PAUSE", format!("{point}:{rel}"))
-    .env("GOLDCAP_TEST_PAUSE_FILE", &flag)
-    .env("GOLDCAP_TEST_COUNTS", out.with_extension("counts"))
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let start = Instant::now();
-    while !flag.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "capture never reached the pause point"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = capture_paused_at(env, &format!("{point}:{rel}"))
+        .args(["--ident", IDENT, "--date", DATE])
+        .env("GOLDCAP_TEST_COUNTS", out.with_extension("counts"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_paused(env, &mut child);
     change();
-    std::fs::remove_file(&flag).unwrap();
+    std::fs::remove_file(env.path("pause-flag")).unwrap();
     Run {
         out,
         output: child.wait_with_output().unwrap(),
