@@ -428,12 +428,7 @@ fn drp_basic_credentials_from_rs_key() {
     let env = Env::new();
     let cap = captured(&env, "out");
     let drp = Drp::start(json!({}));
-    let args: Vec<OsString> = vec![
-        "upload".into(),
-        cap.file(MANIFEST_JSON).into(),
-        "--to".into(),
-        drp.target().into(),
-    ];
+    let args = args_for(&cap, &drp);
     run(&args, &[("RS_KEY", "builder:b")], &cap.out).ok();
     assert_eq!(drp.log()[1]["auth"], "Basic");
     assert!(drp.stored(UPLOAD_TARBALL).is_file());
@@ -1685,12 +1680,7 @@ fn a_damaged_local_artifact_never_replaces_the_good_copy() {
     let env = Env::new();
     let cap = captured(&env, "out");
     let drp = Drp::start(json!({}));
-    let args: Vec<OsString> = vec![
-        "upload".into(),
-        cap.file(MANIFEST_JSON).into(),
-        "--to".into(),
-        drp.target().into(),
-    ];
+    let args = args_for(&cap, &drp);
     run(&args, &[("RS_TOKEN", TOKEN)], &cap.out).ok();
     let good = md5sum(&drp.stored(UPLOAD_TARBALL));
     let sent_before = drp.log().len();
@@ -1906,13 +1896,8 @@ fn drp_reupload_keeps_the_same_bytes_and_replaces_others_only_with_force() {
     let cap = captured(&env, "out");
     let drp = Drp::start(json!({}));
     let args = |extra: &[&str]| -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "upload".into(),
-            cap.file(MANIFEST_JSON).into(),
-            "--to".into(),
-            drp.target().into(),
-            "--json".into(),
-        ];
+        let mut a = args_for(&cap, &drp);
+        a.push("--json".into());
         a.extend(extra.iter().map(OsString::from));
         a
     };
