@@ -262,38 +262,41 @@ mod fuzz {
     use crate::testkit::{Rng, mutate};
     use std::io::Write as _;
 
+    fn add(b: &mut tar::Builder<Vec<u8>>, name: &str, et: tar::EntryType, data: &[u8], link: &str) {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(et);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    /// A small archive with a PAX header, a GNU long name, a symlink and a
+    /// hard link: records the guard and the reader parse.
     fn seed_tar() -> Vec<u8> {
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
         let mut b = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, et: tar::EntryType, data: &[u8], link: Option<&str>| {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(et);
-            h.set_mode(0o644);
-            h.set_size(data.len() as u64);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
-            b.append_data(&mut h, name, data).unwrap();
-        };
-        add("./curtin/", tar::EntryType::Directory, b"", None);
+        add(&mut b, "./curtin/", Directory, b"", "");
+        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"v"[..]), ("mtime", &b"1.5"[..])])
+            .unwrap();
         add(
+            &mut b,
             "./etc/machine-id",
-            tar::EntryType::Regular,
+            Regular,
             b"0123456789abcdef\n",
-            None,
+            "",
         );
         add(
+            &mut b,
             &format!("./srv/{}", "long".repeat(40)),
-            tar::EntryType::Regular,
+            Regular,
             b"x",
-            None,
+            "",
         );
-        add("./lib", tar::EntryType::Symlink, b"", Some("usr/lib"));
-        add(
-            "./etc/id2",
-            tar::EntryType::Link,
-            b"",
-            Some("./etc/machine-id"),
-        );
+        add(&mut b, "./lib", Symlink, b"", "usr/lib");
+        add(&mut b, "./etc/id2", Link, b"", "./etc/machine-id");
         b.into_inner().unwrap()
     }
 
