@@ -299,7 +299,15 @@ fn pruned_directories_are_never_opened() {
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_goldcap"))
-        .args(["capture", "--os", "x", "--exclude", "./skip", "--root"])
+        .args([
+            "capture",
+            "--allow-unreadable",
+            "--os",
+            "x",
+            "--exclude",
+            "./skip",
+        ])
+        .arg("--root")
         .arg(&root)
         .arg("-o")
         .arg(&out)

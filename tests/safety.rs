@@ -423,7 +423,7 @@ fn assert_valid_with_warning(run: &Run, env: &Env, path: &str, kind: &str) {
     assert_eq!(j["warnings"][0]["path"], format!("./{path}"));
     assert_eq!(j["warnings"][0]["kind"], kind);
     assert!(run.manifest_text().contains(&format!(
-        "\nWarnings (1)\n{}\n./{path}  [{kind}]",
+        "\nWarnings (1 {kind})\n{}\n./{path}  [{kind}]",
         "-".repeat(80)
     )));
 }
@@ -523,15 +523,31 @@ fn unreadable_entries_are_warnings_and_the_archive_stays_valid() {
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // An unprivileged user cannot read root's 0700 directories or /etc/shadow.
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_goldcap"))
-        .args(["capture", "--ident", IDENT, "--date", DATE, "--root"])
-        .arg(env.root())
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let unprivileged = |extra: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_goldcap"))
+            .args(["capture", "--ident", IDENT, "--date", DATE])
+            .args(extra)
+            .arg("--root")
+            .arg(env.root())
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    // Refused before it starts unless asked for (it made an image without
+    // /etc/shadow, /root … and called it valid).
+    let o = unprivileged(&[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not running as root (nor with CAP_DAC_READ_SEARCH)")
+            && stderr.contains("--allow-unreadable"),
+        "{stderr}"
+    );
+    assert_eq!(list_dir(&out), Vec::<String>::new());
+    let o = unprivileged(&["--allow-unreadable"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(
@@ -563,6 +579,16 @@ fn unreadable_entries_are_warnings_and_the_archive_stays_valid() {
             .all(|w| w["kind"] == "unreadable"),
         "{}",
         j["warnings"]
+    );
+    assert_eq!(j["source"]["unprivileged"], true);
+    assert!(j["warnings_by_kind"]["unreadable"].as_u64().unwrap() >= 3);
+    // The image is incomplete, and verify says so by name.
+    let v = goldcap(&["verify".as_ref(), run.artifact().as_os_str()]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("FAIL  complete") && text.contains("./etc/shadow (unreadable)"),
+        "{text}"
     );
 }
 

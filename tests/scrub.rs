@@ -1021,3 +1021,110 @@ fn verify_follows_symlinks_and_hard_links() {
         "{out}"
     );
 }
+
+/// `--operations` can no longer switch identity off by accident: a spec
+/// that starts with `-ID` changes the defaults (it switched everything
+/// off), an empty one is refused, a typo gets the nearest id; and when
+/// identity *is* switched off, the MANIFEST header, the JSON, the summary
+/// and verify all say which operations.
+#[test]
+fn operations_never_drop_identity_silently_and_the_manifest_says_what_was_off() {
+    let env = identity_env("debian");
+    let mid = |run: &Run| {
+        let dest = env.path("mid");
+        let _ = std::fs::remove_dir_all(&dest);
+        let o = gnu_extract(&run.any_artifact(), &dest, &["./etc/machine-id"]);
+        assert!(o.status.success());
+        std::fs::read(dest.join("etc/machine-id")).unwrap()
+    };
+    for (i, spec) in [
+        &["--operations", "-logfiles"][..],
+        &["--operations=-logfiles"],
+        &["--operations", "-logfiles,-caches"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = format!("minus{i}");
+        let run = env.capture(&out, &[spec, &["--json"][..]].concat());
+        run.ok();
+        assert_eq!(mid(&run), b"", "{spec:?}: machine-id kept");
+        let j = run.manifest_json();
+        assert_eq!(
+            j["scrub"]["identity_off"],
+            serde_json::json!([]),
+            "{spec:?}"
+        );
+        let off = j["scrub"]["off"].as_array().unwrap();
+        assert!(
+            off.iter().any(|o| o["id"] == "logfiles"),
+            "{spec:?}: {off:?}"
+        );
+        assert!(!run.stderr().contains("identity kept"), "{}", run.stderr());
+        let text = std::fs::read_to_string(run.file(MANIFEST)).unwrap();
+        assert!(
+            text.contains("logfiles               hygiene   OFF: on by default"),
+            "{text}"
+        );
+    }
+    for empty in ["", ",", " "] {
+        let run = env.capture("empty", &["--operations", empty]);
+        assert_eq!(run.code(), 2, "{empty:?}: {}", run.stderr());
+        assert!(
+            run.stderr().contains("names no operation"),
+            "{}",
+            run.stderr()
+        );
+        assert!(!env.path("empty").exists());
+    }
+    let run = env.capture("typo", &["--operations", "-logfile"]);
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr()
+            .contains("unknown operation \"logfile\" (did you mean \"logfiles\"?"),
+        "{}",
+        run.stderr()
+    );
+    // Switched off on purpose: said everywhere.
+    let run = env.capture("none", &["--operations", "none,+logfiles"]);
+    run.ok();
+    assert!(
+        run.stderr().contains(
+            "goldcap: warning: identity kept in the image by machine-id, dbus-machine-id,"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("; IDENTITY KEPT by machine-id,"),
+        "{}",
+        run.stderr()
+    );
+    let text = std::fs::read_to_string(run.file(MANIFEST)).unwrap();
+    assert!(
+        text.contains("Identity scrub (machine-id KEPT; IDENTITY KEPT by machine-id, dbus-machine-id, random-seed,"),
+        "{text}"
+    );
+    let j = run.manifest_json();
+    let off = j["scrub"]["identity_off"].as_array().unwrap();
+    assert!(off.iter().any(|o| o == "ssh-hostkeys") && !off.iter().any(|o| o == "caches"));
+    let v = goldcap(&["verify".as_ref(), run.artifact().as_os_str()]);
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(4), "{out}");
+    assert!(out.contains("FAIL  identity-scrub"), "{out}");
+    // The defaults: every identity operation on, and said so.
+    let run = env.capture("defaults", &[]);
+    run.ok();
+    let text = std::fs::read_to_string(run.file(MANIFEST)).unwrap();
+    assert!(
+        text.contains("Identity scrub (machine-id emptied; every identity operation on;"),
+        "{text}"
+    );
+    let v = goldcap(&["verify".as_ref(), run.artifact().as_os_str()]);
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        out.contains("ok    identity-scrub   every identity operation on"),
+        "{out}"
+    );
+    assert!(out.contains("ok    complete"), "{out}");
+}

@@ -2066,3 +2066,78 @@ fn s3_reupload_keeps_the_same_bytes_and_replaces_others_only_with_force() {
     s3.goldcap(&args(&["--force"]), &cap.out).ok();
     assert_eq!(md5sum(&s3.object(ARTIFACT)), md5sum(&cap.artifact()));
 }
+
+/// An image whose clones would share identity is not published by
+/// accident: `upload` refuses a MANIFEST that shows identity operations
+/// off (or does not say) and `capture --upload` refuses before the root
+/// is read, unless `--allow-identity`.
+#[test]
+fn an_image_that_keeps_identity_is_uploaded_only_when_allowed() {
+    let env = Env::new();
+    let r = run(
+        &capture_args(&env, "out", &["--operations", "none"]),
+        &[],
+        &env.path("out"),
+    );
+    r.ok();
+    let drp = Drp::start(json!({}));
+    let args = args_for(&r, &drp);
+    let refused = run(&args, &[("RS_TOKEN", TOKEN)], &r.out);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused
+            .stderr()
+            .contains("it shows identity kept in the image by machine-id, dbus-machine-id,")
+            && refused
+                .stderr()
+                .contains("nothing was sent (--allow-identity uploads it anyway)"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(drp.log().is_empty(), "{:?}", drp.log());
+    let mut allowed = args.clone();
+    allowed.push("--allow-identity".into());
+    run(&allowed, &[("RS_TOKEN", TOKEN)], &r.out).ok();
+    assert!(drp.stored(UPLOAD_TARBALL).is_file());
+    // A MANIFEST that does not record the scrub (an older goldcap's).
+    let json = r.file(MANIFEST_JSON);
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    m["scrub"].as_object_mut().unwrap().remove("identity_off");
+    std::fs::write(&json, m.to_string()).unwrap();
+    let other = Drp::start(json!({}));
+    let refused = run(&args_for(&r, &other), &[("RS_TOKEN", TOKEN)], &r.out);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused
+            .stderr()
+            .contains("it does not record what the identity scrub did"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(other.log().is_empty());
+    // Streaming: refused before anything is read or sent.
+    let stream = Drp::start(json!({}));
+    let r = run(
+        &capture_args(
+            &env,
+            "streamed",
+            &[
+                "--operations",
+                "-ssh-hostkeys",
+                "--upload",
+                &stream.target(),
+            ],
+        ),
+        &[("RS_TOKEN", TOKEN)],
+        &env.path("streamed"),
+    );
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("--upload: identity would be kept in the image by ssh-hostkeys"),
+        "{}",
+        r.stderr()
+    );
+    assert!(stream.log().is_empty());
+    assert!(!env.path("streamed").exists());
+}

@@ -138,10 +138,12 @@ pub enum Command {
 /// Identity-scrub options, shared by `capture` and `scrub`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ScrubArgs {
-    /// Scrub operations: defaults (the default), all, none, +ID, -ID;
-    /// comma-separated, repeatable, applied in order (see `goldcap scrub
-    /// --list`).
-    #[arg(long = "operations", value_name = "SPEC")]
+    /// Scrub operations: defaults (the default), all, none, +ID, -ID, or a
+    /// list of ids; comma-separated, repeatable, applied in order. A
+    /// selection starting with +ID or -ID changes the defaults; only `none`
+    /// switches everything off. virt-sysprep's operation names are accepted
+    /// where they mean the same (see `goldcap scrub --list`).
+    #[arg(long = "operations", value_name = "SPEC", allow_hyphen_values = true)]
     pub operations: Vec<String>,
     /// What /etc/machine-id becomes: empty (a new id on boot) or
     /// uninitialized (also a systemd first boot: presets and
@@ -223,6 +225,11 @@ pub struct UploadCmdArgs {
     /// sent; an object with the MANIFEST's sha256 is kept and not sent again.
     #[arg(long)]
     pub force: bool,
+    /// Upload even though the MANIFEST shows identity operations switched
+    /// off or failed (an image whose clones share identity), or does not
+    /// say.
+    #[arg(long)]
+    pub allow_identity: bool,
     /// Upload options.
     #[command(flatten)]
     pub upload: UploadArgs,
@@ -358,6 +365,16 @@ pub struct CaptureArgs {
     /// With --upload to drp or s3, also keep the artifact in --output-dir.
     #[arg(long, requires = "upload")]
     pub keep_local: bool,
+    /// Capture without the privilege to read every file (not root and
+    /// without CAP_DAC_READ_SEARCH): what cannot be read is left out and
+    /// listed, and the MANIFEST and `goldcap verify` say the image is
+    /// incomplete. Without it such a capture is refused before it starts.
+    #[arg(long)]
+    pub allow_unreadable: bool,
+    /// With --upload, upload even though identity operations were switched
+    /// off or could not be met (the MANIFEST lists them).
+    #[arg(long, requires = "upload")]
+    pub allow_identity: bool,
     /// Upload options.
     #[command(flatten)]
     pub upload_opts: UploadArgs,

@@ -40,7 +40,7 @@ pub enum Config {
     Verify(VerifyConfig),
     Upload(Box<UploadConfig>),
     Token(TokenConfig),
-    Profile(ProfileConfig),
+    Profile(Box<ProfileConfig>),
     /// `goldcap man`: the directory to write the pages into.
     Man(PathBuf),
 }
@@ -54,7 +54,7 @@ impl Config {
             Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
             Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
-            Command::Profile(a) => Config::Profile(ProfileConfig::from_args(a)?),
+            Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
             Command::Man { output_dir } => Config::Man(output_dir.clone()),
         })
     }
@@ -93,6 +93,9 @@ pub struct CaptureConfig {
     pub include_mounts: Vec<Vec<u8>>,
     /// Replace existing files.
     pub force: bool,
+    /// Captured without the privilege to read every file
+    /// (`--allow-unreadable`).
+    pub unprivileged: bool,
     pub upload: Option<(Target, Options)>,
     /// Keep a local copy when streaming to the upload target.
     pub keep_local: bool,
@@ -118,6 +121,16 @@ pub struct Names {
 impl CaptureConfig {
     pub fn from_args(args: &CaptureArgs) -> Result<CaptureConfig> {
         let root = root_dir(&args.root)?;
+        let unprivileged = !crate::source::fsx::can_read_everything();
+        if unprivileged && !args.allow_unreadable {
+            return Err(Error::usage(format!(
+                "cannot capture {}: goldcap is not running as root (nor with CAP_DAC_READ_SEARCH), so \
+                 files only root may read (/etc/shadow, SSH host keys, /root, private keys) would be \
+                 missing from the image. Run it as root, or pass --allow-unreadable to capture what \
+                 this user can read (the MANIFEST and verify will say the image is incomplete)",
+                root.display()
+            )));
+        }
         let live = root == Path::new("/");
         let rootfs = RootFs::new(&root);
         let (format, level) = compression(args.format, args.level)?;
@@ -158,6 +171,15 @@ impl CaptureConfig {
             live,
             date.timestamp(),
         )?;
+        let kept = plan.identity_off();
+        if args.upload.is_some() && !kept.is_empty() && !args.allow_identity {
+            return Err(Error::usage(format!(
+                "--upload: identity would be kept in the image by {}: every clone of it would \
+                 share it. Capture without switching them off, or pass --allow-identity to \
+                 upload such an image",
+                kept.join(", ")
+            )));
+        }
         let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
         let out = prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref(), &names)?;
@@ -180,6 +202,7 @@ impl CaptureConfig {
             mounts,
             include_mounts,
             force: args.force,
+            unprivileged,
             upload: args.upload.clone().map(|t| {
                 let opts = Options {
                     force: args.force,
@@ -641,10 +664,34 @@ pub struct UploadConfig {
     pub json: bool,
 }
 
+/// The identity gate of `goldcap upload`: an image whose MANIFEST shows
+/// identity kept (or does not say) is refused unless `--allow-identity`.
+fn identity_gate(files: &Files, manifest: &Path, allow: bool) -> Result<()> {
+    let why = match files.identity_off.as_deref() {
+        Some([]) => return Ok(()),
+        _ if allow => return Ok(()),
+        Some(off) => format!(
+            "it shows identity kept in the image by {}: every clone of it shares it",
+            off.iter()
+                .map(|o| crate::input::clip(o, 60))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "it does not record what the identity scrub did (an older or foreign MANIFEST)"
+            .to_owned(),
+    };
+    Err(Error::usage(format!(
+        "{}: {why}; nothing was sent (--allow-identity uploads it anyway)",
+        manifest.display()
+    )))
+}
+
 impl UploadConfig {
     fn from_args(args: &UploadCmdArgs) -> Result<UploadConfig> {
+        let files = Files::from_manifest(&args.manifest)?;
+        identity_gate(&files, &args.manifest, args.allow_identity)?;
         Ok(UploadConfig {
-            files: Files::from_manifest(&args.manifest)?,
+            files,
             target: args.to.clone(),
             opts: Options {
                 force: args.force,

@@ -59,6 +59,12 @@ pub(super) fn run(cfg: &CaptureConfig, verbosity: i8) -> Result<ExitCode> {
         show(&cfg.output_dir.join(&cfg.names.artifact)),
         if cfg.live { "live system" } else { "directory" }
     ));
+    if let Some(off) = cfg.policy.scrub().and_then(identity_kept) {
+        ui.warn(&format!(
+            "identity kept in the image by {off}: every clone of it shares what they guard \
+             (the MANIFEST says so; upload refuses it without --allow-identity, verify fails it)"
+        ));
+    }
     let out = CaptureRun {
         cfg,
         cancel: &cancel,
@@ -101,7 +107,17 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
             String::new()
         },
         warnings_tail(d.warning_count)
-    )
+    ) + &match d.scrub.identity_off.as_slice() {
+        [] => String::new(),
+        off => format!("; IDENTITY KEPT by {}", off.join(", ")),
+    }
+}
+
+/// The operations through which a plan leaves identity in place, listed;
+/// `None` when it leaves none.
+pub(super) fn identity_kept(plan: &crate::select::scrub::Plan) -> Option<String> {
+    let off = plan.identity_off();
+    (!off.is_empty()).then(|| off.join(", "))
 }
 
 /// Where the artifact went, for summary lines.
@@ -208,6 +224,7 @@ impl CaptureRun<'_> {
                     size: data.digests.size,
                     md5: data.digests.md5.clone(),
                     sha256: data.digests.sha256.clone(),
+                    identity_off: Some(data.scrub.identity_off.clone()),
                 };
                 Some(self.upload_after(&files, streamed, artifact.is_some(), ui)?)
             }
@@ -437,6 +454,7 @@ impl CaptureRun<'_> {
             source: Source {
                 root: escape(cfg.root.as_os_str().as_bytes()),
                 live: cfg.live,
+                unprivileged: cfg.unprivileged,
                 os_tag: cfg.os_tag.clone(),
                 facts,
             },
@@ -446,6 +464,7 @@ impl CaptureRun<'_> {
             scrub: ScrubSection::new(cfg.policy.scrub(), report),
             warnings: std::mem::take(&mut report.warnings),
             warning_count: report.warning_count,
+            warnings_by_kind: report.warning_kinds.clone(),
             path_encoding: PATH_ENCODING,
         }
     }

@@ -141,6 +141,8 @@ pub struct Report<'u> {
     pub warnings: Vec<Warning>,
     /// All warnings, including those beyond the cap.
     pub warning_count: u64,
+    /// All warnings by kind (`unreadable`, `vanished`, …).
+    pub warning_kinds: std::collections::BTreeMap<String, u64>,
     /// Pruned entries, up to [`DETAIL_CAP`].
     pub pruned: Vec<Pruned>,
     /// All pruned entries.
@@ -171,6 +173,7 @@ impl<'u> Report<'u> {
             ui,
             warnings: Vec::new(),
             warning_count: 0,
+            warning_kinds: std::collections::BTreeMap::new(),
             pruned: Vec::new(),
             pruned_count: 0,
             stats: Stats::default(),
@@ -214,6 +217,7 @@ impl<'u> Report<'u> {
         };
         self.ui.warn(&format!("{}: {}", w.path, w.message));
         self.warning_count += 1;
+        *self.warning_kinds.entry(kind.to_string()).or_default() += 1;
         if self.warnings.len() < DETAIL_CAP {
             self.warnings.push(w);
         }
@@ -248,6 +252,7 @@ mod tests {
         }
         assert_eq!(r.warnings.len(), DETAIL_CAP);
         assert_eq!(r.warning_count, DETAIL_CAP as u64 + 5);
+        assert_eq!(r.warning_kinds["vanished"], DETAIL_CAP as u64 + 5);
         assert_eq!(r.warnings[0].path, "./f0");
     }
 

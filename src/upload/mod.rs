@@ -181,6 +181,9 @@ pub struct Files {
     pub md5: String,
     /// sha256 hex.
     pub sha256: String,
+    /// Operations that left identity in the image, as the MANIFEST says
+    /// (`None`: it does not say).
+    pub identity_off: Option<Vec<String>>,
 }
 
 impl Files {
@@ -217,6 +220,7 @@ impl Files {
             size: m.size.ok_or_else(|| bad("no size".into()))?,
             md5: m.field(&m.md5, "md5").map_err(bad)?.to_owned(),
             sha256: m.field(&m.sha256, "sha256").map_err(bad)?.to_owned(),
+            identity_off: m.scrub.identity_off.clone(),
         };
         for p in [&files.artifact, &files.manifest] {
             match std::fs::symlink_metadata(p) {

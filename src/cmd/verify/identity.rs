@@ -37,6 +37,9 @@ pub(super) struct Found {
     regenerators: Vec<String>,
     sshd: bool,
     cloud_init_disabled: bool,
+    /// cloud-init's per-instance state: with it, a clone is the same
+    /// instance to cloud-init, which then keeps the host keys.
+    cloud_instance: Vec<String>,
     seeds: Vec<String>,
 }
 
@@ -175,6 +178,14 @@ impl Found {
         }
         if rel == "etc/cloud/cloud-init.disabled" {
             self.cloud_init_disabled = true;
+        }
+        if rel == "var/lib/cloud/instance"
+            || rel == "var/lib/cloud/data/instance-id"
+            || rel
+                .strip_prefix("var/lib/cloud/instances/")
+                .is_some_and(|r| !r.is_empty() && !r.contains('/'))
+        {
+            self.cloud_instance.push(shown.to_owned());
         }
         if SEEDS.contains(&rel) && !et.is_dir() {
             self.seeds.push(shown.to_owned());
@@ -379,9 +390,26 @@ fn network_state(f: &Found, pats: &Patterns) -> (Vec<String>, Vec<String>) {
 }
 
 /// SSH host keys: none of the template's, unless cloud-init replaces them
-/// per instance; and without them, something that regenerates them.
+/// per instance — which it does only on a new instance, so not when the
+/// archive holds its instance state —; and without them, something that
+/// regenerates them.
 fn ssh_check(f: &Found) -> Check {
     let cloud_init = f.regenerators.iter().any(|r| r == "cloud-init") && !f.cloud_init_disabled;
+    if !f.ssh_keys.is_empty() && cloud_init && !f.cloud_instance.is_empty() {
+        let mut paths = f.ssh_keys.clone();
+        paths.sort();
+        paths.extend(f.cloud_instance.iter().cloned());
+        return check(
+            "ssh-host-keys",
+            false,
+            format!(
+                "{} host key file(s) of the template, and cloud-init's instance state: to \
+                 cloud-init a clone is the same instance, so it keeps them",
+                f.ssh_keys.len()
+            ),
+            paths,
+        );
+    }
     let regenerator = f
         .regenerators
         .iter()
@@ -476,5 +504,49 @@ mod tests {
         }
         assert!(!is_lease("var/lib/dhcp"));
         assert!(!is_lease("var/lib/NetworkManager/NetworkManager.state"));
+    }
+
+    /// cloud-init replaces host keys only on a new instance: an archive
+    /// that carries its instance state is no excuse for kept keys.
+    #[test]
+    fn cloud_init_excuses_kept_keys_only_without_its_instance_state() {
+        let pats = Patterns::new();
+        let mut f = Found::default();
+        for rel in [
+            "usr/bin/cloud-init",
+            "usr/sbin/sshd",
+            "etc/ssh/ssh_host_ed25519_key",
+        ] {
+            f.note(rel, &format!("./{rel}"), EntryType::Regular, &pats);
+        }
+        let c = ssh_check(&f);
+        assert!(c.ok, "{}", c.detail);
+        for (rel, et) in [
+            ("var/lib/cloud/instances/iid-1", EntryType::Directory),
+            ("var/lib/cloud/instances/iid-1/sem", EntryType::Directory),
+            ("var/lib/cloud/instance", EntryType::Symlink),
+        ] {
+            f.note(rel, &format!("./{rel}"), et, &pats);
+        }
+        let c = ssh_check(&f);
+        assert!(!c.ok);
+        assert_eq!(
+            c.paths,
+            [
+                "./etc/ssh/ssh_host_ed25519_key",
+                "./var/lib/cloud/instances/iid-1",
+                "./var/lib/cloud/instance"
+            ]
+        );
+        // cloud-init switched off excuses nothing either.
+        let mut g = Found::default();
+        for rel in [
+            "usr/bin/cloud-init",
+            "etc/cloud/cloud-init.disabled",
+            "etc/ssh/ssh_host_rsa_key",
+        ] {
+            g.note(rel, &format!("./{rel}"), EntryType::Regular, &pats);
+        }
+        assert!(!ssh_check(&g).ok);
     }
 }

@@ -17,6 +17,7 @@ mod shape;
 
 use super::{print_json, print_text};
 use crate::cli::config::VerifyConfig;
+use crate::input;
 use crate::output::digest::Digests;
 use crate::output::manifest::read::{Summary, read_any, read_json};
 use crate::report::error::{Error, Result};
@@ -93,20 +94,72 @@ impl Verification {
     }
 }
 
-/// What a manifest promises.
+/// What a manifest promises, and what it says of the capture.
 struct Expected {
     size: u64,
     md5: String,
     sha256: Option<String>,
+    /// (unreadable, attributes) warnings, and the first paths of those
+    /// kinds; `None` when the MANIFEST does not say (DRP's text form).
+    incomplete: Option<((u64, u64), Vec<String>)>,
+    /// Operations that left identity in the image; `None` when the
+    /// MANIFEST does not say.
+    identity_off: Option<Vec<String>>,
 }
 
 impl Expected {
     fn of(m: Summary) -> Option<Expected> {
+        let incomplete = m.incomplete().map(|n| {
+            let paths = m
+                .warnings
+                .iter()
+                .filter(|w| matches!(w.kind.as_str(), "unreadable" | "attributes"))
+                .take(shape::LISTED)
+                .map(|w| format!("{} ({})", input::clip(&w.path, 300), w.kind))
+                .collect();
+            (n, paths)
+        });
         Some(Expected {
             size: m.size?,
             md5: m.md5?,
             sha256: m.sha256,
+            incomplete,
+            identity_off: m.scrub.identity_off,
         })
+    }
+
+    /// What the MANIFEST says of the capture: every entry read in full,
+    /// and every identity operation on and met.
+    fn capture_checks(&self) -> [Check; 2] {
+        let complete = match &self.incomplete {
+            None => check("complete", true, "not recorded by this MANIFEST".into()),
+            Some(((0, 0), _)) => check("complete", true, "every entry read in full".into()),
+            Some(((u, a), paths)) => Check {
+                name: "complete",
+                ok: false,
+                detail: format!(
+                    "the capture could not read {u} entr{} and the attributes of {a}: \
+                     the image lacks them",
+                    if *u == 1 { "y" } else { "ies" }
+                ),
+                paths: paths.clone(),
+            },
+        };
+        let identity = match self.identity_off.as_deref() {
+            None => check(
+                "identity-scrub",
+                true,
+                "not recorded by this MANIFEST".into(),
+            ),
+            Some([]) => check("identity-scrub", true, "every identity operation on".into()),
+            Some(off) => Check {
+                name: "identity-scrub",
+                ok: false,
+                detail: "identity kept by operations switched off or whose guarantee failed".into(),
+                paths: off.iter().map(|o| input::clip(o, 100)).collect(),
+            },
+        };
+        [complete, identity]
     }
 }
 
@@ -168,6 +221,9 @@ fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     let read = read::read_artifact(artifact, &mut found)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.display()))?;
     let mut checks = checksum_checks(found_manifest.as_ref(), &read.digests);
+    if let Some((_, e)) = &found_manifest {
+        checks.extend(e.capture_checks());
+    }
     checks.push(format_check(artifact, read.format));
     checks.push(match read.entries {
         Ok(n) => check("archive", true, format!("{n} entries, read to the end")),

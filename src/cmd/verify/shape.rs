@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use tar::EntryType;
 
 /// Members listed per failed check; the count goes on.
-const LISTED: usize = 100;
+pub(super) const LISTED: usize = 100;
 
 /// Paths, up to [`LISTED`] of them, and how many in all.
 #[derive(Default)]

@@ -22,7 +22,7 @@ use crate::output::digest::Digests;
 use crate::report::escape::PATH_ENCODING;
 use crate::report::ui::human;
 use crate::report::{Pruned, Report, ScrubRecord, Stats, Warning};
-use crate::select::scrub::{MachineIdMode, Plan, PlannedOp};
+use crate::select::scrub::{MachineIdMode, OffOp, Plan, PlannedOp};
 use crate::source::facts::Facts;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -118,6 +118,9 @@ pub struct Source {
     pub root: String,
     /// A live capture of the running system's `/`.
     pub live: bool,
+    /// Read without the privilege to read every file
+    /// (`--allow-unreadable`): what could not be read is missing.
+    pub unprivileged: bool,
     /// `{os}` as used in names.
     pub os_tag: Option<String>,
     /// Facts read from the root.
@@ -141,8 +144,18 @@ pub struct OpReport {
 pub struct ScrubSection {
     /// What `/etc/machine-id` became.
     pub machine_id: Option<MachineIdMode>,
+    /// `--operations` as given (empty: the defaults).
+    pub selection: Vec<String>,
     /// Every selected operation, with its totals.
     pub operations: Vec<OpReport>,
+    /// Operations on by default that the selection switched off.
+    pub off: Vec<OffOp>,
+    /// What leaves machine identity in the image (see
+    /// [`Plan::identity_off`]): identity, secret and network operations
+    /// switched off, and operations whose guarantee failed. Empty for a
+    /// clone-safe image; `goldcap upload` refuses others without
+    /// `--allow-identity`.
+    pub identity_off: Vec<String>,
     /// Per item (up to the detail cap).
     pub items: Vec<ScrubRecord>,
     /// Items in all.
@@ -172,10 +185,30 @@ impl ScrubSection {
             .unwrap_or_default();
         ScrubSection {
             machine_id: plan.map(|p| p.machine_id),
+            selection: plan.map(|p| p.selection.clone()).unwrap_or_default(),
             operations,
+            off: plan.map(|p| p.off.clone()).unwrap_or_default(),
+            identity_off: plan.map(Plan::identity_off).unwrap_or_default(),
             item_count: totals.values().map(|t| t.items).sum(),
             bytes_removed: totals.values().map(|t| t.bytes_removed).sum(),
             items: std::mem::take(&mut report.scrub),
+        }
+    }
+
+    /// What the scrub guaranteed, in a few words: the machine-id, and every
+    /// identity operation that was off or failed.
+    pub fn headline(&self) -> String {
+        let mid_selected = self.operations.iter().any(|o| o.op.id == "machine-id");
+        let mid = match self.machine_id {
+            Some(MachineIdMode::Empty) if mid_selected => "machine-id emptied",
+            Some(MachineIdMode::Uninitialized) if mid_selected => {
+                "machine-id set to 'uninitialized'"
+            }
+            _ => "machine-id KEPT",
+        };
+        match self.identity_off.as_slice() {
+            [] => format!("{mid}; every identity operation on"),
+            off => format!("{mid}; IDENTITY KEPT by {}", off.join(", ")),
         }
     }
 
@@ -205,6 +238,14 @@ impl ScrubSection {
                 "{:<22} {:<9} {what}{note}",
                 o.op.id,
                 o.op.category.to_string()
+            )?;
+        }
+        for o in &self.off {
+            writeln!(
+                out,
+                "{:<22} {:<9} OFF: on by default, switched off by --operations",
+                o.id,
+                o.category.to_string()
             )?;
         }
         if !self.items.is_empty() {
@@ -261,6 +302,10 @@ pub struct Manifest {
     pub warnings: Vec<Warning>,
     /// How many warnings in all.
     pub warning_count: u64,
+    /// How many of each kind (`unreadable`: not archived, or not in full;
+    /// `attributes`: xattrs or ACLs missing): `verify` fails an artifact
+    /// with either.
+    pub warnings_by_kind: std::collections::BTreeMap<String, u64>,
     pub scrub: ScrubSection,
     /// How paths are written.
     pub path_encoding: &'static str,
@@ -349,7 +394,16 @@ impl Manifest {
         label(
             out,
             "root",
-            format!("{}{}", s.root, if s.live { " (live system)" } else { "" }),
+            format!(
+                "{}{}{}",
+                s.root,
+                if s.live { " (live system)" } else { "" },
+                if s.unprivileged {
+                    " (read WITHOUT the privilege to read every file: --allow-unreadable)"
+                } else {
+                    ""
+                }
+            ),
         )?;
         let os = match &s.facts.os {
             Some(os) => format!(
@@ -458,15 +512,11 @@ impl Manifest {
 
     fn write_scrub(&self, out: &mut impl Write) -> io::Result<()> {
         let sc = &self.scrub;
-        let mid = match sc.machine_id {
-            Some(MachineIdMode::Empty) => "machine-id emptied",
-            Some(MachineIdMode::Uninitialized) => "machine-id set to 'uninitialized'",
-            None => "off",
-        };
         section(
             out,
             format!(
-                "Identity scrub ({mid}; {} items, {} removed)",
+                "Identity scrub ({}; {} items, {} removed)",
+                sc.headline(),
                 sc.item_count,
                 human(sc.bytes_removed)
             ),
@@ -475,7 +525,19 @@ impl Manifest {
     }
 
     fn write_warnings(&self, out: &mut impl Write) -> io::Result<()> {
-        section(out, format!("Warnings ({})", self.warning_count))?;
+        let kinds: Vec<String> = self
+            .warnings_by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        section(
+            out,
+            match kinds.as_slice() {
+                [] => format!("Warnings ({})", self.warning_count),
+                [one] => format!("Warnings ({one})"),
+                k => format!("Warnings ({}: {})", self.warning_count, k.join(", ")),
+            },
+        )?;
         for w in &self.warnings {
             writeln!(out, "{}  [{}] {}", w.path, w.kind, w.message)?;
         }
@@ -533,6 +595,7 @@ mod tests {
             source: Source {
                 root: "/".into(),
                 live: true,
+                unprivileged: false,
                 os_tag: Some("debian-12".into()),
                 facts: Facts {
                     os: Some(OsRelease {
@@ -558,9 +621,13 @@ mod tests {
             pruned_count: 0,
             warnings: vec![],
             warning_count: 0,
+            warnings_by_kind: Default::default(),
             scrub: ScrubSection {
                 machine_id: None,
+                selection: vec![],
                 operations: vec![],
+                off: vec![],
+                identity_off: vec![],
                 items: vec![],
                 item_count: 0,
                 bytes_removed: 0,

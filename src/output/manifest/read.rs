@@ -38,6 +38,27 @@ pub struct Summary {
     pub sha256: Option<String>,
     #[serde(default)]
     pub source: SourceRef,
+    /// The warnings listed (the first thousand or so).
+    #[serde(default)]
+    pub warnings: Vec<WarningRef>,
+    /// Warnings by kind (absent in older MANIFESTs).
+    pub warnings_by_kind: Option<std::collections::BTreeMap<String, u64>>,
+    #[serde(default)]
+    pub scrub: ScrubRef,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WarningRef {
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ScrubRef {
+    /// Operations that left identity in the image (absent in older MANIFESTs).
+    pub identity_off: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +194,14 @@ impl Summary {
             }
         }
         Ok(())
+    }
+
+    /// Entries not archived, or not in full: (unreadable, attributes)
+    /// warnings; `None` when the MANIFEST does not say.
+    pub fn incomplete(&self) -> Option<(u64, u64)> {
+        let k = self.warnings_by_kind.as_ref()?;
+        let n = |kind: &str| k.get(kind).copied().unwrap_or(0);
+        Some((n("unreadable"), n("attributes")))
     }
 
     /// The text MANIFEST's file name: the last component of

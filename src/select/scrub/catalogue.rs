@@ -114,49 +114,118 @@ impl Catalogue {
     /// The ids chosen by `--operations` specs (virt-sysprep's set language:
     /// `defaults`, `all`, `none`, `+id`/`id` to add, `-id` to remove;
     /// comma-separated, repeatable, applied left to right). No spec means
-    /// `defaults`.
+    /// `defaults`. Unlike virt-sysprep, a selection that starts with `+id`
+    /// or `-id` changes the defaults (virt-sysprep starts from nothing, so
+    /// `-logfiles` alone switched every identity operation off); an empty
+    /// spec is an error, so only `none` switches everything off.
+    /// virt-sysprep's names are accepted where they mean the same
+    /// ([`ALIASES`]).
     pub fn select(&self, specs: &[String]) -> Result<BTreeSet<String>, ScrubError> {
-        let mut set = BTreeSet::new();
-        let tokens: Vec<&str> = if specs.is_empty() {
-            vec!["defaults"]
-        } else {
-            specs
+        let mut tokens = Vec::new();
+        for spec in specs {
+            let before = tokens.len();
+            tokens.extend(spec.split(',').map(str::trim).filter(|t| !t.is_empty()));
+            if tokens.len() == before {
+                return Err(ScrubError(format!(
+                    "--operations {spec:?} names no operation: give defaults, all, none, \
+                     +ID or -ID (to change the defaults) or a list of ids (see `goldcap scrub --list`)"
+                )));
+            }
+        }
+        let defaults = || {
+            self.operations
                 .iter()
-                .flat_map(|s| s.split(','))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .collect()
+                .filter(|o| o.default)
+                .map(|o| o.id.clone())
+        };
+        let mut set: BTreeSet<String> = match tokens.first() {
+            None => defaults().collect(),
+            Some(t) if t.starts_with(['+', '-']) => defaults().collect(),
+            Some(_) => BTreeSet::new(),
         };
         for t in tokens {
             match t {
-                "defaults" => set.extend(
-                    self.operations
-                        .iter()
-                        .filter(|o| o.default)
-                        .map(|o| o.id.clone()),
-                ),
+                "defaults" => set.extend(defaults()),
                 "all" => set.extend(self.operations.iter().map(|o| o.id.clone())),
                 "none" => set.clear(),
                 _ => {
-                    let (add, id) = match t.strip_prefix('-') {
+                    let (add, name) = match t.strip_prefix('-') {
                         Some(id) => (false, id),
                         None => (true, t.strip_prefix('+').unwrap_or(t)),
                     };
-                    if !self.operations.iter().any(|o| o.id == id) {
-                        return Err(ScrubError(format!(
-                            "--operations: unknown operation {id:?} (see `goldcap scrub --list`)"
-                        )));
-                    }
+                    let id = self.resolve(name)?;
                     if add {
-                        set.insert(id.to_owned());
+                        set.insert(id);
                     } else {
-                        set.remove(id);
+                        set.remove(&id);
                     }
                 }
             }
         }
         Ok(set)
     }
+
+    /// An operation id from a name in `--operations`: an id, or
+    /// virt-sysprep's name for the same operation.
+    fn resolve(&self, name: &str) -> Result<String, ScrubError> {
+        let known = |id: &str| self.operations.iter().any(|o| o.id == id);
+        if known(name) {
+            return Ok(name.to_owned());
+        }
+        if let Some((_, id)) = ALIASES.iter().find(|(a, _)| *a == name)
+            && known(id)
+        {
+            return Ok((*id).to_owned());
+        }
+        let nearest = self
+            .operations
+            .iter()
+            .map(|o| o.id.as_str())
+            .chain(ALIASES.iter().map(|(a, _)| *a))
+            .map(|id| (distance(name, id), id))
+            .min()
+            .filter(|(d, id)| *d <= 2 + id.len() / 6);
+        let hint = match nearest {
+            Some((_, id)) => format!("did you mean {id:?}? "),
+            None => String::new(),
+        };
+        Err(ScrubError(format!(
+            "--operations: unknown operation {name:?} ({hint}see `goldcap scrub --list`)"
+        )))
+    }
+}
+
+/// virt-sysprep's operation names that mean the same as one of goldcap's
+/// (its other names either have the same id here or do something else).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("abrt-data", "crash-dumps"),
+    ("crash-data", "crash-dumps"),
+    ("bash-history", "shell-history"),
+    ("blkid-tab", "blkid-cache"),
+    ("dhcp-client-state", "dhcp-leases"),
+    ("kerberos-hostkeytab", "kerberos-keytab"),
+    ("net-hwaddr", "ifcfg-mac"),
+    ("net-hostname", "ifcfg-hostname"),
+    ("package-manager-cache", "package-cache"),
+    ("rh-subscription-manager", "rhsm"),
+    ("sssd-db-log", "sssd"),
+    ("user-account", "user-accounts"),
+];
+
+/// Edit distance (insertions, deletions, substitutions), for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The catalogue as rows for `goldcap scrub --list`.

@@ -23,7 +23,7 @@ pub mod traits;
 
 pub use catalogue::Catalogue;
 pub use decide::{Outcome, decide, needs_content};
-pub use plan::{Plan, PlanOptions, PlannedOp};
+pub use plan::{OffOp, Plan, PlanOptions, PlannedOp};
 pub use rule::{Action, MachineIdMode};
 pub use spec::{ActionKind, RuleSpec};
 pub use traits::RootTraits;

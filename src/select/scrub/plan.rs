@@ -40,6 +40,16 @@ pub struct PlannedOp {
     /// Whether its rules are active (false when a predicate or guarantee
     /// failed).
     pub active: bool,
+    /// Its guarantee could not be met, so what it guards was kept (SSH host
+    /// keys without a regenerator): the image is not clone-safe.
+    pub kept: bool,
+}
+
+/// An operation on by default that the selection switched off.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OffOp {
+    pub id: String,
+    pub category: Category,
 }
 
 /// The compiled scrub for one root.
@@ -55,6 +65,10 @@ pub struct Plan {
     pub synthetic: Vec<Synthetic>,
     /// What `/etc/machine-id` becomes.
     pub machine_id: MachineIdMode,
+    /// Operations on by default that `--operations` switched off.
+    pub off: Vec<OffOp>,
+    /// `--operations` as given (empty: the defaults).
+    pub selection: Vec<String>,
     /// Where [`Plan::prescan`] looks: (literal directory prefix, depth).
     scan: Vec<(Vec<u8>, usize)>,
 }
@@ -81,6 +95,15 @@ impl Plan {
         opts: &PlanOptions,
     ) -> Result<Plan, ScrubError> {
         let selected = cat.select(&opts.operations)?;
+        let off = cat
+            .operations
+            .iter()
+            .filter(|o| o.default && !selected.contains(&o.id))
+            .map(|o| OffOp {
+                id: o.id.clone(),
+                category: o.category,
+            })
+            .collect();
         let traits = RootTraits::detect(root, os, opts.live);
         let mut ops = Vec::new();
         let mut specs: Vec<(usize, RuleSpec)> = Vec::new();
@@ -103,8 +126,23 @@ impl Plan {
             owners: compiled.owners,
             synthetic,
             machine_id: opts.machine_id,
+            off,
+            selection: opts.operations.clone(),
             scan: compiled.scan,
         })
+    }
+
+    /// What leaves machine identity in the image: operations guarding it
+    /// (every category but hygiene) that are on by default and were
+    /// switched off, and selected ones whose guarantee failed. Empty for
+    /// a clone-safe image.
+    pub fn identity_off(&self) -> Vec<String> {
+        self.off
+            .iter()
+            .filter(|o| o.category != Category::Hygiene)
+            .map(|o| o.id.clone())
+            .chain(self.ops.iter().filter(|o| o.kept).map(|o| o.id.clone()))
+            .collect()
     }
 
     /// Multiply-linked inodes the scrub acts on, so that their *other*
@@ -231,6 +269,7 @@ fn plan_op(
         why: op.why.clone(),
         note: None,
         active: true,
+        kept: false,
     };
     if !traits.matches(&op.when, root) {
         planned.active = false;
@@ -290,10 +329,15 @@ fn ssh_guarantee(
         ssh::Regenerator::NoSshd => planned.note = Some("no sshd in the image".into()),
         ssh::Regenerator::Missing => {
             planned.active = false;
-            planned.note = Some(
+            // Nothing is kept when the template has no host keys.
+            planned.kept = ssh::has_host_keys(root);
+            planned.note = Some(if planned.kept {
                 "KEPT: no regenerator found and no systemd to add one; clones share host keys until regenerated"
-                    .into(),
-            );
+                    .into()
+            } else {
+                "no host keys in the image, and no regenerator or systemd to make them on first boot"
+                    .into()
+            });
             return false;
         }
     }

@@ -125,6 +125,13 @@ pub fn detect(root: &RootFs, traits: &RootTraits) -> Regenerator {
     }
 }
 
+/// Whether the root holds SSH host keys (`/etc/ssh/ssh_host_*`).
+pub fn has_host_keys(root: &RootFs) -> bool {
+    root.list("/etc/ssh")
+        .iter()
+        .any(|n| n.as_encoded_bytes().starts_with(b"ssh_host_"))
+}
+
 /// Whether the root has an OpenSSH server.
 pub fn has_sshd(root: &RootFs) -> bool {
     ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]

@@ -8,6 +8,7 @@ use super::rule::*;
 use crate::entry::FileKind as Kind;
 use crate::source::rootfs::RootFs;
 use regex::bytes::Regex;
+use std::collections::BTreeSet;
 use std::fs;
 
 fn root(files: &[(&str, &str)]) -> (tempfile::TempDir, RootFs) {
@@ -90,6 +91,79 @@ fn selection_language() {
     assert_eq!(c.select(&["all".into()]).unwrap().len(), c.operations.len());
     let e = c.select(&["defaults,-nope".into()]).unwrap_err();
     assert!(e.0.contains("unknown operation \"nope\""), "{e}");
+}
+
+/// A selection can only switch everything off by saying `none`: a spec
+/// that starts with `+ID`/`-ID` changes the defaults (virt-sysprep starts
+/// from nothing), and an empty one is an error.
+#[test]
+fn selection_never_drops_the_defaults_by_accident() {
+    let c = Catalogue::builtin();
+    let defaults = c.select(&[]).unwrap();
+    let minus = |id: &str| {
+        let mut d = defaults.clone();
+        d.remove(id);
+        d
+    };
+    type Want = Result<BTreeSet<String>, &'static str>;
+    let specs: &[(&[&str], Want)] = &[
+        (&["-logfiles"], Ok(minus("logfiles"))),
+        (
+            &["-logfiles", "-caches"],
+            Ok(minus("logfiles")
+                .intersection(&minus("caches"))
+                .cloned()
+                .collect()),
+        ),
+        (&[" -logfiles , "], Ok(minus("logfiles"))),
+        (
+            &["+ssh-userdir"],
+            Ok(defaults
+                .iter()
+                .cloned()
+                .chain(["ssh-userdir".into()])
+                .collect()),
+        ),
+        (&["none"], Ok(BTreeSet::new())),
+        (
+            &["none,+machine-id"],
+            Ok(BTreeSet::from(["machine-id".into()])),
+        ),
+        (&["machine-id"], Ok(BTreeSet::from(["machine-id".into()]))),
+        // virt-sysprep's names where they mean the same.
+        (&["-bash-history"], Ok(minus("shell-history"))),
+        (
+            &["none,dhcp-client-state"],
+            Ok(BTreeSet::from(["dhcp-leases".into()])),
+        ),
+        (&[""], Err("names no operation")),
+        (&[","], Err("names no operation")),
+        (&[" "], Err("names no operation")),
+        (&["-logfiles", ""], Err("names no operation")),
+        (
+            &["-logfile"],
+            Err("unknown operation \"logfile\" (did you mean \"logfiles\"?"),
+        ),
+        (&["+machineid"], Err("did you mean \"machine-id\"?")),
+        (&["+tmp-file"], Err("unknown operation \"tmp-file\"")),
+        (&["-zzzzzzzz"], Err("unknown operation \"zzzzzzzz\" (see")),
+    ];
+    for (spec, want) in specs {
+        let got = c.select(&spec.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        match (got, want) {
+            (Ok(g), Ok(w)) => assert_eq!(&g, w, "{spec:?}"),
+            (Err(e), Err(w)) => assert!(e.0.contains(w), "{spec:?}: {e}"),
+            (g, w) => panic!("{spec:?}: got {g:?}, want {w:?}"),
+        }
+    }
+    // Every alias names an operation of the built-in catalogue.
+    for (alias, id) in super::catalogue::ALIASES {
+        assert!(c.operations.iter().any(|o| o.id == *id), "{alias} -> {id}");
+        assert!(
+            !c.operations.iter().any(|o| o.id == *alias),
+            "{alias} is an id"
+        );
+    }
 }
 
 #[test]
@@ -342,8 +416,13 @@ fn machine_id_uninitialized_and_rhel_rules() {
 
 #[test]
 fn ssh_keys_are_kept_without_a_possible_regenerator() {
-    // sshd, no systemd, no distro mechanism: keys kept, and the plan says so.
-    let (_t, r) = root(&[("/etc/os-release", "ID=debian\n"), ("/usr/sbin/sshd", "")]);
+    // sshd, no systemd, no distro mechanism: keys kept, and the plan says so
+    // (and counts it as identity kept).
+    let (_t, r) = root(&[
+        ("/etc/os-release", "ID=debian\n"),
+        ("/usr/sbin/sshd", ""),
+        ("/etc/ssh/ssh_host_rsa_key", "k"),
+    ]);
     let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
     assert!(
         plan.hits(b"etc/ssh/ssh_host_rsa_key", Kind::File)
@@ -351,9 +430,16 @@ fn ssh_keys_are_kept_without_a_possible_regenerator() {
     );
     let op = plan.ops.iter().find(|o| o.id == "ssh-hostkeys").unwrap();
     assert!(
-        !op.active && op.note.as_deref().unwrap().starts_with("KEPT"),
+        !op.active && op.kept && op.note.as_deref().unwrap().starts_with("KEPT"),
         "{op:?}"
     );
+    assert_eq!(plan.identity_off(), ["ssh-hostkeys"]);
+    // Without host keys nothing is kept.
+    let (_t, r) = root(&[("/etc/os-release", "ID=debian\n"), ("/usr/sbin/sshd", "")]);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    let op = plan.ops.iter().find(|o| o.id == "ssh-hostkeys").unwrap();
+    assert!(!op.kept, "{op:?}");
+    assert!(plan.identity_off().is_empty());
     // With systemd, goldcap's unit is added.
     let (_t, d) = debian();
     let plan = plan_for(&d, &["defaults"], MachineIdMode::Empty);
