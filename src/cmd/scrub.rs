@@ -135,8 +135,12 @@ fn list(catalogue: &Catalogue, json: bool) -> Result<ExitCode> {
         );
         for r in rows {
             let d = if r.default { "*" } else { "" };
+            let aka = match r.aliases.as_slice() {
+                [] => String::new(),
+                a => format!(" (virt-sysprep: {})", a.join(", ")),
+            };
             t.push_str(&format!(
-                "{:<22} {:<9} {:<8} {:<22} {}\n",
+                "{:<22} {:<9} {:<8} {:<22} {}{aka}\n",
                 r.id,
                 r.category.to_string(),
                 d,

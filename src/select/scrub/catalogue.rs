@@ -240,6 +240,8 @@ pub struct Listing {
     pub why: String,
     /// Paths it acts on (computed sources say so).
     pub paths: Vec<String>,
+    /// virt-sysprep's names for it, accepted by `--operations`.
+    pub aliases: Vec<String>,
 }
 
 impl Catalogue {
@@ -278,6 +280,11 @@ impl Catalogue {
                     },
                     why: o.why.clone(),
                     paths,
+                    aliases: ALIASES
+                        .iter()
+                        .filter(|(_, id)| *id == o.id)
+                        .map(|(a, _)| (*a).to_owned())
+                        .collect(),
                 }
             })
             .collect()
