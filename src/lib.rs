@@ -7,6 +7,8 @@
 //!  cli ──▶ cmd::capture (the only place the stages meet)
 //!  args    │
 //!  config  ▼
+//!        prepare: hooks run in the root (chroot, own mount namespace)
+//!          │
 //!        source ──────────▶ select ─────────▶ archive ─────────▶ output ──────────────▶ upload
 //!        walk: lstat,       policy: keep,     tar writer:       compress (gzip/zstd     DRP files API,
 //!        sorted, pruned     prune, drop;      ustar + PAX,      blocks in parallel)     S3 multipart,
@@ -38,6 +40,7 @@ mod archive;
 mod entry;
 mod input;
 mod output;
+mod prepare;
 mod report;
 mod select;
 mod signals;

@@ -12,6 +12,17 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// The first error of a writer stage, returned again by every later call,
 /// so a caller that goes on after a failure never gets a silent success.
 #[derive(Debug, Default)]

@@ -13,6 +13,7 @@ const ORDER: &[&[&str]] = &[
     &[
         "util", "entry", "input", "report", "signals", "testhook", "testkit",
     ],
+    &["prepare"],
     &["source"],
     &["select"],
     &["archive"],

@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod fidelity;
 mod gzip_compat;
+mod hooks;
 mod layout;
 mod manifest;
 mod mounts;

@@ -354,6 +354,16 @@ pub struct CaptureArgs {
     /// objects of the same names on the target.
     #[arg(long)]
     pub force: bool,
+    /// Run this hook before the capture reads the root (repeatable): an
+    /// executable, a directory whose executables run in name order, or
+    /// builtin:NAME (package-cache, policy-rc.d, initramfs). In a chroot a
+    /// hook runs inside it, with /proc, /sys and /dev mounted for it alone;
+    /// a failing hook stops the capture.
+    #[arg(long, value_name = "PATH")]
+    pub hook: Vec<PathBuf>,
+    /// Run hooks on a live root (/): they change the running server.
+    #[arg(long)]
+    pub live_hooks: bool,
     /// Identity scrub in the stream.
     #[command(flatten)]
     pub scrub: ScrubArgs,

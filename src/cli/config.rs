@@ -17,6 +17,7 @@ use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::output::compress::{Format, MAX_DEFAULT_THREADS};
 use crate::output::manifest::read::{Summary, read_json};
 use crate::output::naming::{self, Vars};
+use crate::prepare::hooks::{self, Hook};
 use crate::report::error::{Error, Result};
 use crate::report::escape::escape;
 use crate::select::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy};
@@ -101,6 +102,12 @@ pub struct CaptureConfig {
     pub keep_local: bool,
     /// Print one JSON object on stdout.
     pub json: bool,
+    /// Hooks to run in the root before it is read, in order.
+    pub hooks: Vec<Hook>,
+    /// How the scrub plan is made (again, after hooks changed the root).
+    pub scrub_args: ScrubArgs,
+    /// `--allow-identity`.
+    pub allow_identity: bool,
 }
 
 /// The capture's file and upload names, resolved from the templates.
@@ -171,15 +178,8 @@ impl CaptureConfig {
             live,
             date.timestamp(),
         )?;
-        let kept = plan.identity_off();
-        if args.upload.is_some() && !kept.is_empty() && !args.allow_identity {
-            return Err(Error::usage(format!(
-                "--upload: identity would be kept in the image by {}: every clone of it would \
-                 share it. Capture without switching them off, or pass --allow-identity to \
-                 upload such an image",
-                kept.join(", ")
-            )));
-        }
+        identity_upload_gate(&plan, args.upload.is_some(), args.allow_identity)?;
+        let hooks = capture_hooks(args, live)?;
         let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
         let out = prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref(), &names)?;
@@ -212,8 +212,63 @@ impl CaptureConfig {
             }),
             keep_local: args.keep_local,
             json: args.json,
+            hooks,
+            scrub_args: args.scrub.clone(),
+            allow_identity: args.allow_identity,
         })
     }
+
+    /// Makes the scrub plan again: hooks may have changed what it found
+    /// (an sshd installed, a swap file added).
+    pub fn replan(&mut self) -> Result<()> {
+        let plan = scrub_plan(
+            &self.scrub_args,
+            &RootFs::new(&self.root),
+            self.os_release.as_ref(),
+            self.live,
+            self.date.timestamp(),
+        )?;
+        identity_upload_gate(&plan, self.upload.is_some(), self.allow_identity)?;
+        self.policy.set_scrub(plan);
+        Ok(())
+    }
+}
+
+/// `capture --upload` refuses, before anything is read, an image whose
+/// plan keeps identity, unless `--allow-identity`.
+fn identity_upload_gate(plan: &Plan, upload: bool, allow: bool) -> Result<()> {
+    let kept = plan.identity_off();
+    if upload && !kept.is_empty() && !allow {
+        return Err(Error::usage(format!(
+            "--upload: identity would be kept in the image by {}: every clone of it would \
+             share it. Capture without switching them off, or pass --allow-identity to \
+             upload such an image",
+            kept.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `--hook` values expanded; hooks on a live root only with `--live-hooks`.
+fn capture_hooks(args: &CaptureArgs, live: bool) -> Result<Vec<Hook>> {
+    let mut hooks = Vec::new();
+    for h in &args.hook {
+        let found = hooks::expand(h)
+            .map_err(|why| Error::usage(format!("--hook {}: {why}", h.display())))?;
+        hooks.extend(found);
+    }
+    if live && !hooks.is_empty() && !args.live_hooks {
+        return Err(Error::usage(
+            "--hook on a live root (/) runs on this running server and changes it: \
+             pass --live-hooks to do that (in a chroot, hooks run inside it)",
+        ));
+    }
+    if args.live_hooks && !live {
+        return Err(Error::usage(
+            "--live-hooks is for a live root (/); in a chroot hooks run inside it",
+        ));
+    }
+    Ok(hooks)
 }
 
 impl Names {

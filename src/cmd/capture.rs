@@ -30,6 +30,7 @@ use crate::output::manifest::{
     MANIFEST_VERSION, Manifest, PathList, Paths, ScrubSection, Source, Tool,
 };
 use crate::output::tee::HashTee;
+use crate::prepare::hooks::{self, HookRun, Place};
 use crate::report::error::{Error, Result};
 use crate::report::escape::{PATH_ENCODING, escape};
 use crate::report::exit::ExitCode;
@@ -50,9 +51,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Runs `goldcap capture` and prints its result.
-pub(super) fn run(cfg: &CaptureConfig, verbosity: i8) -> Result<ExitCode> {
+pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
     let cancel = Cancel::install().context("cannot install signal handlers")?;
     let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
+    let hooks = run_hooks(cfg, &ui, &cancel)?;
+    let cfg = &*cfg;
     ui.info(&format!(
         "capturing {} into {} ({})",
         show(&cfg.root),
@@ -68,6 +71,7 @@ pub(super) fn run(cfg: &CaptureConfig, verbosity: i8) -> Result<ExitCode> {
     let out = CaptureRun {
         cfg,
         cancel: &cancel,
+        hooks: &hooks,
     }
     .run(&mut ui)?;
     ui.say(&summary(cfg, &out));
@@ -195,6 +199,70 @@ struct Outcome {
 struct CaptureRun<'a> {
     cfg: &'a CaptureConfig,
     cancel: &'a Cancel,
+    /// The hooks that ran before, for the MANIFEST.
+    hooks: &'a [HookRun],
+}
+
+/// Runs the capture's hooks in order, in the root (a chroot) or on the
+/// host (a live root, `--live-hooks`), then plans the scrub again for the
+/// root they left. A failing hook ends the capture before anything is read.
+fn run_hooks(cfg: &mut CaptureConfig, ui: &Ui, cancel: &Cancel) -> Result<Vec<HookRun>> {
+    if cfg.hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let place = if cfg.live {
+        Place::Host
+    } else {
+        Place::Chroot(&cfg.root)
+    };
+    let mut vars = vec![
+        ("GOLDCAP_ROOT".to_owned(), cfg.root.display().to_string()),
+        ("GOLDCAP_LIVE".to_owned(), u8::from(cfg.live).to_string()),
+        ("GOLDCAP_IDENT".to_owned(), cfg.ident.clone()),
+        (
+            "GOLDCAP_DATE".to_owned(),
+            cfg.date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        (
+            "GOLDCAP_DSTAMP".to_owned(),
+            crate::output::naming::date_stamp(&cfg.date),
+        ),
+        (
+            "GOLDCAP_OS".to_owned(),
+            cfg.os_tag.clone().unwrap_or_default(),
+        ),
+        ("GOLDCAP_ARTIFACT".to_owned(), cfg.names.artifact.clone()),
+        (
+            "GOLDCAP_UPLOAD_TARBALL".to_owned(),
+            cfg.names.upload_tarball.clone(),
+        ),
+        (
+            "GOLDCAP_UPLOAD_MANIFEST".to_owned(),
+            cfg.names.upload_manifest.clone(),
+        ),
+        ("GOLDCAP_HOOK".to_owned(), String::new()),
+    ];
+    let mut runs = Vec::new();
+    for hook in &cfg.hooks {
+        if let Some(v) = vars.last_mut() {
+            v.1.clone_from(&hook.name);
+        }
+        ui.say(&format!(
+            "goldcap: running hook {} {}",
+            hook.name,
+            match place {
+                Place::Chroot(_) => "in the chroot",
+                Place::Host => "on this host",
+            }
+        ));
+        let run = hooks::run(hook, &place, &vars, cancel, &mut |l| {
+            ui.say(&format!("  {}| {l}", hook.name));
+        })?;
+        ui.info(&format!("hook {} took {:.1}s", run.name, run.seconds));
+        runs.push(run);
+    }
+    cfg.replan()?;
+    Ok(runs)
 }
 
 impl CaptureRun<'_> {
@@ -465,6 +533,7 @@ impl CaptureRun<'_> {
             warnings: std::mem::take(&mut report.warnings),
             warning_count: report.warning_count,
             warnings_by_kind: report.warning_kinds.clone(),
+            hooks: self.hooks.to_vec(),
             path_encoding: PATH_ENCODING,
         }
     }

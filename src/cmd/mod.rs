@@ -27,7 +27,7 @@ use std::path::Path;
 pub fn run(cli: Cli) -> ExitCode {
     let verbosity = cli.verbosity();
     let result = Config::from_cli(&cli).and_then(|config| match config {
-        Config::Capture(cfg) => capture::run(&cfg, verbosity),
+        Config::Capture(mut cfg) => capture::run(&mut cfg, verbosity),
         Config::Scrub(cfg) => scrub::run(&cfg, verbosity),
         Config::Verify(cfg) => verify::run(&cfg, verbosity),
         Config::Upload(cfg) => upload::run(&cfg, verbosity),

@@ -25,16 +25,7 @@ pub struct Digests {
     pub sha256: String,
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
+pub use crate::util::hex;
 
 /// The md5 of `data`, raw (S3 parts: `Content-MD5` and the multipart ETag
 /// are built from it).

@@ -142,6 +142,11 @@ impl Policy {
         self
     }
 
+    /// Replaces the scrub plan (made again after hooks changed the root).
+    pub fn set_scrub(&mut self, plan: Plan) {
+        self.scrub = Some(plan);
+    }
+
     /// The scrub plan, if any.
     pub fn scrub(&self) -> Option<&Plan> {
         self.scrub.as_ref()

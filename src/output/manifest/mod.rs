@@ -19,7 +19,8 @@ pub mod read;
 
 use crate::output::compress::Format;
 use crate::output::digest::Digests;
-use crate::report::escape::PATH_ENCODING;
+use crate::prepare::hooks::HookRun;
+use crate::report::escape::{PATH_ENCODING, escape};
 use crate::report::ui::human;
 use crate::report::{Pruned, Report, ScrubRecord, Stats, Warning};
 use crate::select::scrub::{MachineIdMode, OffOp, Plan, PlannedOp};
@@ -306,6 +307,8 @@ pub struct Manifest {
     /// `attributes`: xattrs or ACLs missing): `verify` fails an artifact
     /// with either.
     pub warnings_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Hooks run in the root before it was read, in order.
+    pub hooks: Vec<HookRun>,
     pub scrub: ScrubSection,
     /// How paths are written.
     pub path_encoding: &'static str,
@@ -338,6 +341,7 @@ impl Manifest {
         self.write_source(out)?;
         self.write_packages(out)?;
         self.write_left_out(out)?;
+        self.write_hooks(out)?;
         self.write_scrub(out)?;
         self.write_warnings(out)?;
         section(
@@ -510,6 +514,28 @@ impl Manifest {
         more(out, self.pruned_count, self.pruned.len())
     }
 
+    fn write_hooks(&self, out: &mut impl Write) -> io::Result<()> {
+        if self.hooks.is_empty() {
+            return Ok(());
+        }
+        section(
+            out,
+            format!("Hooks ({}, run before the capture)", self.hooks.len()),
+        )?;
+        for h in &self.hooks {
+            writeln!(
+                out,
+                "{}  [{}] in the {}, {:.1}s, sha256 {}",
+                h.name,
+                escape(h.source.as_bytes()),
+                h.ran_in,
+                h.seconds,
+                h.sha256
+            )?;
+        }
+        Ok(())
+    }
+
     fn write_scrub(&self, out: &mut impl Write) -> io::Result<()> {
         let sc = &self.scrub;
         section(
@@ -622,6 +648,7 @@ mod tests {
             warnings: vec![],
             warning_count: 0,
             warnings_by_kind: Default::default(),
+            hooks: vec![],
             scrub: ScrubSection {
                 machine_id: None,
                 selection: vec![],
