@@ -234,3 +234,213 @@ fn hooks_on_a_live_root_need_live_hooks() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown built-in hook \"nope\""), "{err}");
 }
+
+/// `--inject`, `--firstboot` and `--hostname` add to the archive only: the
+/// source is untouched, the entries are there with their modes and owners,
+/// a template's own first-boot scripts and stamp are replaced, and what
+/// would put identity back or land below a symlink is refused.
+#[test]
+fn additions_go_into_the_archive_only() {
+    let env = Env::new();
+    let root = env.root();
+    std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
+    // A template that was itself a clone of a goldcap image.
+    std::fs::create_dir_all(root.join("usr/lib/goldcap/firstboot")).unwrap();
+    std::fs::write(root.join("usr/lib/goldcap/firstboot/10-old"), "#!/bin/sh\n").unwrap();
+    std::fs::create_dir_all(root.join("var/lib/goldcap")).unwrap();
+    std::fs::write(root.join("var/lib/goldcap/firstboot.done"), "2026-01-01\n").unwrap();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("curtin")).unwrap();
+    script(&src.join("curtin"), "curtin-hooks", "echo curtin\n");
+    std::fs::write(src.join("curtin/finalize"), "not executable here\n").unwrap();
+    let first = script(&src, "register.sh", "echo registering\n");
+    let second = script(&src, "warm cache.sh", "echo warming\n");
+    let before = tree_digest(&root);
+    let run = env.capture(
+        "out",
+        &[
+            "--inject",
+            &format!("{}:/curtin:0750:0:0", src.join("curtin").display()),
+            "--inject",
+            &format!("{}:/etc/site/ca.pem", first.display()),
+            "--firstboot",
+            first.to_str().unwrap(),
+            "--firstboot",
+            second.to_str().unwrap(),
+            "--hostname",
+            "web-{mac6}",
+        ],
+    );
+    run.ok();
+    let after = tree_digest(&root);
+    assert!(before == after, "the capture changed the source");
+    let listing = sh(Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(run.artifact()));
+    let line = |path: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> ")))
+            .unwrap_or_else(|| panic!("{path} not in:\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        line("./curtin/curtin-hooks").starts_with("-rwxr-x--- 0/0"),
+        "{listing}"
+    );
+    assert!(
+        line("./curtin/finalize").starts_with("-rwxr-x--- 0/0"),
+        "{listing}"
+    );
+    assert!(
+        line("./etc/site/").starts_with("drwxr-xr-x 0/0"),
+        "{listing}"
+    );
+    assert!(line("./usr/lib/goldcap/firstboot/10-register.sh").starts_with("-rwxr-xr-x 0/0"));
+    assert!(line("./usr/lib/goldcap/firstboot/20-warm_cache.sh").starts_with("-rwxr-xr-x"));
+    assert!(
+        line("./etc/systemd/system/multi-user.target.wants/goldcap-firstboot.service")
+            .ends_with("-> /etc/systemd/system/goldcap-firstboot.service")
+    );
+    assert!(
+        line("./etc/systemd/system/sysinit.target.wants/goldcap-hostname.service")
+            .contains("goldcap-hostname.service")
+    );
+    assert!(!listing.contains("10-old"), "{listing}");
+    assert!(!listing.contains("firstboot.done"), "{listing}");
+    let dest = env.path("x");
+    assert!(gnu_extract(&run.artifact(), &dest, &[]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("curtin/curtin-hooks")).unwrap(),
+        "#!/bin/sh\necho curtin\n"
+    );
+    assert_eq!(std::fs::read(dest.join("etc/hostname")).unwrap(), b"");
+    let j = run.manifest_json();
+    assert_eq!(j["added"]["hostname"], "web-{mac6}");
+    assert_eq!(
+        j["added"]["firstboot"],
+        serde_json::json!([
+            "./usr/lib/goldcap/firstboot/10-register.sh",
+            "./usr/lib/goldcap/firstboot/20-warm_cache.sh"
+        ])
+    );
+    let inj = j["added"]["injected"].as_array().unwrap();
+    assert!(inj.iter().any(|i| i["path"] == "./curtin/curtin-hooks"
+        && i["sha256"] == sha256sum(&src.join("curtin/curtin-hooks"))));
+    assert!(run.manifest_text().contains("\nAdded to the image ("));
+    assert!(
+        run.stderr().is_empty() || !run.stderr().contains("warning"),
+        "{}",
+        run.stderr()
+    );
+    // verify passes it (nothing through a symlink, nothing outside).
+    let v = goldcap(&["verify".as_ref(), run.artifact().as_os_str()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // Refused: identity back in, below a symlink, no systemd, bad names.
+    std::os::unix::fs::symlink("usr/lib", root.join("libx")).unwrap();
+    for (args, want) in [
+        (
+            vec![
+                "--inject".to_owned(),
+                format!("{}:/etc/machine-id", first.display()),
+            ],
+            "./etc/machine-id is what the scrub operation machine-id removes",
+        ),
+        (
+            vec![
+                "--inject".to_owned(),
+                format!("{}:/libx/y", first.display()),
+            ],
+            "./libx/y would be added below ./libx, a symlink in the image",
+        ),
+        (
+            vec!["--hostname".to_owned(), "bad_name".to_owned()],
+            "is not a hostname",
+        ),
+        (
+            vec![
+                "--inject".to_owned(),
+                format!("{}:relative", first.display()),
+            ],
+            "must be an absolute path",
+        ),
+    ] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = env.capture("refused", &a);
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr());
+        assert!(r.stderr().contains(want), "{args:?}: {}", r.stderr());
+    }
+    std::fs::remove_file(root.join("lib/systemd/systemd")).unwrap();
+    let r = env.capture("refused", &["--firstboot", first.to_str().unwrap()]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr()
+            .contains("--firstboot needs systemd in the image"),
+        "{}",
+        r.stderr()
+    );
+}
+
+/// The runner goldcap adds runs the scripts in name order inside the image,
+/// goes on past a failing one (and says so), and leaves the stamp that
+/// keeps its unit from running again.
+#[test]
+fn the_firstboot_runner_runs_each_script_in_order_once() {
+    require_root();
+    let t = tempfile::tempdir_in(test_tmp()).unwrap();
+    let root = runnable_root(t.path());
+    let out = t.path().join("out");
+    std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
+    for b in ["date", "sync", "tail"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(b)).unwrap();
+    }
+    let a = script(t.path(), "a.sh", "echo a >> /tmp/order\n");
+    let b = script(t.path(), "b.sh", "echo b >> /tmp/order\nexit 4\n");
+    let c = script(t.path(), "c.sh", "echo c >> /tmp/order\n");
+    let o = capture(
+        &root,
+        &out,
+        &[
+            "--firstboot",
+            a.to_str().unwrap(),
+            "--firstboot",
+            b.to_str().unwrap(),
+            "--firstboot",
+            c.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = Run { out, output: o };
+    let clone = t.path().join("clone");
+    assert!(gnu_extract(&run.artifact(), &clone, &[]).status.success());
+    let r = Command::new("chroot")
+        .arg(&clone)
+        .arg("/usr/lib/goldcap/firstboot-run")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("goldcap-firstboot: 20-b.sh failed with status 4")
+            && stdout.contains("goldcap-firstboot: 30-c.sh done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(clone.join("tmp/order")).unwrap(),
+        "a\nb\nc\n"
+    );
+    assert!(clone.join("var/lib/goldcap/firstboot.done").is_file());
+    let unit = std::fs::read_to_string(clone.join("etc/systemd/system/goldcap-firstboot.service"))
+        .unwrap();
+    assert!(unit.contains("ConditionPathExists=!/var/lib/goldcap/firstboot.done"));
+    assert!(unit.contains("After=network-online.target"));
+}

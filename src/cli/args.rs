@@ -7,6 +7,8 @@
 //! I/O; the man pages in `man/` are generated from it (`goldcap man`).
 
 use crate::output::naming;
+use crate::prepare::firstboot::{Hostname, parse_hostname};
+use crate::prepare::inject::{InjectSpec, parse as parse_inject};
 use crate::report::exit::EXIT_STATUS_HELP;
 use crate::select::scrub::MachineIdMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
@@ -364,6 +366,23 @@ pub struct CaptureArgs {
     /// Run hooks on a live root (/): they change the running server.
     #[arg(long)]
     pub live_hooks: bool,
+    /// Add a file or directory tree from this host to the archive (never to
+    /// the source): SRC:DEST[:MODE[:UID:GID]] (repeatable), e.g.
+    /// hooks/curtin-hooks:/curtin/curtin-hooks:0755. Owner 0:0 unless
+    /// given; MODE applies to regular files.
+    #[arg(long, value_name = "SRC:DEST", value_parser = parse_inject)]
+    pub inject: Vec<InjectSpec>,
+    /// Run SCRIPT once on each clone's first boot, after the network is up
+    /// (repeatable, in order; systemd images). It starts with #! naming its
+    /// interpreter in the image; output goes to the journal.
+    #[arg(long, value_name = "SCRIPT")]
+    pub firstboot: Vec<PathBuf>,
+    /// The clones' hostname: a name written to /etc/hostname, or a template
+    /// set on first boot before the network starts ({mac}, {mac6},
+    /// {serial}, {machine-id}; systemd images), for fleets where no
+    /// DHCP or cloud-init names the machine.
+    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    pub hostname: Option<Hostname>,
     /// Identity scrub in the stream.
     #[command(flatten)]
     pub scrub: ScrubArgs,

@@ -14,10 +14,13 @@ use crate::cli::{
     UploadArgs, UploadCmdArgs, VerifyArgs,
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
+use crate::entry::{SynthKind, Synthetic};
 use crate::output::compress::{Format, MAX_DEFAULT_THREADS};
 use crate::output::manifest::read::{Summary, read_json};
 use crate::output::naming::{self, Vars};
+use crate::prepare::firstboot::{self, Hostname};
 use crate::prepare::hooks::{self, Hook};
+use crate::prepare::inject::{self, Injected};
 use crate::report::error::{Error, Result};
 use crate::report::escape::escape;
 use crate::select::policy::{DEFAULT_INCLUDE_MOUNTS, Excludes, Policy};
@@ -104,6 +107,8 @@ pub struct CaptureConfig {
     pub json: bool,
     /// Hooks to run in the root before it is read, in order.
     pub hooks: Vec<Hook>,
+    /// What `--inject`, `--firstboot` and `--hostname` add to the archive.
+    pub added: Additions,
     /// How the scrub plan is made (again, after hooks changed the root).
     pub scrub_args: ScrubArgs,
     /// `--allow-identity`.
@@ -168,7 +173,15 @@ impl CaptureConfig {
             ident: &ident,
         };
         let names = Names::resolve(args, &vars, format)?;
-        let excludes = excludes(&args.exclude)?;
+        let added = Additions::from_args(args, &rootfs, date.timestamp())?;
+        let mut exclude = args.exclude.clone();
+        if !args.firstboot.is_empty() {
+            // A template that was itself a clone carries the scripts and
+            // stamp of its own first boot: the new ones replace them.
+            exclude.push(format!("/{}", firstboot::SCRIPT_DIR));
+            exclude.push(format!("/{}", firstboot::STAMP));
+        }
+        let excludes = excludes(&exclude)?;
         let mounts = MountTable::load();
         let include_mounts = include_mounts(&args.include_mount, &root, mounts.as_ref())?;
         let plan = scrub_plan(
@@ -180,6 +193,7 @@ impl CaptureConfig {
         )?;
         identity_upload_gate(&plan, args.upload.is_some(), args.allow_identity)?;
         let hooks = capture_hooks(args, live)?;
+        added.check_against(&plan)?;
         let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
         let out = prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref(), &names)?;
@@ -213,6 +227,7 @@ impl CaptureConfig {
             keep_local: args.keep_local,
             json: args.json,
             hooks,
+            added,
             scrub_args: args.scrub.clone(),
             allow_identity: args.allow_identity,
         })
@@ -229,6 +244,7 @@ impl CaptureConfig {
             self.date.timestamp(),
         )?;
         identity_upload_gate(&plan, self.upload.is_some(), self.allow_identity)?;
+        self.added.check_against(&plan)?;
         self.policy.set_scrub(plan);
         Ok(())
     }
@@ -245,6 +261,133 @@ fn identity_upload_gate(plan: &Plan, upload: bool, allow: bool) -> Result<()> {
              upload such an image",
             kept.join(", ")
         )));
+    }
+    Ok(())
+}
+
+/// Entries the user adds to the archive (never to the root).
+#[derive(Debug, Clone, Default)]
+pub struct Additions {
+    /// Synthetic entries, merged into the walk (they replace what the root
+    /// has under the same names).
+    pub entries: Vec<Synthetic>,
+    /// `--inject`, for the MANIFEST.
+    pub injected: Vec<Injected>,
+    /// `--firstboot` scripts as named in the image.
+    pub firstboot: Vec<String>,
+    pub hostname: Option<Hostname>,
+}
+
+impl Additions {
+    fn from_args(args: &CaptureArgs, root: &RootFs, mtime: i64) -> Result<Additions> {
+        let (mut entries, injected) =
+            inject::read_all(&args.inject).map_err(|e| Error::usage(format!("--inject {e}")))?;
+        let systemd = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd"]
+            .iter()
+            .any(|p| root.exists(p));
+        let needs_systemd = |what: &str| {
+            Error::usage(format!(
+                "{what} needs systemd in the image, and {} has none",
+                root.root().display()
+            ))
+        };
+        let mut firstboot_names = Vec::new();
+        if !args.firstboot.is_empty() {
+            if !systemd {
+                return Err(needs_systemd("--firstboot"));
+            }
+            let fb = firstboot::firstboot_entries(&args.firstboot, mtime)
+                .map_err(|e| Error::usage(format!("--firstboot {e}")))?;
+            firstboot_names = fb
+                .iter()
+                .filter(|e| {
+                    e.rel
+                        .strip_prefix(firstboot::SCRIPT_DIR.as_bytes())
+                        .is_some_and(|r| r.starts_with(b"/"))
+                })
+                .map(|e| crate::report::archive_path(&e.rel))
+                .collect();
+            entries.extend(fb);
+        }
+        if let Some(h) = &args.hostname {
+            if matches!(h, Hostname::Template(_)) && !systemd {
+                return Err(needs_systemd("--hostname with a template"));
+            }
+            entries.extend(firstboot::hostname_entries(h, mtime));
+        }
+        let mut seen = BTreeSet::new();
+        for e in &entries {
+            through_symlink(root.root(), &e.rel)?;
+            if !seen.insert(e.rel.clone()) {
+                return Err(Error::usage(format!(
+                    "{} would be added twice (--inject, --firstboot, --hostname)",
+                    crate::report::archive_path(&e.rel)
+                )));
+            }
+        }
+        Ok(Additions {
+            entries,
+            injected,
+            firstboot: firstboot_names,
+            hostname: args.hostname.clone(),
+        })
+    }
+
+    /// Refuses additions the scrub would act on: injecting
+    /// `/etc/machine-id` or an SSH host key would put identity back.
+    pub fn check_against(&self, plan: &Plan) -> Result<()> {
+        for e in &self.entries {
+            let kind = match e.kind {
+                SynthKind::Dir => FileKind::Dir,
+                SynthKind::File(_) => FileKind::File,
+                SynthKind::Symlink(_) => FileKind::Symlink,
+            };
+            let ops: Vec<&str> = plan
+                .hits(&e.rel, kind)
+                .into_iter()
+                .filter_map(|i| plan.rules.get(i).and_then(|r| plan.ops.get(r.op)))
+                .map(|o| o.id.as_str())
+                .collect();
+            if plan.synthetic.iter().any(|s| s.rel == e.rel) {
+                return Err(Error::usage(format!(
+                    "{} is added by the scrub itself (a first-boot guarantee); it cannot be \
+                     added again",
+                    crate::report::archive_path(&e.rel)
+                )));
+            }
+            if let Some(op) = ops.first()
+                && !(e.rel == b"etc/hostname" && self.hostname.is_some())
+            {
+                return Err(Error::usage(format!(
+                    "{} is what the scrub operation {op} removes from the image: adding it \
+                     would put identity back (switch the operation off with --operations -{op} \
+                     if that is really meant)",
+                    crate::report::archive_path(&e.rel)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an addition below a symlink of the root (`/lib` → `usr/lib`): in
+/// the archive it would be a member "through" a symlink, which extraction
+/// writes elsewhere and `verify` fails.
+fn through_symlink(root: &Path, rel: &[u8]) -> Result<()> {
+    let mut end = 0;
+    while let Some(i) = rel[end..].iter().position(|&b| b == b'/') {
+        end += i;
+        let ancestor = &rel[..end];
+        end += 1;
+        let host = root.join(std::ffi::OsStr::from_bytes(ancestor));
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::usage(format!(
+                "{} would be added below {}, a symlink in the image: name the path it \
+                 points to instead",
+                crate::report::archive_path(rel),
+                crate::report::archive_path(ancestor)
+            )));
+        }
     }
     Ok(())
 }

@@ -26,10 +26,12 @@ use crate::entry::{FileKind, Reason, SynthKind, Synthetic};
 use crate::output::atomic::{AtomicFile, sync_dir};
 use crate::output::compress::Compressor;
 use crate::output::digest::Digests;
+use crate::output::manifest::Added;
 use crate::output::manifest::{
     MANIFEST_VERSION, Manifest, PathList, Paths, ScrubSection, Source, Tool,
 };
 use crate::output::tee::HashTee;
+use crate::prepare::firstboot::Hostname;
 use crate::prepare::hooks::{self, HookRun, Place};
 use crate::report::error::{Error, Result};
 use crate::report::escape::{PATH_ENCODING, escape};
@@ -501,6 +503,35 @@ impl CaptureRun<'_> {
         };
         let mut synthetic = vec![curtin];
         synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
+        let added = &self.cfg.added.entries;
+        // The directories above what the user adds, where the root has
+        // none (never replacing one it has).
+        let mut have: std::collections::BTreeSet<Vec<u8>> = synthetic
+            .iter()
+            .chain(added)
+            .map(|s| s.rel.clone())
+            .collect();
+        for a in added {
+            let mut end = 0;
+            while let Some(i) = a.rel[end..].iter().position(|&b| b == b'/') {
+                end += i;
+                let parent = a.rel[..end].to_vec();
+                end += 1;
+                if have.insert(parent.clone()) {
+                    synthetic.push(Synthetic {
+                        rel: parent,
+                        kind: SynthKind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime: self.cfg.date.timestamp(),
+                        replace: false,
+                        op: None,
+                    });
+                }
+            }
+        }
+        synthetic.extend(added.iter().cloned());
         synthetic
     }
 
@@ -534,6 +565,13 @@ impl CaptureRun<'_> {
             warning_count: report.warning_count,
             warnings_by_kind: report.warning_kinds.clone(),
             hooks: self.hooks.to_vec(),
+            added: Added {
+                injected: cfg.added.injected.clone(),
+                firstboot: cfg.added.firstboot.clone(),
+                hostname: cfg.added.hostname.as_ref().map(|h| match h {
+                    Hostname::Literal(n) | Hostname::Template(n) => n.clone(),
+                }),
+            },
             path_encoding: PATH_ENCODING,
         }
     }

@@ -6,4 +6,6 @@
 //! name); it never reads or writes the root otherwise, and imports only the
 //! shared modules.
 
+pub mod firstboot;
 pub mod hooks;
+pub mod inject;

@@ -20,6 +20,7 @@ pub mod read;
 use crate::output::compress::Format;
 use crate::output::digest::Digests;
 use crate::prepare::hooks::HookRun;
+use crate::prepare::inject::Injected;
 use crate::report::escape::{PATH_ENCODING, escape};
 use crate::report::ui::human;
 use crate::report::{Pruned, Report, ScrubRecord, Stats, Warning};
@@ -270,6 +271,17 @@ impl ScrubSection {
     }
 }
 
+/// What the user added to the archive (never to the root).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Added {
+    /// `--inject`, each entry.
+    pub injected: Vec<Injected>,
+    /// `--firstboot` scripts, as named in the image, in the order they run.
+    pub firstboot: Vec<String>,
+    /// `--hostname` (a name, or a template set on first boot).
+    pub hostname: Option<String>,
+}
+
 /// Everything in the MANIFEST except the path list.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -309,6 +321,8 @@ pub struct Manifest {
     pub warnings_by_kind: std::collections::BTreeMap<String, u64>,
     /// Hooks run in the root before it was read, in order.
     pub hooks: Vec<HookRun>,
+    /// What `--inject`, `--firstboot` and `--hostname` added to the archive.
+    pub added: Added,
     pub scrub: ScrubSection,
     /// How paths are written.
     pub path_encoding: &'static str,
@@ -342,6 +356,7 @@ impl Manifest {
         self.write_packages(out)?;
         self.write_left_out(out)?;
         self.write_hooks(out)?;
+        self.write_added(out)?;
         self.write_scrub(out)?;
         self.write_warnings(out)?;
         section(
@@ -536,6 +551,39 @@ impl Manifest {
         Ok(())
     }
 
+    fn write_added(&self, out: &mut impl Write) -> io::Result<()> {
+        let a = &self.added;
+        let n = a.injected.len() + a.firstboot.len() + usize::from(a.hostname.is_some());
+        if n == 0 {
+            return Ok(());
+        }
+        section(out, format!("Added to the image ({n})"))?;
+        for i in &a.injected {
+            writeln!(
+                out,
+                "{}  [inject] {} {} {}:{}, {} bytes{} from {}",
+                i.path,
+                i.kind,
+                i.mode,
+                i.uid,
+                i.gid,
+                i.size,
+                i.sha256
+                    .as_deref()
+                    .map(|s| format!(", sha256 {s}"))
+                    .unwrap_or_default(),
+                escape(i.from.as_bytes())
+            )?;
+        }
+        for f in &a.firstboot {
+            writeln!(out, "{f}  [firstboot] runs once on each clone's first boot")?;
+        }
+        if let Some(h) = &a.hostname {
+            writeln!(out, "hostname  {h}")?;
+        }
+        Ok(())
+    }
+
     fn write_scrub(&self, out: &mut impl Write) -> io::Result<()> {
         let sc = &self.scrub;
         section(
@@ -649,6 +697,7 @@ mod tests {
             warning_count: 0,
             warnings_by_kind: Default::default(),
             hooks: vec![],
+            added: Added::default(),
             scrub: ScrubSection {
                 machine_id: None,
                 selection: vec![],
