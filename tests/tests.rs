@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod config;
 mod fidelity;
 mod gzip_compat;
 mod hooks;

@@ -300,24 +300,44 @@ pub enum FormatArg {
 
 /// `goldcap capture`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_STATUS_HELP)]
+#[command(after_help = EXIT_STATUS_HELP, args_override_self = true)]
 pub struct CaptureArgs {
+    /// Read settings from this TOML file (its [capture] table, keys named
+    /// as these options); default: GOLDCAP_CONFIG, else
+    /// /etc/goldcap/goldcap.toml when it exists. Options typed here win;
+    /// lists add up.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Ignore any config file.
+    #[arg(long, conflicts_with = "config")]
+    pub no_config: bool,
+    /// Print what would be captured, left out, scrubbed, added and
+    /// uploaded, with the size to read; read no file, run no hook, write and
+    /// send nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Root to capture: / for the running system, or a chroot directory.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Where to write the artifact and MANIFEST (created if missing; never
     /// archived into itself).
-    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        env = "GOLDCAP_OUTPUT_DIR"
+    )]
     pub output_dir: PathBuf,
     /// Compression: tgz (gzip, curtin/image-deploy) or tzst (zstd, Eikon).
-    #[arg(long, value_enum, default_value_t = FormatArg::Tgz)]
+    #[arg(long, value_enum, default_value_t = FormatArg::Tgz, env = "GOLDCAP_FORMAT")]
     pub format: FormatArg,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "GOLDCAP_LEVEL")]
     pub level: Option<i32>,
     /// Compression threads, gzip and zstd alike (default: all cores, at most
     /// 4). The output is the same for any number.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256), env = "GOLDCAP_THREADS")]
     pub threads: Option<u32>,
     /// OS name for {os}/$TAG (default: ID-VERSION_ID from the root's
     /// os-release, e.g. debian-12).
@@ -325,7 +345,7 @@ pub struct CaptureArgs {
     pub os: Option<String>,
     /// Upload path the names are recorded under (DRP
     /// image-builder/upload-path).
-    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH)]
+    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH, env = "GOLDCAP_UPLOAD_PATH")]
     pub upload_path: String,
     /// Artifact name template: {os} {date} {ident}, or DRP's $TAG $DSTAMP
     /// $RS_IMAGE_IDENT. The extension is added.
@@ -340,6 +360,10 @@ pub struct CaptureArgs {
     /// directory is left out with everything below it.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Leave out the patterns listed in FILE, one per line (as --exclude;
+    /// blank lines and lines starting with # are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
     /// Also cross into the filesystem mounted at PATH (inside the root;
     /// repeatable). /boot and /boot/efi are always crossed when they are
     /// mounts; pseudo filesystems (proc, tmpfs, ...) never are.
@@ -389,7 +413,7 @@ pub struct CaptureArgs {
     /// Upload while capturing: drp, drp:URL or s3://BUCKET/PREFIX stream the
     /// compressed bytes straight to the store (no local copy unless
     /// --keep-local); put:URL,URL uploads the finished file.
-    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser)]
+    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser, env = "GOLDCAP_UPLOAD")]
     pub upload: Option<crate::upload::Target>,
     /// With --upload to drp or s3, also keep the artifact in --output-dir.
     #[arg(long, requires = "upload")]

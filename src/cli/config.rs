@@ -113,6 +113,8 @@ pub struct CaptureConfig {
     pub scrub_args: ScrubArgs,
     /// `--allow-identity`.
     pub allow_identity: bool,
+    /// `--dry-run`: report, write nothing.
+    pub dry_run: bool,
 }
 
 /// The capture's file and upload names, resolved from the templates.
@@ -175,13 +177,26 @@ impl CaptureConfig {
         let names = Names::resolve(args, &vars, format)?;
         let added = Additions::from_args(args, &rootfs, date.timestamp())?;
         let mut exclude = args.exclude.clone();
+        let mut own_excludes = Vec::new();
+        for f in &args.exclude_from {
+            let text = crate::input::read_to_string(f, 1 << 20).map_err(|e| {
+                Error::usage(format!("--exclude-from {}: {}", f.display(), io_reason(&e)))
+            })?;
+            exclude.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
         if !args.firstboot.is_empty() {
             // A template that was itself a clone carries the scripts and
             // stamp of its own first boot: the new ones replace them.
-            exclude.push(format!("/{}", firstboot::SCRIPT_DIR));
-            exclude.push(format!("/{}", firstboot::STAMP));
+            own_excludes.push(format!("/{}", firstboot::SCRIPT_DIR));
+            own_excludes.push(format!("/{}", firstboot::STAMP));
         }
-        let excludes = excludes(&exclude)?;
+        let excludes =
+            Excludes::with_own(&exclude, &own_excludes).map_err(|e| Error::usage(e.0))?;
         let mounts = MountTable::load();
         let include_mounts = include_mounts(&args.include_mount, &root, mounts.as_ref())?;
         let plan = scrub_plan(
@@ -196,7 +211,14 @@ impl CaptureConfig {
         added.check_against(&plan)?;
         let policy = Policy::new(excludes, include_mounts.clone()).with_scrub(plan);
         // The output directory last: a wrong command line creates nothing.
-        let out = prepare_output_dir(&args.output_dir, &root, &policy, mounts.as_ref(), &names)?;
+        let out = prepare_output_dir(
+            &args.output_dir,
+            &root,
+            &policy,
+            mounts.as_ref(),
+            &names,
+            args.dry_run,
+        )?;
         let (output_dir, output_id) = (out.path, out.id);
         let policy = policy.with_own_output(out.own);
         Ok(CaptureConfig {
@@ -230,6 +252,7 @@ impl CaptureConfig {
             added,
             scrub_args: args.scrub.clone(),
             allow_identity: args.allow_identity,
+            dry_run: args.dry_run,
         })
     }
 
@@ -578,7 +601,17 @@ fn prepare_output_dir(
     policy: &Policy,
     mounts: Option<&MountTable>,
     names: &Names,
+    dry_run: bool,
 ) -> Result<OutputDir> {
+    if dry_run && !dir.exists() {
+        // Nothing is created: the walk cannot meet a directory that is not
+        // there.
+        return Ok(OutputDir {
+            path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            id: (0, 0),
+            own: BTreeSet::new(),
+        });
+    }
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;

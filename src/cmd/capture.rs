@@ -55,6 +55,9 @@ use std::time::{Duration, Instant};
 /// Runs `goldcap capture` and prints its result.
 pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
     let cancel = Cancel::install().context("cannot install signal handlers")?;
+    if cfg.dry_run {
+        return super::dry_run::run(cfg, &cancel);
+    }
     let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
     let hooks = run_hooks(cfg, &ui, &cancel)?;
     let cfg = &*cfg;
@@ -454,7 +457,7 @@ impl CaptureRun<'_> {
             &cfg.policy,
             cfg.mounts.clone(),
             Some(cfg.output_id),
-            self.synthetic(plan),
+            synthetic_entries(self.cfg, plan),
         );
         let events = Lookahead::new(walker);
         tar.set_cold_reads(events.cold_reads());
@@ -486,53 +489,10 @@ impl CaptureRun<'_> {
         let data = self.manifest_data(facts, digests, &mut report);
         drop(report);
         ui.finish_progress();
-        Ok((output, paths, data))
-    }
-
-    /// The entries goldcap adds: the top-level `curtin/`, and the scrub's.
-    fn synthetic(&self, plan: Option<&Plan>) -> Vec<Synthetic> {
-        let curtin = Synthetic {
-            rel: b"curtin".to_vec(),
-            kind: SynthKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: self.cfg.date.timestamp(),
-            replace: false,
-            op: None,
-        };
-        let mut synthetic = vec![curtin];
-        synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
-        let added = &self.cfg.added.entries;
-        // The directories above what the user adds, where the root has
-        // none (never replacing one it has).
-        let mut have: std::collections::BTreeSet<Vec<u8>> = synthetic
-            .iter()
-            .chain(added)
-            .map(|s| s.rel.clone())
-            .collect();
-        for a in added {
-            let mut end = 0;
-            while let Some(i) = a.rel[end..].iter().position(|&b| b == b'/') {
-                end += i;
-                let parent = a.rel[..end].to_vec();
-                end += 1;
-                if have.insert(parent.clone()) {
-                    synthetic.push(Synthetic {
-                        rel: parent,
-                        kind: SynthKind::Dir,
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        mtime: self.cfg.date.timestamp(),
-                        replace: false,
-                        op: None,
-                    });
-                }
-            }
+        for p in &data.excludes_unmatched {
+            ui.warn(&format!("--exclude {p:?} matched nothing"));
         }
-        synthetic.extend(added.iter().cloned());
-        synthetic
+        Ok((output, paths, data))
     }
 
     /// Everything the MANIFEST says, from the configuration and the run.
@@ -565,6 +525,12 @@ impl CaptureRun<'_> {
             warning_count: report.warning_count,
             warnings_by_kind: report.warning_kinds.clone(),
             hooks: self.hooks.to_vec(),
+            excludes_unmatched: cfg
+                .policy
+                .unmatched_excludes()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             added: Added {
                 injected: cfg.added.injected.clone(),
                 firstboot: cfg.added.firstboot.clone(),
@@ -918,4 +884,52 @@ impl Write for Output {
         }
         Ok(())
     }
+}
+
+/// What the walk adds to the root's own entries: the top-level `curtin/`,
+/// the scrub plan's entries (the SSH regenerator, `add` rules), and the
+/// user's additions with the directories above them.
+pub(super) fn synthetic_entries(cfg: &CaptureConfig, plan: Option<&Plan>) -> Vec<Synthetic> {
+    let curtin = Synthetic {
+        rel: b"curtin".to_vec(),
+        kind: SynthKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: cfg.date.timestamp(),
+        replace: false,
+        op: None,
+    };
+    let mut synthetic = vec![curtin];
+    synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
+    let added = &cfg.added.entries;
+    // The directories above what the user adds, where the root has
+    // none (never replacing one it has).
+    let mut have: std::collections::BTreeSet<Vec<u8>> = synthetic
+        .iter()
+        .chain(added)
+        .map(|s| s.rel.clone())
+        .collect();
+    for a in added {
+        let mut end = 0;
+        while let Some(i) = a.rel[end..].iter().position(|&b| b == b'/') {
+            end += i;
+            let parent = a.rel[..end].to_vec();
+            end += 1;
+            if have.insert(parent.clone()) {
+                synthetic.push(Synthetic {
+                    rel: parent,
+                    kind: SynthKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: cfg.date.timestamp(),
+                    replace: false,
+                    op: None,
+                });
+            }
+        }
+    }
+    synthetic.extend(added.iter().cloned());
+    synthetic
 }

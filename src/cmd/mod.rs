@@ -7,6 +7,7 @@
 //! modules that write to stdout.
 
 mod capture;
+mod dry_run;
 mod profile;
 mod scrub;
 mod token;

@@ -60,18 +60,32 @@ pub struct PatternError(pub String);
 pub struct Excludes {
     set: GlobSet,
     patterns: Vec<String>,
+    /// Patterns the user gave (the first ones); the rest are goldcap's own.
+    given: usize,
+    /// Which patterns matched something, for the "matched nothing" warning
+    /// (shared by clones: the walk sees the same policy).
+    hit: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>>,
 }
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes, PatternError> {
+        Excludes::with_own(patterns, &[])
+    }
+
+    /// The user's `patterns`, then goldcap's `own` (never reported as
+    /// unmatched).
+    pub fn with_own(patterns: &[String], own: &[String]) -> Result<Excludes, PatternError> {
         let mut b = GlobSetBuilder::new();
-        for p in patterns {
+        for p in patterns.iter().chain(own) {
             b.add(compile(p)?);
         }
         let set = b.build().map_err(|e| PatternError(e.to_string()))?;
+        let all: Vec<String> = patterns.iter().chain(own).cloned().collect();
         Ok(Excludes {
             set,
-            patterns: patterns.to_vec(),
+            hit: std::sync::Arc::new(all.iter().map(|_| Default::default()).collect()),
+            patterns: all,
+            given: patterns.len(),
         })
     }
 
@@ -81,7 +95,21 @@ impl Excludes {
             return None;
         }
         let idx = self.set.matches(Path::new(OsStr::from_bytes(rel)));
+        for &i in &idx {
+            self.hit[i].store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         idx.first().map(|&i| self.patterns[i].as_str())
+    }
+
+    /// The user's patterns that matched nothing so far (a typo, or a path
+    /// that is not there).
+    pub fn unmatched(&self) -> Vec<&str> {
+        self.patterns[..self.given]
+            .iter()
+            .zip(self.hit.iter())
+            .filter(|(_, h)| !h.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(p, _)| p.as_str())
+            .collect()
     }
 }
 
@@ -140,6 +168,11 @@ impl Policy {
     pub fn with_scrub(mut self, plan: Plan) -> Policy {
         self.scrub = Some(plan);
         self
+    }
+
+    /// The user's exclude patterns that matched nothing.
+    pub fn unmatched_excludes(&self) -> Vec<&str> {
+        self.excludes.unmatched()
     }
 
     /// Replaces the scrub plan (made again after hooks changed the root).

@@ -309,6 +309,9 @@ pub struct Manifest {
     pub stats: Stats,
     /// What was left out (up to the detail cap).
     pub pruned: Vec<Pruned>,
+    /// `--exclude` patterns that matched nothing (a typo, or a path that is
+    /// not there).
+    pub excludes_unmatched: Vec<String>,
     /// How many entries were left out in all.
     pub pruned_count: u64,
     /// Warnings (up to the detail cap).
@@ -526,7 +529,11 @@ impl Manifest {
             };
             writeln!(out, "{}  [{}] {what}: {}", x.path, x.kind, x.reason)?;
         }
-        more(out, self.pruned_count, self.pruned.len())
+        more(out, self.pruned_count, self.pruned.len())?;
+        for p in &self.excludes_unmatched {
+            writeln!(out, "--exclude {:?} matched nothing", escape(p.as_bytes()))?;
+        }
+        Ok(())
     }
 
     fn write_hooks(&self, out: &mut impl Write) -> io::Result<()> {
@@ -692,6 +699,7 @@ mod tests {
             },
             stats: Stats::default(),
             pruned: vec![],
+            excludes_unmatched: vec![],
             pruned_count: 0,
             warnings: vec![],
             warning_count: 0,
