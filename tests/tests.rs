@@ -5,6 +5,7 @@
 
 mod common;
 
+mod boot;
 mod cli;
 mod fidelity;
 mod gzip_compat;
