@@ -5,6 +5,7 @@
 
 mod common;
 
+mod boot;
 mod cli;
 mod config;
 mod fidelity;
