@@ -5,9 +5,11 @@
 //! kernel. Each clone must come up as a new machine: its own machine-id
 //! (D-Bus's too) and SSH host keys, different from the other clone's and
 //! the template's, sshd active and serving exactly the keys on its disk, no
-//! failed unit, the system `running`, not named after the template; and
+//! failed unit, the system `running`, named by the `--hostname` template
+//! (`clone-{mac6}`), and the `--firstboot` script run exactly once; and
 //! after a reboot, the same machine-id and keys (they were committed to
-//! disk). The template is left untouched.
+//! disk) and the first-boot script not run again. The template is left
+//! untouched.
 //!
 //! A report service, added to each extracted clone only, collects the facts
 //! inside the guest once the boot is over, prints them on the serial
@@ -56,6 +58,8 @@ running=$(systemctl is-system-running --wait 2>&1)
     echo "hostname $(hostname)"
     echo "ssh-active $(systemctl is-active ssh.service)"
     echo "keygen-unit $(systemctl is-active goldcap-ssh-host-keys.service)"
+    echo "firstboot-runs $(cat /var/lib/goldcap-test/firstboot.log 2>/dev/null | wc -l)"
+    echo "firstboot-done $(test -f /var/lib/goldcap/firstboot.done && echo yes || echo no)"
     for f in /etc/ssh/ssh_host_*_key.pub; do
         echo "hostkey $(cut -d' ' -f1,2 "$f")"
     done
@@ -360,6 +364,20 @@ fn assert_new_machine(what: &str, r: &Report, template: &Template) {
         "{what}: named after the template:\n{r}"
     );
     assert!(r.all("failed").is_empty(), "{what}: failed units:\n{r}");
+    let host = r.one("hostname");
+    assert!(
+        host.len() == 12
+            && host.starts_with("clone-")
+            && host[6..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{what}: hostname {host:?} is not the template clone-{{mac6}}:\n{r}"
+    );
+    // The first-boot script ran once, on the first boot only.
+    assert_eq!(
+        r.one("firstboot-runs"),
+        "1",
+        "{what}: first-boot runs:\n{r}"
+    );
+    assert_eq!(r.one("firstboot-done"), "yes", "{what}:\n{r}");
     assert_eq!(r.one("system-running"), "running", "{what}:\n{r}");
     assert_eq!(r.one("keygen-unit"), "active", "{what}:\n{r}");
     assert_eq!(r.one("ssh-active"), "active", "{what}: sshd:\n{r}");
@@ -424,7 +442,15 @@ fn captured_clones_boot_as_new_machines() {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).unwrap();
 
-    // Capture and verify, as the fleet's build does.
+    // Capture and verify, as the fleet's build does, with a first-boot
+    // script that counts its runs and a hostname template.
+    let firstboot = work.join("count-runs.sh");
+    fs::write(
+        &firstboot,
+        "#!/bin/sh\nmkdir -p /var/lib/goldcap-test\n\
+         echo \"$(cat /etc/machine-id) $(hostname)\" >> /var/lib/goldcap-test/firstboot.log\n",
+    )
+    .unwrap();
     let before = identity_files(&root);
     let start = Instant::now();
     let out = work.join("out");
@@ -434,6 +460,10 @@ fn captured_clones_boot_as_new_machines() {
         root.clone().into(),
         "-o".into(),
         out.clone().into(),
+        "--firstboot".into(),
+        firstboot.clone().into(),
+        "--hostname".into(),
+        "clone-{mac6}".into(),
         "--json".into(),
     ])
     .output()

@@ -184,7 +184,11 @@ fn exclude_from_and_excludes_that_match_nothing() {
         ],
     );
     run.ok();
-    assert!(!tar_list(&run.artifact()).iter().any(|n| n.starts_with("./srv/docs")));
+    assert!(
+        !tar_list(&run.artifact())
+            .iter()
+            .any(|n| n.starts_with("./srv/docs"))
+    );
     for p in ["/srv/typo-does-not-exist", "*.nomatch"] {
         assert!(
             run.stderr().contains(&format!(
