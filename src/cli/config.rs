@@ -135,16 +135,7 @@ pub struct Names {
 impl CaptureConfig {
     pub fn from_args(args: &CaptureArgs) -> Result<CaptureConfig> {
         let root = root_dir(&args.root)?;
-        let unprivileged = !crate::source::fsx::can_read_everything();
-        if unprivileged && !args.allow_unreadable {
-            return Err(Error::usage(format!(
-                "cannot capture {}: goldcap is not running as root (nor with CAP_DAC_READ_SEARCH), so \
-                 files only root may read (/etc/shadow, SSH host keys, /root, private keys) would be \
-                 missing from the image. Run it as root, or pass --allow-unreadable to capture what \
-                 this user can read (the MANIFEST and verify will say the image is incomplete)",
-                root.display()
-            )));
-        }
+        let unprivileged = privilege_check(&root, args.allow_unreadable)?;
         let live = root == Path::new("/");
         let rootfs = RootFs::new(&root);
         let (format, level) = compression(args.format, args.level)?;
@@ -176,27 +167,7 @@ impl CaptureConfig {
         };
         let names = Names::resolve(args, &vars, format)?;
         let added = Additions::from_args(args, &rootfs, date.timestamp())?;
-        let mut exclude = args.exclude.clone();
-        let mut own_excludes = Vec::new();
-        for f in &args.exclude_from {
-            let text = crate::input::read_to_string(f, 1 << 20).map_err(|e| {
-                Error::usage(format!("--exclude-from {}: {}", f.display(), io_reason(&e)))
-            })?;
-            exclude.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
-        }
-        if !args.firstboot.is_empty() {
-            // A template that was itself a clone carries the scripts and
-            // stamp of its own first boot: the new ones replace them.
-            own_excludes.push(format!("/{}", firstboot::SCRIPT_DIR));
-            own_excludes.push(format!("/{}", firstboot::STAMP));
-        }
-        let excludes =
-            Excludes::with_own(&exclude, &own_excludes).map_err(|e| Error::usage(e.0))?;
+        let excludes = capture_excludes(args)?;
         let mounts = MountTable::load();
         let include_mounts = include_mounts(&args.include_mount, &root, mounts.as_ref())?;
         let plan = scrub_plan(
@@ -271,6 +242,45 @@ impl CaptureConfig {
         self.policy.set_scrub(plan);
         Ok(())
     }
+}
+
+/// Refuses a capture that cannot read every file, unless
+/// `--allow-unreadable`; whether it is such a capture.
+fn privilege_check(root: &Path, allow: bool) -> Result<bool> {
+    let unprivileged = !crate::source::fsx::can_read_everything();
+    if unprivileged && !allow {
+        return Err(Error::usage(format!(
+            "cannot capture {}: goldcap is not running as root (nor with CAP_DAC_READ_SEARCH), so \
+             files only root may read (/etc/shadow, SSH host keys, /root, private keys) would be \
+             missing from the image. Run it as root, or pass --allow-unreadable to capture what \
+             this user can read (the MANIFEST and verify will say the image is incomplete)",
+            root.display()
+        )));
+    }
+    Ok(unprivileged)
+}
+
+/// `--exclude` and `--exclude-from` patterns, and goldcap's own: a
+/// template's first-boot scripts and stamp, which `--firstboot` replaces.
+fn capture_excludes(args: &CaptureArgs) -> Result<Excludes> {
+    let mut exclude = args.exclude.clone();
+    for f in &args.exclude_from {
+        let text = crate::input::read_to_string(f, 1 << 20).map_err(|e| {
+            Error::usage(format!("--exclude-from {}: {}", f.display(), io_reason(&e)))
+        })?;
+        exclude.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    let mut own = Vec::new();
+    if !args.firstboot.is_empty() {
+        own.push(format!("/{}", firstboot::SCRIPT_DIR));
+        own.push(format!("/{}", firstboot::STAMP));
+    }
+    Excludes::with_own(&exclude, &own).map_err(|e| Error::usage(e.0))
 }
 
 /// `capture --upload` refuses, before anything is read, an image whose

@@ -99,77 +99,7 @@ pub(super) fn run(cfg: &CaptureConfig, cancel: &Cancel) -> Result<ExitCode> {
     );
     for event in walker {
         cancel.check()?;
-        match event {
-            Event::Entry { entry, scrub, .. } => {
-                d.entries += 1;
-                if entry.stat.kind == FileKind::File {
-                    d.files += 1;
-                    d.content_bytes += entry.stat.size;
-                }
-                let mut ops: Vec<&str> = scrub
-                    .iter()
-                    .filter_map(|&i| plan?.rules.get(i).and_then(|r| plan?.ops.get(r.op)))
-                    .map(|o| o.id.as_str())
-                    .collect();
-                ops.dedup();
-                for op in ops {
-                    d.scrub.entry(op.to_owned()).or_default().edited += 1;
-                }
-            }
-            Event::Dropped {
-                rel,
-                reason: Reason::Scrub(op),
-                stat,
-                subtree,
-                ..
-            } => {
-                let o = d.scrub.entry(op).or_default();
-                o.dropped += 1;
-                o.bytes_removed += subtree.map_or(
-                    if stat.kind == FileKind::File {
-                        stat.size
-                    } else {
-                        0
-                    },
-                    |(b, _)| b,
-                );
-                let _ = rel;
-            }
-            Event::Dropped { rel, reason, .. } => {
-                d.left_out += 1;
-                if d.left_out_listed.len() < LISTED {
-                    d.left_out_listed.push(Listed {
-                        path: archive_path(&rel),
-                        why: reason.to_string(),
-                    });
-                }
-            }
-            Event::Synthetic(s) => {
-                d.entries += 1;
-                if let SynthKind::File(c) = &s.kind {
-                    d.files += 1;
-                    d.content_bytes += c.len() as u64;
-                }
-                match &s.op {
-                    Some(op) => d.scrub.entry(op.clone()).or_default().added += 1,
-                    None if d.added.len() < LISTED => d.added.push(Listed {
-                        path: archive_path(&s.rel),
-                        why: "added".into(),
-                    }),
-                    None => {}
-                }
-            }
-            Event::Problem { rel, kind, message } => {
-                d.problems += 1;
-                if d.problems_listed.len() < LISTED {
-                    d.problems_listed.push(Warning {
-                        path: archive_path(&rel),
-                        kind,
-                        message,
-                    });
-                }
-            }
-        }
+        d.note(event, plan);
     }
     d.excludes_unmatched = cfg
         .policy
@@ -183,6 +113,81 @@ pub(super) fn run(cfg: &CaptureConfig, cancel: &Cancel) -> Result<ExitCode> {
         print_text(&text(&d))?;
     }
     Ok(ExitCode::Success)
+}
+
+impl DryRun {
+    /// Counts one event of the walk.
+    fn note(&mut self, event: Event, plan: Option<&crate::select::scrub::Plan>) {
+        match event {
+            Event::Entry { entry, scrub, .. } => {
+                self.entries += 1;
+                if entry.stat.kind == FileKind::File {
+                    self.files += 1;
+                    self.content_bytes += entry.stat.size;
+                }
+                let mut ops: Vec<&str> = scrub
+                    .iter()
+                    .filter_map(|&i| plan?.rules.get(i).and_then(|r| plan?.ops.get(r.op)))
+                    .map(|o| o.id.as_str())
+                    .collect();
+                ops.dedup();
+                for op in ops {
+                    self.scrub.entry(op.to_owned()).or_default().edited += 1;
+                }
+            }
+            Event::Dropped {
+                reason: Reason::Scrub(op),
+                stat,
+                subtree,
+                ..
+            } => {
+                let o = self.scrub.entry(op).or_default();
+                o.dropped += 1;
+                o.bytes_removed += subtree.map_or(
+                    if stat.kind == FileKind::File {
+                        stat.size
+                    } else {
+                        0
+                    },
+                    |(b, _)| b,
+                );
+            }
+            Event::Dropped { rel, reason, .. } => {
+                self.left_out += 1;
+                if self.left_out_listed.len() < LISTED {
+                    self.left_out_listed.push(Listed {
+                        path: archive_path(&rel),
+                        why: reason.to_string(),
+                    });
+                }
+            }
+            Event::Synthetic(s) => {
+                self.entries += 1;
+                if let SynthKind::File(c) = &s.kind {
+                    self.files += 1;
+                    self.content_bytes += c.len() as u64;
+                }
+                match &s.op {
+                    Some(op) => self.scrub.entry(op.clone()).or_default().added += 1,
+                    None if self.added.len() < LISTED => self.added.push(Listed {
+                        path: archive_path(&s.rel),
+                        why: "added".into(),
+                    }),
+                    None => {}
+                }
+            }
+            Event::Problem { rel, kind, message } => {
+                self.problems += 1;
+                if self.problems_listed.len() < LISTED {
+                    self.problems_listed.push(Warning {
+                        path: archive_path(&rel),
+                        kind,
+                        message,
+                    });
+                }
+            }
+        }
+    }
 }
 
 fn text(d: &DryRun) -> String {

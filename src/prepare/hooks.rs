@@ -167,6 +167,53 @@ pub fn run(
 ) -> Result<HookRun> {
     let (fd, sha256) = executable_fd(hook)?;
     let (reader, writer) = std::io::pipe().map_err(|e| hook_error(hook, "no pipe", &e))?;
+    let mut cmd = command(hook, &fd, writer, vars)?;
+    let ran_in = enter(&mut cmd, place, fd.as_raw_fd())?;
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| hook_error(hook, "cannot start it", &e))?;
+    drop(cmd);
+    drop(fd);
+    let (status, tail) = watch(hook, child, reader, cancel, line)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (_, Some(s)) => format!("was killed by signal {s}"),
+            _ => "failed".to_owned(),
+        };
+        return Err(anyhow::anyhow!(
+            "hook {} {how} after {seconds:.1}s; nothing was captured{}",
+            hook.name,
+            if tail.is_empty() {
+                " (it printed nothing)".to_owned()
+            } else {
+                format!(". Its last output:\n  {}", tail.join("\n  "))
+            }
+        )
+        .into());
+    }
+    Ok(HookRun {
+        name: hook.name.clone(),
+        source: match &hook.source {
+            HookSource::File(p) => p.display().to_string(),
+            HookSource::Builtin(_) => hook.name.clone(),
+        },
+        sha256,
+        ran_in,
+        seconds,
+    })
+}
+
+/// The command that executes the hook through its descriptor, output to
+/// `writer`, with `vars` added and the upload credentials removed.
+fn command(
+    hook: &Hook,
+    fd: &OwnedFd,
+    writer: std::io::PipeWriter,
+    vars: &[(String, String)],
+) -> Result<Command> {
     let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     cmd.arg0(&hook.name)
         .stdin(Stdio::null())
@@ -184,8 +231,13 @@ pub fn run(
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    let raw_fd = fd.as_raw_fd();
-    let ran_in = match place {
+    Ok(cmd)
+}
+
+/// Sets up where the child goes before exec: the chroot with its mounts,
+/// or the host; the descriptor `fd` stays open across exec. Where it ran.
+fn enter(cmd: &mut Command, place: &Place<'_>, fd: i32) -> Result<&'static str> {
+    Ok(match place {
         Place::Chroot(root) => {
             check_mount_points(root)?;
             cmd.env(
@@ -198,7 +250,7 @@ pub fn run(
             // before the fork (CStrings, integers).
             unsafe {
                 cmd.pre_exec(move || {
-                    keep_open(raw_fd)?;
+                    keep_open(fd)?;
                     setup.enter()
                 });
             }
@@ -207,17 +259,22 @@ pub fn run(
         Place::Host => {
             // SAFETY: as above; one fcntl call.
             unsafe {
-                cmd.pre_exec(move || keep_open(raw_fd));
+                cmd.pre_exec(move || keep_open(fd));
             }
             "host"
         }
-    };
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| hook_error(hook, "cannot start it", &e))?;
-    drop(cmd);
-    drop(fd);
+    })
+}
+
+/// Passes the hook's output to `line` until it exits (or a signal stops
+/// it); its exit status and last lines.
+fn watch(
+    hook: &Hook,
+    mut child: std::process::Child,
+    reader: std::io::PipeReader,
+    cancel: &Cancel,
+    line: &mut dyn FnMut(&str),
+) -> Result<(std::process::ExitStatus, Vec<String>)> {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let pump = std::thread::spawn(move || {
         for l in BufReader::new(reader).split(b'\n') {
@@ -238,7 +295,10 @@ pub fn run(
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(l) => keep(l, line),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            // The hook closed its output but runs on.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         if let Some(sig) = cancel.signal() {
@@ -264,35 +324,7 @@ pub fn run(
     if pump.is_finished() {
         let _ = pump.join();
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if !status.success() {
-        let how = match (status.code(), status.signal()) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (_, Some(s)) => format!("was killed by signal {s}"),
-            _ => "failed".to_owned(),
-        };
-        let tail: Vec<String> = tail.into_iter().collect();
-        return Err(anyhow::anyhow!(
-            "hook {} {how} after {seconds:.1}s; nothing was captured{}",
-            hook.name,
-            if tail.is_empty() {
-                " (it printed nothing)".to_owned()
-            } else {
-                format!(". Its last output:\n  {}", tail.join("\n  "))
-            }
-        )
-        .into());
-    }
-    Ok(HookRun {
-        name: hook.name.clone(),
-        source: match &hook.source {
-            HookSource::File(p) => p.display().to_string(),
-            HookSource::Builtin(_) => hook.name.clone(),
-        },
-        sha256,
-        ran_in,
-        seconds,
-    })
+    Ok((status, tail.into_iter().collect()))
 }
 
 fn hook_error(hook: &Hook, what: &str, e: &std::io::Error) -> Error {
