@@ -29,6 +29,10 @@ enum Want {
     },
     /// Present (an entry goldcap added).
     Present,
+    /// A regular file holding this text.
+    Has(&'static str),
+    /// A directory with the source's mode and owner.
+    KeptDir,
 }
 
 use Want::*;
@@ -56,6 +60,30 @@ const DEBIAN: &[(&str, &str, Want)] = &[
         Edited {
             keeps: "127.0.0.1\tlocalhost",
             lost: "127.0.1.1",
+        },
+    ),
+    // The template's static mapping goes; another host's line stays.
+    (
+        "hosts-hostname",
+        "etc/hosts",
+        Edited {
+            keeps: "10.0.0.9\tgold-template-db.example.com gold-template-db\n::1\tlocalhost ip6-localhost\n",
+            lost: "10.0.0.5",
+        },
+    ),
+    ("mailname", "etc/mailname", Absent),
+    ("mailname", "usr/lib/goldcap/write-mailname", Present),
+    (
+        "mailname",
+        "etc/systemd/system/multi-user.target.wants/goldcap-mailname.service",
+        Symlink("/etc/systemd/system/goldcap-mailname.service"),
+    ),
+    (
+        "postfix-hostname",
+        "etc/postfix/main.cf",
+        Edited {
+            keeps: "myorigin = /etc/mailname\nmydestination = $myhostname, localhost.localdomain, localhost\nrelayhost =\n",
+            lost: "gold-template",
         },
     ),
     ("hw-uuids", "var/lib/yum/uuid", Absent),
@@ -90,11 +118,41 @@ const DEBIAN: &[(&str, &str, Want)] = &[
         Symlink("/etc/systemd/system/goldcap-ssh-host-keys.service"),
     ),
     ("ssh-userdir", "root/.ssh/authorized_keys", Same),
+    ("ssh-user-keys", "root/.ssh/id_ed25519", Absent),
+    ("ssh-user-keys", "root/.ssh/id_ed25519.pub", Absent),
+    ("ssh-user-keys", "root/.ssh/known_hosts", Absent),
+    ("ssh-user-keys", "root/.ssh/config", Same),
+    ("ssh-user-keys", "root/.ssh/authorized_keys", Same),
+    ("ssh-user-keys", "home/alice/.ssh/id_ed25519", Absent),
+    ("ssh-user-keys", "home/alice/.ssh/known_hosts.old", Absent),
+    ("ssh-user-keys", "home/alice/.ssh/github-deploy", Absent),
+    ("ssh-user-keys", "home/alice/.ssh/authorized_keys", Same),
+    // A home only /etc/passwd names.
+    ("ssh-user-keys", "srv/deploy/.ssh/id_rsa", Absent),
+    ("ssh-user-keys", "srv/deploy/.ssh/authorized_keys", Same),
     (
-        "tls-private-keys",
+        "ssl-snakeoil",
         "etc/ssl/private/ssl-cert-snakeoil.key",
-        Same,
+        Absent,
     ),
+    (
+        "ssl-snakeoil",
+        "etc/ssl/certs/ssl-cert-snakeoil.pem",
+        Absent,
+    ),
+    ("ssl-snakeoil", "etc/ssl/certs/ca-certificates.crt", Same),
+    ("ssl-snakeoil", "etc/ssl/certs/0123abcd.0", Same),
+    (
+        "ssl-snakeoil",
+        "usr/lib/goldcap/regenerate-ssl-snakeoil",
+        Present,
+    ),
+    (
+        "ssl-snakeoil",
+        "etc/systemd/system/multi-user.target.wants/goldcap-ssl-snakeoil.service",
+        Symlink("/etc/systemd/system/goldcap-ssl-snakeoil.service"),
+    ),
+    ("tls-private-keys", "etc/ssl/private/site.key", Same),
     ("kerberos-keytab", "etc/krb5.keytab", Absent),
     ("ipa-client", "etc/ipa/default.conf", Absent),
     ("sssd", "var/lib/sss/db/cache_example.com.ldb", Absent),
@@ -190,14 +248,55 @@ const DEBIAN: &[(&str, &str, Want)] = &[
     ("resolv-conf", "etc/resolv.conf", Same),
     ("firewall-rules", "etc/sysconfig/iptables", Same),
     ("swap-files", "swapfile", Absent),
+    // Kept: goldcap's unit recreates the file before swap is enabled.
     (
         "swap-files",
         "etc/fstab",
-        Edited {
-            keeps: "UUID=",
-            lost: "/swapfile",
-        },
+        Has("\n/swapfile none swap sw 0 0\n"),
     ),
+    ("swap-files", "usr/lib/goldcap/create-swap-file", Present),
+    (
+        "swap-files",
+        "etc/systemd/system/swap.target.wants/goldcap-swap-files.service",
+        Symlink("/etc/systemd/system/goldcap-swap-files.service"),
+    ),
+    // A capture never archives what is in /tmp; in place it is removed.
+    ("tmp-files", "tmp/junk.txt", Absent),
+    ("tmp-files", "tmp/build", Absent),
+    ("tmp-files", "tmp/etc-link", Absent),
+    ("tmp-files", "tmp/agent.sock", Absent),
+    ("tmp-files", "tmp/.X11-unix", Absent),
+    ("tmp-files", "var/tmp/junk2", Absent),
+    (
+        "tmp-files",
+        "var/tmp/systemd-private-abc-chronyd.service-x",
+        Absent,
+    ),
+    ("tmp-files", "tmp", KeptDir),
+    ("tmp-files", "var/tmp", KeptDir),
+    (
+        "mail-queue",
+        "var/spool/postfix/deferred/A/A1B2C3D4E5",
+        Absent,
+    ),
+    ("mail-queue", "var/spool/postfix/active/B2C3D4E5F6", Absent),
+    (
+        "mail-queue",
+        "var/spool/postfix/incoming/C3D4E5F6A7",
+        Absent,
+    ),
+    (
+        "mail-queue",
+        "var/spool/postfix/maildrop/D4E5F6A7B8",
+        Absent,
+    ),
+    (
+        "mail-queue",
+        "var/spool/exim4/input/1abcDE-000001-AB-H",
+        Absent,
+    ),
+    ("mail-queue", "var/spool/postfix/deferred/A", KeptDir),
+    ("mail-queue", "var/spool/postfix/maildrop", KeptDir),
     ("user-accounts", "etc/passwd", Same),
     ("crash-dumps", "var/crash/core.1234", Absent),
     (
@@ -253,11 +352,9 @@ const DEBIAN: &[(&str, &str, Want)] = &[
 const RISKY: &[(&str, &str, Want)] = &[
     ("ssh-userdir", "root/.ssh/authorized_keys", Absent),
     ("ssh-userdir", "root/.ssh", Absent),
-    (
-        "tls-private-keys",
-        "etc/ssl/private/ssl-cert-snakeoil.key",
-        Absent,
-    ),
+    ("tls-private-keys", "etc/ssl/private/site.key", Absent),
+    ("ssh-userdir", "home/alice/.ssh", Absent),
+    ("ssh-userdir", "srv/deploy/.ssh", Absent),
     ("zfs-hostid", "etc/hostid", Absent),
     (
         "dropbear-hostkeys",
@@ -338,6 +435,17 @@ const RHEL: &[(&str, &str, Want)] = &[
         "etc/kernel/entry-token",
         Content("rocky\n"),
     ),
+    // No make-ssl-cert to make the clone's own: kept (and said loudly).
+    (
+        "ssl-snakeoil",
+        "etc/ssl/private/ssl-cert-snakeoil.key",
+        Same,
+    ),
+    (
+        "ssl-snakeoil",
+        "usr/lib/goldcap/regenerate-ssl-snakeoil",
+        Absent,
+    ),
 ];
 
 /// Checks `dir` (a restored or scrubbed root) against `rows`, comparing
@@ -363,6 +471,16 @@ fn check(dir: &Path, source: &Path, rows: &[(&str, &str, Want)]) -> Vec<String> 
             Edited { keeps, lost } => {
                 let c = String::from_utf8_lossy(&content()).into_owned();
                 meta.as_ref().is_some_and(|m| m.is_file()) && c.contains(keeps) && !c.contains(lost)
+            }
+            Has(text) => {
+                meta.as_ref().is_some_and(|m| m.is_file())
+                    && String::from_utf8_lossy(&content()).contains(text)
+            }
+            KeptDir => {
+                let s = std::fs::symlink_metadata(source.join(rel)).unwrap();
+                meta.as_ref().is_some_and(|m| {
+                    m.is_dir() && (m.mode(), m.uid(), m.gid()) == (s.mode(), s.uid(), s.gid())
+                })
             }
         };
         if !ok {
@@ -661,16 +779,23 @@ fn rhel_family_root_in_the_stream_and_in_place() {
         std::fs::read_to_string(dest.join("etc/systemd/system/goldcap-ssh-host-keys.service"))
             .unwrap();
     assert!(unit.contains("After=sshd-keygen.target"), "{unit}");
+    // The snakeoil pair this root carries has no make-ssl-cert to remake
+    // it: kept, so verify fails the identity check on exactly that and
+    // passes everything else.
+    assert_eq!(
+        j["scrub"]["identity_off"],
+        serde_json::json!(["ssl-snakeoil"])
+    );
     let v = goldcap(&[
         std::ffi::OsStr::new("verify"),
         run.any_artifact().as_os_str(),
     ]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert_ne!(v.status.code(), Some(0), "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(failed[0].contains("identity-scrub"), "{out}");
+    assert!(out.contains("ssl-snakeoil"), "{out}");
 
     let target = identity_env("rhel");
     let o = scrub_in_place(&target.root(), &["--machine-id", "uninitialized"]);
@@ -1127,4 +1252,214 @@ fn operations_never_drop_identity_silently_and_the_manifest_says_what_was_off() 
         "{out}"
     );
     assert!(out.contains("ok    complete"), "{out}");
+}
+
+fn scrub_op(j: &serde_json::Value, id: &str) -> serde_json::Value {
+    j["scrub"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in the MANIFEST"))
+        .clone()
+}
+
+#[test]
+fn the_added_first_boot_jobs_recreate_what_the_image_left_out() {
+    // Run the scripts goldcap put into the artifact as their units would:
+    // the swap file with the size the MANIFEST records, /etc/mailname from
+    // this machine's name, a new snakeoil pair made by Debian's make-ssl-cert.
+    for tool in ["mkswap", "blkid", "make-ssl-cert", "openssl", "unshare"] {
+        require_tool(tool);
+    }
+    let env = identity_env("debian");
+    let run = env.capture("out", &[]);
+    run.ok();
+    let dest = extract(&run, &env);
+    let j = run.manifest_json();
+    assert_eq!(
+        scrub_op(&j, "swap-files")["note"],
+        "recreated at first boot by /etc/systemd/system/goldcap-swap-files.service before swap.target, fstab lines kept: /swapfile (1048576 bytes)"
+    );
+    let unit = std::fs::read_to_string(dest.join("etc/systemd/system/goldcap-swap-files.service"))
+        .unwrap();
+    let exec: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .collect();
+    assert_eq!(
+        exec,
+        ["/usr/lib/goldcap/create-swap-file \"/swapfile\" 1048576"]
+    );
+    assert!(unit.contains("Before=swap.target swapfile.swap "), "{unit}");
+
+    // The swap file: created once, 1 MiB, mode 600, a swap signature.
+    let swap = env.path("swapfile");
+    let script = dest.join("usr/lib/goldcap/create-swap-file");
+    for _ in 0..2 {
+        sh(Command::new("sh").arg(&script).arg(&swap).arg("1048576"));
+    }
+    let m = std::fs::metadata(&swap).unwrap();
+    assert_eq!((m.len(), m.mode() & 0o777), (1 << 20, 0o600));
+    let kind = sh(Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(&swap));
+    assert_eq!(kind.trim(), "swap");
+
+    // /etc/mailname: this machine's name, written once.
+    let mailname = env.path("mailname");
+    let script = dest.join("usr/lib/goldcap/write-mailname");
+    sh(Command::new("sh").arg(&script).arg(&mailname));
+    let name = std::fs::read_to_string(&mailname).unwrap();
+    let fqdn = sh(Command::new("hostname").arg("--fqdn"));
+    let short = sh(&mut Command::new("hostname"));
+    assert!(
+        [fqdn.trim(), short.trim()].contains(&name.trim()) && name.ends_with('\n'),
+        "{name:?}"
+    );
+    std::fs::write(&mailname, "site.example\n").unwrap();
+    sh(Command::new("sh").arg(&script).arg(&mailname));
+    assert_eq!(
+        std::fs::read_to_string(&mailname).unwrap(),
+        "site.example\n"
+    );
+
+    // The snakeoil pair, in a mount namespace over empty /etc/ssl/private
+    // and /etc/ssl/certs (this machine's own are never touched).
+    let private = env.path("ssl-private");
+    let certs = env.path("ssl-certs");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(&certs).unwrap();
+    let script = dest.join("usr/lib/goldcap/regenerate-ssl-snakeoil");
+    let regenerate = || {
+        sh(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/ssl/private && mount --bind \"$2\" /etc/ssl/certs && sh \"$3\"")
+            .arg("sh")
+            .arg(&private)
+            .arg(&certs)
+            .arg(&script));
+    };
+    regenerate();
+    let key = std::fs::read(private.join("ssl-cert-snakeoil.key")).unwrap();
+    let template = std::fs::read(env.root().join("etc/ssl/private/ssl-cert-snakeoil.key")).unwrap();
+    assert!(String::from_utf8_lossy(&key).contains("PRIVATE KEY"));
+    assert_ne!(key, template, "the clone got the template's key");
+    let pem = certs.join("ssl-cert-snakeoil.pem");
+    let cert_mod = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-modulus", "-in"])
+        .arg(&pem));
+    let key_mod = sh(Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(private.join("ssl-cert-snakeoil.key")));
+    assert_eq!(cert_mod, key_mod, "the certificate is the new key's");
+    let hash = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-hash", "-in"])
+        .arg(&pem));
+    assert_eq!(
+        std::fs::read_link(certs.join(format!("{}.0", hash.trim()))).unwrap(),
+        Path::new("ssl-cert-snakeoil.pem")
+    );
+    // Present and not empty: left alone.
+    regenerate();
+    assert_eq!(
+        std::fs::read(private.join("ssl-cert-snakeoil.key")).unwrap(),
+        key
+    );
+}
+
+#[test]
+fn in_place_tmp_cleaning_never_follows_links_or_enters_mounts() {
+    let env = identity_env("debian");
+    let r = env.root();
+    let outside = env.path("outside");
+    let mounted = env.path("mounted");
+    let var_tmp = env.path("var-tmp-fs");
+    for d in [&outside, &mounted, &var_tmp] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("precious"), "not the image's").unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, r.join("tmp/link-out")).unwrap();
+    std::os::unix::fs::symlink(&outside, r.join("tmp/build/link-out")).unwrap();
+    let _inner = MountGuard::mount(
+        &["--bind", mounted.to_str().unwrap()],
+        &r.join("tmp/build/mnt"),
+    );
+    // /var/tmp itself a mount: not entered at all.
+    let _whole = MountGuard::mount(&["--bind", var_tmp.to_str().unwrap()], &r.join("var/tmp"));
+    let before = std::fs::metadata(r.join("tmp")).unwrap();
+    let o = scrub_in_place(&r, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("./tmp/build: cannot remove: mount points inside were left alone, with the directories holding them: ./tmp/build/mnt"),
+        "{err}"
+    );
+    assert!(!err.contains("var/tmp"), "{err}");
+    for d in [&outside, &mounted, &var_tmp] {
+        assert_eq!(
+            std::fs::read_to_string(d.join("precious")).unwrap(),
+            "not the image's",
+            "{}",
+            d.display()
+        );
+    }
+    let names = list_dir(&r.join("tmp"));
+    assert_eq!(names, ["build"], "only what holds the mount is left");
+    assert!(!r.join("tmp/build/link-out").exists());
+    let after = std::fs::metadata(r.join("tmp")).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid(), after.gid()),
+        (before.mode(), before.uid(), before.gid())
+    );
+    assert_eq!(after.mode() & 0o7777, 0o1777);
+}
+
+#[test]
+fn without_systemd_what_needs_a_regenerator_is_kept_and_lost_swap_is_said_loudly() {
+    let env = identity_env("debian");
+    std::fs::remove_file(env.root().join("usr/lib/systemd/systemd")).unwrap();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let err = run.stderr();
+    for alert in [
+        "goldcap: warning: [ssh-hostkeys] KEPT: ",
+        "goldcap: warning: [ssl-snakeoil] KEPT: no systemd",
+        "goldcap: warning: [mailname] KEPT: no systemd",
+        "goldcap: warning: [swap-files] REMOVED: no systemd to recreate /swapfile (1048576 bytes) at first boot",
+    ] {
+        assert!(err.contains(alert), "{alert:?} not in:\n{err}");
+    }
+    let text = run.manifest_text();
+    assert!(
+        text.lines().any(|l| l.starts_with("swap-files ")
+            && l.contains("; REMOVED: no systemd to recreate /swapfile")),
+        "{text}"
+    );
+    let dest = extract(&run, &env);
+    let rows: &[(&str, &str, Want)] = &[
+        ("swap-files", "swapfile", Absent),
+        (
+            "swap-files",
+            "etc/fstab",
+            Edited {
+                keeps: "UUID=",
+                lost: "/swapfile",
+            },
+        ),
+        (
+            "ssl-snakeoil",
+            "etc/ssl/private/ssl-cert-snakeoil.key",
+            Same,
+        ),
+        ("mailname", "etc/mailname", Same),
+        ("ssh-hostkeys", "etc/ssh/ssh_host_rsa_key", Same),
+        ("-", "usr/lib/goldcap", Absent),
+        ("-", "etc/systemd/system/goldcap-swap-files.service", Absent),
+    ];
+    let bad = check(&dest, &env.root(), rows);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // The postfix edit needs no first-boot job: it still happens.
+    let main_cf = std::fs::read_to_string(dest.join("etc/postfix/main.cf")).unwrap();
+    assert!(!main_cf.contains("gold-template"), "{main_cf}");
 }

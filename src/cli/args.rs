@@ -299,8 +299,12 @@ pub enum FormatArg {
 }
 
 /// `goldcap capture`.
+///
+/// The field docs are clap's help text, not rustdoc: brackets in them
+/// (`[capture]`, `SRC:DEST[:MODE]`) are what the user types, not links.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_STATUS_HELP, args_override_self = true)]
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct CaptureArgs {
     /// Read settings from this TOML file (its [capture] table, keys named
     /// as these options); default: GOLDCAP_CONFIG, else

@@ -175,6 +175,7 @@ impl CaptureConfig {
             &rootfs,
             os_release.as_ref(),
             live,
+            false,
             date.timestamp(),
         )?;
         identity_upload_gate(&plan, args.upload.is_some(), args.allow_identity)?;
@@ -235,6 +236,7 @@ impl CaptureConfig {
             &RootFs::new(&self.root),
             self.os_release.as_ref(),
             self.live,
+            false,
             self.date.timestamp(),
         )?;
         identity_upload_gate(&plan, self.upload.is_some(), self.allow_identity)?;
@@ -552,12 +554,14 @@ fn include_mounts(
 }
 
 /// Compiles the identity-scrub plan for a root from `--operations`,
-/// `--machine-id` and `--scrub-profile`.
+/// `--machine-id` and `--scrub-profile`; `in_place` for `goldcap scrub`,
+/// which also cleans what the capture never archives (`/tmp`).
 fn scrub_plan(
     args: &ScrubArgs,
     root: &RootFs,
     os: Option<&OsRelease>,
     live: bool,
+    in_place: bool,
     mtime: i64,
 ) -> Result<Plan> {
     let cat = catalogue(args)?;
@@ -566,6 +570,7 @@ fn scrub_plan(
         machine_id: args.machine_id,
         live,
         mtime,
+        in_place,
     };
     Plan::new(&cat, root, os, &opts).map_err(|e| Error::usage(e.0))
 }
@@ -809,7 +814,7 @@ impl ScrubConfig {
         let rootfs = RootFs::new(&root);
         let os = facts::read_os_release(&rootfs);
         let now = Utc::now().timestamp();
-        let plan = scrub_plan(&args.scrub, &rootfs, os.as_ref(), false, now)?;
+        let plan = scrub_plan(&args.scrub, &rootfs, os.as_ref(), false, true, now)?;
         let policy =
             Policy::new(excludes(&args.exclude)?, default_include_mounts()).with_scrub(plan);
         Ok(ScrubConfig::InPlace(Box::new(InPlace {

@@ -67,6 +67,11 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
         show(&cfg.output_dir.join(&cfg.names.artifact)),
         if cfg.live { "live system" } else { "directory" }
     ));
+    // A kept secret or a clone without swap is said up front, not only
+    // in the MANIFEST.
+    for alert in cfg.policy.scrub().map(|p| p.alerts()).unwrap_or_default() {
+        ui.warn(&alert);
+    }
     if let Some(off) = cfg.policy.scrub().and_then(identity_kept) {
         ui.warn(&format!(
             "identity kept in the image by {off}: every clone of it shares what they guard \

@@ -69,6 +69,9 @@ pub(super) fn run(cfg: &ScrubConfig, verbosity: i8) -> Result<ExitCode> {
             let mut report = Report::new(&ui);
             // Unwrap expectation: the configuration gives the policy a plan.
             let plan = policy.scrub().expect("plan");
+            for alert in plan.alerts() {
+                ui.warn(&alert);
+            }
             if let Some(off) = super::capture::identity_kept(plan) {
                 ui.warn(&format!(
                     "identity kept in {} by {off}: every clone made from it shares what they guard",

@@ -8,16 +8,16 @@
 //!
 //! 1. the root itself is always kept;
 //! 2. `--exclude` globs drop the entry and everything below it;
-//! 3. sockets are dropped (tar formats cannot carry them; counted);
-//! 4. in goldcap's output directory, goldcap's own files are dropped: its
+//! 3. in goldcap's output directory, goldcap's own files are dropped: its
 //!    `.goldcap-*` temporaries and the files it recognised there as its own
 //!    (this run's names, earlier captures' MANIFESTs and the artifacts they
 //!    name; [`Policy::with_own_output`]) — never a user's file that merely
 //!    looks like one;
-//! 5. the identity scrub ([`super::scrub::Plan`]): a rule whose first
+//! 4. the identity scrub ([`super::scrub::Plan`]): a rule whose first
 //!    action is `drop` leaves the entry out (decided by path, never read);
 //!    other actions on a regular file become [`Decision::Scrub`], applied
 //!    by the tar writer with the file's content;
+//! 5. other sockets are dropped (tar formats cannot carry them; counted);
 //! 6. a mount point is never crossed if it is a pseudo or volatile
 //!    filesystem (proc, sysfs, tmpfs, …); it is crossed if it is named by
 //!    `--include-mount` (default `/boot`, `/boot/efi`) or is part of the
@@ -26,7 +26,10 @@
 //!    snapper's `/.snapshots`; otherwise not. A mount point not crossed
 //!    stays as a directory with its mode, so the deployed system has it;
 //! 7. the content of `/proc /sys /dev /run /tmp /var/tmp` is never archived
-//!    (DRP image-builder's `--exclude` set), the directories are.
+//!    (DRP image-builder's `--exclude` set), the directories are. In place
+//!    (`goldcap scrub`), a volatile directory that is not a mount is
+//!    entered when the plan has rules inside it (`tmp-files`), so they
+//!    remove what is there.
 //!
 //! This module is pure: it must never touch the filesystem, so every rule
 //! is table-tested below.
@@ -206,9 +209,6 @@ impl Decide for Policy {
         if let Some(p) = self.excludes.matches(c.rel) {
             return Decision::Drop(Reason::Excluded(p.to_owned()));
         }
-        if c.kind == FileKind::Socket {
-            return Decision::Drop(Reason::Socket);
-        }
         if c.in_output_dir
             && self.is_own_output(c.rel.rsplit(|&b| b == b'/').next().unwrap_or(c.rel))
         {
@@ -227,6 +227,10 @@ impl Decide for Policy {
                 }
             }
         }
+        // After the scrub: a socket it drops (in `/tmp`) is removed in place.
+        if c.kind == FileKind::Socket {
+            return Decision::Drop(Reason::Socket);
+        }
         if c.kind != FileKind::Dir {
             return Decision::Keep;
         }
@@ -243,6 +247,11 @@ impl Decide for Policy {
             }
         }
         if VOLATILE_DIRS.iter().any(|v| v.as_bytes() == c.rel) {
+            // In place, the scrub empties `/tmp` and `/var/tmp` (entered
+            // only when not a mount); the capture never archives them.
+            if c.mount.is_none() && self.scrub.as_ref().is_some_and(|p| p.cleans_inside(c.rel)) {
+                return Decision::Keep;
+            }
             return Decision::KeepDirOnly(Reason::Volatile);
         }
         Decision::Keep

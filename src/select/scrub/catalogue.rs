@@ -21,8 +21,19 @@ pub struct Catalogue {
     pub operations: Vec<OperationSpec>,
 }
 
-const SOURCES: &[&str] = &["swap-files", "user-accounts"];
-const GUARANTEES: &[&str] = &["ssh-regenerator"];
+const SOURCES: &[&str] = &[
+    "swap-files",
+    "user-accounts",
+    "snakeoil-hash-links",
+    "hostname-in-hosts",
+    "hostname-in-postfix",
+    "hostname-in-mailname",
+];
+const GUARANTEES: &[&str] = &[
+    "ssh-regenerator",
+    "snakeoil-regenerator",
+    "mailname-regenerator",
+];
 const FAMILIES: &[&str] = &["debian", "rhel", "suse", "arch", "alpine"];
 
 impl Catalogue {
@@ -259,6 +270,9 @@ impl Catalogue {
                 }
                 if !o.when.exists.is_empty() {
                     applies.push(format!("with {}", o.when.exists.join(" or ")));
+                }
+                if let Some(m) = o.when.mode {
+                    applies.push(format!("{m} only"));
                 }
                 let mut paths: Vec<String> = o
                     .rules

@@ -100,7 +100,8 @@ pub fn decide(
             Action::DeleteLines(res) => {
                 let out = delete_lines(text, res);
                 if out.len() != text.len() {
-                    effects.push(effect(h, "delete-lines", (text.len() - out.len()) as u64));
+                    let e = effect(h, "delete-lines", (text.len() - out.len()) as u64);
+                    merge(&mut effects, e);
                     current = Some(out);
                 }
             }
@@ -108,7 +109,7 @@ pub fn decide(
                 let out = re.replace_all(text, rep.as_slice()).into_owned();
                 if out != text {
                     let removed = text.len().saturating_sub(out.len()) as u64;
-                    effects.push(effect(h, "replace-lines", removed));
+                    merge(&mut effects, effect(h, "replace-lines", removed));
                     current = Some(out);
                 }
             }
@@ -118,6 +119,18 @@ pub fn decide(
     match current {
         Some(c) => (Outcome::Content(c), effects),
         None => (Outcome::Unchanged, effects),
+    }
+}
+
+/// Adds an effect; an operation's several rules of one kind on one file
+/// (edits computed line by line) are one item, their bytes summed.
+fn merge(effects: &mut Vec<Effect>, e: Effect) {
+    match effects
+        .iter_mut()
+        .find(|x| x.op == e.op && x.action == e.action)
+    {
+        Some(x) => x.bytes_removed += e.bytes_removed,
+        None => effects.push(e),
     }
 }
 

@@ -4,7 +4,8 @@
 //! Part of the select stage, beside the policy. The catalogue
 //! ([`catalogue`], in the form of [`spec`]) is compiled ([`rule`]) into a
 //! [`Plan`] for one root ([`plan`], with the root's [`traits`], computed
-//! [`sources`] and the [`ssh`] guarantee). The policy asks [`Plan::hits`]
+//! [`sources`] and [`hostnames`], and the first-boot guarantees: [`ssh`]
+//! host keys and the [`firstboot`] jobs). The policy asks [`Plan::hits`]
 //! per entry; the tar writer — or `goldcap scrub` in place — calls
 //! [`decide()`] with the file's content when an action needs it.
 //!
@@ -14,6 +15,8 @@
 
 pub mod catalogue;
 pub mod decide;
+pub mod firstboot;
+pub mod hostnames;
 pub mod plan;
 pub mod rule;
 pub mod sources;

@@ -4,18 +4,21 @@
 //!
 //! Part of the select stage. [`Plan::new`] keeps the selected operations
 //! whose predicates hold (distribution family, init system, files
-//! present), adds the rules that must be computed (swap files from fstab,
-//! user accounts; [`super::sources`]), settles the SSH host-key guarantee
-//! ([`super::ssh`]) and compiles every path glob into one set. The policy
-//! then asks [`Plan::hits`] per entry — a pure lookup. The only I/O is
-//! reading the root's small configuration files while planning and the
-//! stat-only [`Plan::prescan`]; it must never modify the root.
+//! present, in place or in the stream), adds the rules that must be
+//! computed (swap files, user accounts, homes for `~/`:
+//! [`super::sources`]; the template's host names: [`super::hostnames`]),
+//! settles the first-boot guarantees — nothing a clone needs is dropped
+//! unless something recreates it ([`super::ssh`], [`super::firstboot`]) —
+//! and compiles every path glob into one set. The policy then asks
+//! [`Plan::hits`] per entry — a pure lookup. The only I/O is reading the
+//! root's small configuration files while planning and the stat-only
+//! [`Plan::prescan`]; it must never modify the root.
 
 use super::catalogue::Catalogue;
 use super::rule::{Action, MachineIdMode, Rule, Vars, compile_rule, glob};
-use super::spec::{Category, Only, OperationSpec, RuleSpec, ScrubError};
+use super::spec::{Category, Only, OperationSpec, RuleSpec, ScrubError, When};
 use super::traits::RootTraits;
-use super::{sources, ssh};
+use super::{firstboot, hostnames, sources, ssh};
 use crate::entry::{FileKind, SynthKind, Synthetic};
 use crate::source::facts::OsRelease;
 use crate::source::fsx;
@@ -41,8 +44,13 @@ pub struct PlannedOp {
     /// failed).
     pub active: bool,
     /// Its guarantee could not be met, so what it guards was kept (SSH host
-    /// keys without a regenerator): the image is not clone-safe.
+    /// keys without a regenerator, the snakeoil key): the image is not
+    /// clone-safe.
     pub kept: bool,
+    /// The note says a clone loses something or keeps a secret: said on
+    /// the terminal too, not only in the MANIFEST.
+    #[serde(skip)]
+    pub alert: bool,
 }
 
 /// An operation on by default that the selection switched off.
@@ -71,6 +79,10 @@ pub struct Plan {
     pub selection: Vec<String>,
     /// Where [`Plan::prescan`] looks: (literal directory prefix, depth).
     scan: Vec<(Vec<u8>, usize)>,
+    /// The literal directory each rule's globs start in.
+    reach: Vec<Vec<u8>>,
+    /// Planned for `goldcap scrub` in place.
+    in_place: bool,
 }
 
 /// Options for planning.
@@ -84,6 +96,8 @@ pub struct PlanOptions {
     pub live: bool,
     /// `mtime` for added entries.
     pub mtime: i64,
+    /// `goldcap scrub` in place rather than the archive stream.
+    pub in_place: bool,
 }
 
 impl Plan {
@@ -104,12 +118,18 @@ impl Plan {
                 category: o.category,
             })
             .collect();
-        let traits = RootTraits::detect(root, os, opts.live);
+        let cx = Context {
+            traits: RootTraits::detect(root, os, opts.live, opts.in_place),
+            root,
+            opts,
+            homes: sources::homes(root),
+            names: hostnames::source_names(root, opts.live),
+        };
         let mut ops = Vec::new();
         let mut specs: Vec<(usize, RuleSpec)> = Vec::new();
         let mut synthetic = Vec::new();
         for op in cat.operations.iter().filter(|o| selected.contains(&o.id)) {
-            let (planned, rules) = plan_op(op, &traits, root, opts, &mut synthetic);
+            let (planned, rules) = plan_op(op, &cx, &mut synthetic);
             specs.extend(rules.into_iter().map(|r| (ops.len(), r)));
             ops.push(planned);
         }
@@ -119,6 +139,9 @@ impl Plan {
         };
         let compiled = Compiled::new(&specs, &ops, root, vars, opts.mtime, &mut synthetic)?;
         with_parents(&mut synthetic, opts.mtime);
+        // Jobs share directories (`/usr/lib/goldcap`, `.wants`): one entry each.
+        let mut seen = BTreeSet::new();
+        synthetic.retain(|s| seen.insert(s.rel.clone()));
         Ok(Plan {
             ops,
             rules: compiled.rules,
@@ -129,6 +152,8 @@ impl Plan {
             off,
             selection: opts.operations.clone(),
             scan: compiled.scan,
+            reach: compiled.reach,
+            in_place: opts.in_place,
         })
     }
 
@@ -142,6 +167,28 @@ impl Plan {
             .filter(|o| o.category != Category::Hygiene)
             .map(|o| o.id.clone())
             .chain(self.ops.iter().filter(|o| o.kept).map(|o| o.id.clone()))
+            .collect()
+    }
+
+    /// Whether the scrub, in place, acts inside the directory `rel`, which
+    /// the walk would otherwise not enter (`/tmp`, `/var/tmp`): some rule's
+    /// globs start at or below it. Never in the archive stream, which does
+    /// not archive what is inside such directories at all.
+    pub fn cleans_inside(&self, rel: &[u8]) -> bool {
+        self.in_place
+            && self.reach.iter().any(|p| {
+                p.strip_prefix(rel)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+            })
+    }
+
+    /// What must be said on the terminal, not only in the MANIFEST: a
+    /// secret kept, swap removed (`[id] note`).
+    pub fn alerts(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter(|o| o.alert)
+            .filter_map(|o| o.note.as_ref().map(|n| format!("[{}] {n}", o.id)))
             .collect()
     }
 
@@ -253,16 +300,26 @@ impl Plan {
     }
 }
 
+/// What planning knows about the root, read once.
+struct Context<'a> {
+    traits: RootTraits,
+    root: &'a RootFs,
+    opts: &'a PlanOptions,
+    /// Home directories, for `~/`.
+    homes: Vec<String>,
+    /// The template's host names.
+    names: Vec<String>,
+}
+
 /// One selected operation for this root: whether its predicate holds, and
 /// its rules — the catalogue's for the root's families, those computed
-/// from the root, none when the SSH guarantee cannot be met.
+/// from the root, none when a first-boot guarantee cannot be met.
 fn plan_op(
     op: &OperationSpec,
-    traits: &RootTraits,
-    root: &RootFs,
-    opts: &PlanOptions,
+    cx: &Context<'_>,
     synthetic: &mut Vec<Synthetic>,
 ) -> (PlannedOp, Vec<RuleSpec>) {
+    let (traits, root, mtime) = (&cx.traits, cx.root, cx.opts.mtime);
     let mut planned = PlannedOp {
         id: op.id.clone(),
         category: op.category,
@@ -270,10 +327,18 @@ fn plan_op(
         note: None,
         active: true,
         kept: false,
+        alert: false,
     };
     if !traits.matches(&op.when, root) {
         planned.active = false;
-        planned.note = Some("does not apply to this root".into());
+        let but_mode = When {
+            mode: None,
+            ..op.when.clone()
+        };
+        planned.note = Some(match op.when.mode {
+            Some(m) if traits.matches(&but_mode, root) => format!("{m} only"),
+            _ => "does not apply to this root".into(),
+        });
         return (planned, Vec::new());
     }
     let mut rules: Vec<RuleSpec> = op
@@ -283,16 +348,60 @@ fn plan_op(
         .cloned()
         .collect();
     match op.source.as_deref() {
-        Some("swap-files") => rules.extend(sources::swap_files(root, opts.live)),
+        Some("swap-files") => {
+            let files = sources::swap_files(root, cx.opts.live);
+            let swap = sources::swap_plan(&files, traits.init == "systemd");
+            rules.extend(swap.rules);
+            if !swap.recreate.is_empty() {
+                synthetic.extend(firstboot::swap(&swap.recreate).synthetic(mtime));
+            }
+            planned.note = swap.note;
+            planned.alert = swap.alert;
+        }
         Some("user-accounts") => rules.extend(sources::user_accounts(root)),
+        Some("snakeoil-hash-links") => rules.extend(sources::snakeoil_hash_links(root)),
+        Some(which) if which.starts_with("hostname-in-") => {
+            let c = hostnames::compute(which, root, &cx.names);
+            rules.extend(c.rules);
+            planned.note = c.note;
+        }
         _ => {}
     }
-    if op.guarantee.as_deref() == Some("ssh-regenerator")
-        && !ssh_guarantee(&mut planned, traits, root, opts.mtime, synthetic)
-    {
+    for r in &mut rules {
+        r.paths = expand(&r.paths, &cx.homes);
+        r.except = expand(&r.except, &cx.homes);
+    }
+    let kept = match op.guarantee.as_deref() {
+        Some("ssh-regenerator") => !ssh_guarantee(&mut planned, traits, root, mtime, synthetic),
+        Some("snakeoil-regenerator") if !rules.is_empty() => {
+            !snakeoil_guarantee(&mut planned, traits, root, mtime, synthetic)
+        }
+        Some("mailname-regenerator") if !rules.is_empty() => {
+            !mailname_guarantee(&mut planned, traits, mtime, synthetic)
+        }
+        _ => false,
+    };
+    if kept {
         rules.clear();
     }
     (planned, rules)
+}
+
+fn expand(paths: &[String], homes: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .flat_map(|p| sources::expand_home(p, homes))
+        .collect()
+}
+
+/// A guarantee that cannot be met: the operation keeps what it would drop,
+/// and says so loudly.
+fn keep(planned: &mut PlannedOp, why: String) -> bool {
+    planned.active = false;
+    planned.alert = true;
+    planned.kept = true;
+    planned.note = Some(format!("KEPT: {why}"));
+    false
 }
 
 /// Settles the SSH host-key guarantee for `planned`: notes what regenerates
@@ -328,19 +437,78 @@ fn ssh_guarantee(
         }
         ssh::Regenerator::NoSshd => planned.note = Some("no sshd in the image".into()),
         ssh::Regenerator::Missing => {
-            planned.active = false;
-            // Nothing is kept when the template has no host keys.
-            planned.kept = ssh::has_host_keys(root);
-            planned.note = Some(if planned.kept {
-                "KEPT: no regenerator found and no systemd to add one; clones share host keys until regenerated"
-                    .into()
-            } else {
-                "no host keys in the image, and no regenerator or systemd to make them on first boot"
-                    .into()
-            });
+            keep(
+                planned,
+                "no regenerator found and no systemd to add one; clones share host keys until regenerated".into(),
+            );
+            // Kept (and loud) only when there are keys to share.
+            planned.alert = ssh::has_host_keys(root);
+            planned.kept = planned.alert;
             return false;
         }
     }
+    true
+}
+
+/// The snakeoil pair is dropped only where Debian's `make-ssl-cert` can
+/// make the clone's own and systemd can run it before the services using
+/// it. Elsewhere it is kept, loudly (`tls-private-keys` drops it anyway).
+fn snakeoil_guarantee(
+    planned: &mut PlannedOp,
+    traits: &RootTraits,
+    root: &RootFs,
+    mtime: i64,
+    synthetic: &mut Vec<Synthetic>,
+) -> bool {
+    if !["/usr/sbin/make-ssl-cert", "/usr/bin/make-ssl-cert"]
+        .iter()
+        .any(|p| root.exists(p))
+    {
+        return keep(
+            planned,
+            "no make-ssl-cert in the image to make the clone's own; clones share this key".into(),
+        );
+    }
+    if traits.init != "systemd" {
+        return keep(
+            planned,
+            "no systemd to regenerate it at first boot; clones share this key".into(),
+        );
+    }
+    let job = firstboot::snakeoil();
+    planned.note = Some(format!(
+        "regenerated at first boot by make-ssl-cert ({}, before sockets and services)",
+        job.unit_path()
+    ));
+    synthetic.extend(job.synthetic(mtime));
+    true
+}
+
+/// `/etc/mailname` naming the template is dropped only where systemd can
+/// write the clone's before the mail servers start.
+fn mailname_guarantee(
+    planned: &mut PlannedOp,
+    traits: &RootTraits,
+    mtime: i64,
+    synthetic: &mut Vec<Synthetic>,
+) -> bool {
+    if traits.init != "systemd" {
+        return keep(
+            planned,
+            "no systemd to write the clone's name at first boot (Debian's postfix does not start without it)".into(),
+        );
+    }
+    let job = firstboot::mailname();
+    let names = planned
+        .note
+        .take()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
+    planned.note = Some(format!(
+        "written at first boot from the clone's name by {} (before postfix){names}",
+        job.unit_path()
+    ));
+    synthetic.extend(job.synthetic(mtime));
     true
 }
 
@@ -351,6 +519,7 @@ struct Compiled {
     set: GlobSet,
     owners: Vec<usize>,
     scan: Vec<(Vec<u8>, usize)>,
+    reach: Vec<Vec<u8>>,
 }
 
 impl Compiled {
@@ -366,6 +535,7 @@ impl Compiled {
     ) -> Result<Compiled, ScrubError> {
         let mut rules = Vec::new();
         let mut scan = Vec::new();
+        let mut reach = Vec::new();
         let mut b = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (op, spec) in specs {
@@ -385,15 +555,19 @@ impl Compiled {
                 b.add(glob(p)?);
                 owners.push(rules.len());
                 scan.extend(scan_root(p));
+                reach.push(literal_dir(p));
             }
             rules.push(rule);
         }
         let set = b.build().map_err(|e| ScrubError(e.to_string()))?;
+        reach.sort();
+        reach.dedup();
         Ok(Compiled {
             rules,
             set,
             owners,
             scan,
+            reach,
         })
     }
 }
@@ -414,6 +588,19 @@ fn followed(root: &RootFs, paths: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The literal directory a glob starts in: its components before the
+/// first with a wildcard, without its last.
+fn literal_dir(pattern: &str) -> Vec<u8> {
+    let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    parts[..parts.len() - 1]
+        .iter()
+        .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/")
+        .into_bytes()
 }
 
 /// Where a glob can match, for the hardlink prescan: its leading literal

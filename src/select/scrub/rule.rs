@@ -73,7 +73,15 @@ pub struct Rule {
 }
 
 pub(super) fn glob(pattern: &str) -> Result<globset::Glob, ScrubError> {
-    let p = pattern
+    // `~/` is expanded to each home when a plan is made; checked here as
+    // one of them.
+    let home = pattern
+        .strip_prefix('~')
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .map(|r| format!("/root{r}"));
+    let p = home
+        .as_deref()
+        .unwrap_or(pattern)
         .strip_prefix('/')
         .ok_or_else(|| ScrubError(format!("path {pattern:?} must be absolute (start with /)")))?;
     GlobBuilder::new(p.trim_end_matches('/'))
@@ -165,7 +173,7 @@ pub(super) fn compile_rule(r: &RuleSpec, op: usize, vars: Vars<'_>) -> Result<Ru
             let [path] = r.paths.as_slice() else {
                 return Err(ScrubError("add takes exactly one path".into()));
             };
-            if path.contains(['*', '?', '[', '{']) {
+            if path.contains(['*', '?', '[', '{']) || path.starts_with('~') {
                 return Err(ScrubError(format!("add path {path:?} must be literal")));
             }
             let rel = path

@@ -47,6 +47,29 @@ pub struct When {
     /// Paths in the root (any of).
     #[serde(default)]
     pub exists: Vec<String>,
+    /// Where the scrub runs: `in-place` (`goldcap scrub`) or `capture`
+    /// (the archive stream); both when unset.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// Where a scrub runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `goldcap scrub --root DIR`: the filesystem is edited.
+    InPlace,
+    /// `goldcap capture`: the archive stream is edited.
+    Capture,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::InPlace => "in place",
+            Mode::Capture => "capture",
+        })
+    }
 }
 
 /// Which entries a rule applies to.
@@ -93,12 +116,13 @@ pub enum AddKind {
 }
 
 /// One rule as written in the catalogue.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
-    /// Globs anchored at the root.
+    /// Globs anchored at the root; a leading `~/` stands for every home
+    /// directory (see [`super::sources::homes`]).
     pub paths: Vec<String>,
-    /// Globs left alone.
+    /// Globs left alone (`~/` as in `paths`).
     #[serde(default)]
     pub except: Vec<String>,
     /// Entry kinds it applies to.

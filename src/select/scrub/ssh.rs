@@ -11,7 +11,8 @@
 //! the keys are kept, with a warning.
 
 use super::RootTraits;
-use crate::entry::{SynthKind, Synthetic};
+use super::firstboot::Job;
+use crate::entry::Synthetic;
 use crate::source::rootfs::RootFs;
 
 /// What will give the clone new host keys.
@@ -139,58 +140,27 @@ pub fn has_sshd(root: &RootFs) -> bool {
         .any(|p| root.exists(p))
 }
 
-fn entry(rel: &str, kind: SynthKind, mode: u32, replace: bool, mtime: i64) -> Synthetic {
-    let op = Some("ssh-hostkeys".to_owned());
-    Synthetic {
-        rel: rel.trim_start_matches('/').as_bytes().to_vec(),
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime,
-        replace,
-        op,
+/// goldcap's job: the script, the unit, its enablement.
+pub fn job(after_distro: bool) -> Job {
+    Job {
+        op: "ssh-hostkeys",
+        unit_name: "goldcap-ssh-host-keys.service",
+        unit: unit(after_distro),
+        script_path: SCRIPT_PATH,
+        script: SCRIPT,
+        wanted_by: "multi-user.target",
     }
 }
 
 /// The entries goldcap adds: script, unit, and its enablement.
 pub fn synthetic(mtime: i64, after_distro: bool) -> Vec<Synthetic> {
-    vec![
-        entry("/usr/lib/goldcap", SynthKind::Dir, 0o755, false, mtime),
-        entry(
-            SCRIPT_PATH,
-            SynthKind::File(SCRIPT.as_bytes().to_vec()),
-            0o755,
-            true,
-            mtime,
-        ),
-        entry(
-            UNIT_PATH,
-            SynthKind::File(unit(after_distro).into_bytes()),
-            0o644,
-            true,
-            mtime,
-        ),
-        entry(
-            "/etc/systemd/system/multi-user.target.wants",
-            SynthKind::Dir,
-            0o755,
-            false,
-            mtime,
-        ),
-        entry(
-            "/etc/systemd/system/multi-user.target.wants/goldcap-ssh-host-keys.service",
-            SynthKind::Symlink(UNIT_PATH.as_bytes().to_vec()),
-            0o777,
-            true,
-            mtime,
-        ),
-    ]
+    job(after_distro).synthetic(mtime)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::SynthKind;
     use std::fs;
 
     fn root_with(files: &[&str]) -> (tempfile::TempDir, RootFs) {
@@ -328,112 +298,5 @@ mod tests {
                 .ends_with(b"multi-user.target.wants/goldcap-ssh-host-keys.service")
                 && e.kind == SynthKind::Symlink(UNIT_PATH.as_bytes().to_vec())
         }));
-    }
-}
-
-#[cfg(test)]
-mod systemd_tests {
-    use super::*;
-    use std::fs;
-    use std::os::unix::fs::symlink;
-    use std::process::Command;
-
-    /// `systemd-analyze verify` of a boot (multi-user.target) with the unit
-    /// enabled next to socket-activated sshd (Ubuntu) or Fedora's keygen
-    /// units: no ordering cycle.
-    fn cycles(after_distro: bool, extra: &[(&str, &str)]) -> String {
-        let t = tempfile::tempdir().unwrap();
-        let r = t.path();
-        let sys = r.join("usr/lib/systemd/system");
-        fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg("/usr/lib/systemd/system")
-            .arg(r.join("usr/lib/systemd"))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        for (name, text) in extra {
-            fs::write(sys.join(name), text).unwrap();
-        }
-        let etc = r.join("etc/systemd/system");
-        for d in [
-            "multi-user.target.wants",
-            "sockets.target.wants",
-            "sshd-keygen.target.wants",
-        ] {
-            fs::create_dir_all(etc.join(d)).unwrap();
-        }
-        fs::create_dir_all(r.join("usr/lib/goldcap")).unwrap();
-        fs::write(r.join("usr/lib/goldcap/regenerate-ssh-host-keys"), SCRIPT).unwrap();
-        fs::write(
-            etc.join("goldcap-ssh-host-keys.service"),
-            unit(after_distro),
-        )
-        .unwrap();
-        symlink(
-            UNIT_PATH,
-            etc.join("multi-user.target.wants/goldcap-ssh-host-keys.service"),
-        )
-        .unwrap();
-        for (name, _) in extra {
-            let wants = if name.ends_with(".socket") {
-                "sockets.target.wants"
-            } else if name.starts_with("sshd-keygen@") {
-                continue;
-            } else {
-                "multi-user.target.wants"
-            };
-            symlink(
-                format!("/usr/lib/systemd/system/{name}"),
-                etc.join(wants).join(name),
-            )
-            .unwrap();
-        }
-        let o = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(format!("--root={}", r.display()))
-            .arg(sys.join("multi-user.target"))
-            .output()
-            .expect("systemd-analyze (scripts/install-deps installs systemd)");
-        String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .filter(|l| l.contains("cycle") || l.contains("deleted"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    #[test]
-    fn no_ordering_cycle_with_socket_activated_sshd() {
-        let ubuntu = [
-            (
-                "ssh.socket",
-                "[Unit]\nBefore=sockets.target ssh.service\n[Socket]\nListenStream=22\n[Install]\nWantedBy=sockets.target\n",
-            ),
-            (
-                "ssh.service",
-                "[Unit]\nAfter=network.target auditd.service\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
-            ),
-        ];
-        assert_eq!(cycles(false, &ubuntu), "");
-    }
-
-    #[test]
-    fn no_ordering_cycle_after_fedora_keygen() {
-        let fedora = [
-            (
-                "sshd-keygen@.service",
-                "[Unit]\nConditionFileNotEmpty=|!/etc/ssh/ssh_host_%i_key\n[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=sshd-keygen.target\n",
-            ),
-            (
-                "sshd-keygen.target",
-                "[Unit]\nWants=sshd-keygen@rsa.service sshd-keygen@ecdsa.service sshd-keygen@ed25519.service\nPartOf=sshd.service\n",
-            ),
-            (
-                "sshd.service",
-                "[Unit]\nAfter=network.target sshd-keygen.target\nWants=sshd-keygen.target\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
-            ),
-        ];
-        assert_eq!(cycles(true, &fedora), "");
     }
 }

@@ -27,6 +27,7 @@ fn debian() -> (tempfile::TempDir, RootFs) {
         ("/etc/os-release", "ID=debian\nVERSION_ID=12\n"),
         ("/usr/lib/systemd/systemd", ""),
         ("/usr/sbin/sshd", ""),
+        ("/swapfile", "template memory"),
         (
             "/etc/fstab",
             "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
@@ -41,6 +42,7 @@ fn plan_for(r: &RootFs, ops: &[&str], mid: MachineIdMode) -> Plan {
         machine_id: mid,
         live: false,
         mtime: 0,
+        in_place: false,
     };
     Plan::new(&Catalogue::builtin(), r, os.as_ref(), &opts).unwrap()
 }
@@ -327,11 +329,12 @@ fn decisions_table() {
             Outcome::Drop,
             vec!["logfiles:drop:1"],
         ),
+        // systemd recreates the swap file: its fstab line stays.
         (
             "etc/fstab",
             "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
-            Outcome::Content(b"UUID=x / ext4 defaults 0 1\n".to_vec()),
-            vec!["swap-files:delete-lines:27"],
+            Outcome::Unchanged,
+            vec![],
         ),
         (
             "etc/iscsi/initiatorname.iscsi",
@@ -382,7 +385,7 @@ fn machine_id_uninitialized_and_rhel_rules() {
     let plan = plan_for(&r, &["defaults"], MachineIdMode::Uninitialized);
     let os = crate::source::facts::read_os_release(&r);
     assert_eq!(
-        super::RootTraits::detect(&r, os.as_ref(), false)
+        super::RootTraits::detect(&r, os.as_ref(), false, false)
             .families
             .iter()
             .collect::<Vec<_>>(),
@@ -449,7 +452,12 @@ fn ssh_keys_are_kept_without_a_possible_regenerator() {
             .any(|s| s.rel == b"etc/systemd/system/goldcap-ssh-host-keys.service")
     );
     let plan = plan_for(&d, &["defaults,-ssh-hostkeys"], MachineIdMode::Empty);
-    assert!(plan.synthetic.is_empty());
+    assert!(
+        !plan
+            .synthetic
+            .iter()
+            .any(|s| s.op.as_deref() == Some("ssh-hostkeys"))
+    );
 }
 
 #[test]
@@ -517,4 +525,280 @@ fn netplan_mac_matches_in_any_yaml_style() {
         .0,
         Outcome::Unchanged
     );
+}
+
+fn synthetic_text(plan: &Plan, rel: &str) -> Option<String> {
+    plan.synthetic.iter().find_map(|s| match &s.kind {
+        crate::entry::SynthKind::File(c) if s.rel == rel.as_bytes() => {
+            Some(String::from_utf8_lossy(c).into_owned())
+        }
+        _ => None,
+    })
+}
+
+fn planned<'a>(plan: &'a Plan, id: &str) -> &'a PlannedOp {
+    plan.ops.iter().find(|o| o.id == id).unwrap()
+}
+
+#[test]
+fn swap_files_are_recreated_with_systemd_and_removed_loudly_without() {
+    let (_t, r) = debian();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    let unit = synthetic_text(&plan, "etc/systemd/system/goldcap-swap-files.service").unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/lib/goldcap/create-swap-file \"/swapfile\" 15\n"),
+        "{unit}"
+    );
+    let op = planned(&plan, "swap-files");
+    assert!(
+        op.note
+            .as_deref()
+            .unwrap()
+            .ends_with("fstab lines kept: /swapfile (15 bytes)"),
+        "{op:?}"
+    );
+    assert!(plan.alerts().is_empty(), "{:?}", plan.alerts());
+
+    let (_t, r) = root(&[
+        ("/etc/os-release", "ID=debian\n"),
+        ("/swapfile", "template memory"),
+        (
+            "/etc/fstab",
+            "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
+        ),
+    ]);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(synthetic_text(&plan, "etc/systemd/system/goldcap-swap-files.service").is_none());
+    let (o, e) = outcome(
+        &plan,
+        "etc/fstab",
+        "UUID=x / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
+    );
+    assert_eq!(
+        o,
+        Outcome::Content(b"UUID=x / ext4 defaults 0 1\n".to_vec())
+    );
+    assert_eq!(e, vec!["swap-files:delete-lines:27"]);
+    assert_eq!(
+        plan.alerts(),
+        vec![
+            "[swap-files] REMOVED: no systemd to recreate /swapfile (15 bytes) at first boot, so its fstab line was deleted: clones run without that swap"
+        ]
+    );
+}
+
+#[test]
+fn user_keys_in_every_home_and_authorized_keys_kept() {
+    let (_t, r) = root(&[
+        ("/etc/os-release", "ID=debian\n"),
+        (
+            "/etc/passwd",
+            "root:x:0:0::/root:/bin/sh\ndeploy:x:998:998::/srv/deploy/:/bin/sh\nweb:x:33:33::/:/bin/false\n",
+        ),
+    ]);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n";
+    let rows: &[(&str, &str, Outcome)] = &[
+        ("root/.ssh/id_ed25519", key, Outcome::Drop),
+        (
+            "root/.ssh/id_ed25519.pub",
+            "ssh-ed25519 AAAA",
+            Outcome::Drop,
+        ),
+        ("root/.ssh/known_hosts", "h ssh-ed25519 AAAA", Outcome::Drop),
+        ("home/bob/.ssh/id_rsa", key, Outcome::Drop),
+        ("srv/deploy/.ssh/id_rsa", key, Outcome::Drop),
+        ("srv/deploy/.ssh/known_hosts.old", "h", Outcome::Drop),
+        // Found by what it holds, whatever its name.
+        ("home/bob/.ssh/deploy-key", key, Outcome::Drop),
+        (
+            "home/bob/.ssh/legacy",
+            "-----BEGIN RSA PRIVATE KEY-----\nx\n",
+            Outcome::Drop,
+        ),
+        ("home/bob/.ssh/config", "Host x\n", Outcome::Unchanged),
+        (
+            "root/.ssh/authorized_keys",
+            "ssh-ed25519 AAAA",
+            Outcome::Unchanged,
+        ),
+        ("srv/deploy/.ssh/authorized_keys", key, Outcome::Unchanged),
+        // Homes of "/" are not homes; other paths are not homes.
+        (".ssh/id_rsa", key, Outcome::Unchanged),
+        ("srv/other/.ssh/id_rsa", key, Outcome::Unchanged),
+        ("srv/deploy/.bash_history", "ls", Outcome::Drop),
+    ];
+    for (rel, content, want) in rows {
+        assert_eq!(outcome(&plan, rel, content).0, *want, "{rel}");
+    }
+    assert!(
+        plan.hits(b"srv/deploy/.ssh/authorized_keys", Kind::File)
+            .is_empty()
+    );
+}
+
+#[test]
+fn tmp_is_entered_in_place_only() {
+    use crate::entry::{Candidate, Decide, Decision, Reason};
+    use crate::select::policy::{Excludes, Policy};
+    let (_t, r) = debian();
+    let os = crate::source::facts::read_os_release(&r);
+    for in_place in [false, true] {
+        let opts = PlanOptions {
+            operations: vec![],
+            in_place,
+            ..PlanOptions::default()
+        };
+        let plan = Plan::new(&Catalogue::builtin(), &r, os.as_ref(), &opts).unwrap();
+        let op = planned(&plan, "tmp-files").clone();
+        let policy = Policy::new(Excludes::new(&[]).unwrap(), vec![]).with_scrub(plan);
+        let dir = |rel: &'static str| Candidate {
+            rel: rel.as_bytes(),
+            kind: Kind::Dir,
+            mount: None,
+            in_output_dir: false,
+        };
+        let want = if in_place {
+            Decision::Keep
+        } else {
+            Decision::KeepDirOnly(Reason::Volatile)
+        };
+        for rel in ["tmp", "var/tmp"] {
+            assert_eq!(policy.decide(&dir(rel)), want, "{rel} in place: {in_place}");
+        }
+        // Never /run, /proc, /dev, /sys.
+        assert_eq!(
+            policy.decide(&dir("run")),
+            Decision::KeepDirOnly(Reason::Volatile)
+        );
+        let sock = Candidate {
+            kind: Kind::Socket,
+            ..dir("tmp/agent.sock")
+        };
+        assert_eq!(
+            policy.decide(&sock),
+            if in_place {
+                Decision::Drop(Reason::Scrub("tmp-files".into()))
+            } else {
+                Decision::Drop(Reason::Socket)
+            }
+        );
+        assert_eq!(op.active, in_place);
+        if !in_place {
+            assert_eq!(op.note.as_deref(), Some("in place only"));
+        }
+    }
+}
+
+fn mail_root(systemd: bool) -> (tempfile::TempDir, RootFs) {
+    let mut files = vec![
+        ("/etc/os-release", "ID=debian\n"),
+        ("/etc/hostname", "gold-template\n"),
+        (
+            "/etc/hosts",
+            "127.0.0.1 localhost\n127.0.1.1 gold-template.example.com gold-template\n",
+        ),
+        ("/etc/mailname", "gold-template.example.com\n"),
+        (
+            "/etc/postfix/main.cf",
+            "myhostname = gold-template.example.com\nmyorigin = /etc/mailname\nmydestination = $myhostname, gold-template.example.com, gold-template, localhost\n",
+        ),
+    ];
+    if systemd {
+        files.push(("/usr/lib/systemd/systemd", ""));
+    }
+    root(&files)
+}
+
+#[test]
+fn the_template_name_leaves_hosts_postfix_and_mailname() {
+    let (_t, r) = mail_root(true);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    let (o, e) = outcome(
+        &plan,
+        "etc/postfix/main.cf",
+        "myhostname = gold-template.example.com\nmyorigin = /etc/mailname\nmydestination = $myhostname, gold-template.example.com, gold-template, localhost\n",
+    );
+    assert_eq!(
+        o,
+        Outcome::Content(
+            b"myorigin = /etc/mailname\nmydestination = $myhostname, localhost\n".to_vec()
+        )
+    );
+    // Two edits, one item.
+    assert_eq!(e, vec!["postfix-hostname:replace-lines:81"]);
+    let (o, _) = outcome(
+        &plan,
+        "etc/hosts",
+        "127.0.0.1 localhost gold-template\n10.1.1.1 Gold-Template.example.com\n",
+    );
+    assert_eq!(o, Outcome::Content(b"127.0.0.1 localhost\n".to_vec()));
+    assert_eq!(outcome(&plan, "etc/mailname", "x").0, Outcome::Drop);
+    let unit = synthetic_text(&plan, "etc/systemd/system/goldcap-mailname.service").unwrap();
+    assert!(unit.contains("Before=postfix.service"), "{unit}");
+    assert_eq!(
+        planned(&plan, "hosts-hostname").note.as_deref(),
+        Some("names of this host: gold-template.example.com, gold-template")
+    );
+
+    // Without systemd nothing writes the clone's mailname: kept, loudly.
+    let (_t, r) = mail_root(false);
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(plan.hits(b"etc/mailname", Kind::File).is_empty());
+    let op = planned(&plan, "mailname");
+    assert!(!op.active && op.alert, "{op:?}");
+    assert!(op.note.as_deref().unwrap().starts_with("KEPT: no systemd"));
+    // A mail domain is not the host's name: kept, and said why.
+    let (t, r) = mail_root(true);
+    fs::write(t.path().join("etc/mailname"), "example.com\n").unwrap();
+    let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+    assert!(plan.hits(b"etc/mailname", Kind::File).is_empty());
+    assert!(synthetic_text(&plan, "etc/systemd/system/goldcap-mailname.service").is_none());
+}
+
+#[test]
+fn snakeoil_is_dropped_only_with_make_ssl_cert_and_systemd() {
+    let key = ("/etc/ssl/private/ssl-cert-snakeoil.key", "k");
+    let pem = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "c");
+    let tool = ("/usr/sbin/make-ssl-cert", "");
+    let systemd = ("/usr/lib/systemd/systemd", "");
+    let os = ("/etc/os-release", "ID=debian\n");
+    type Files<'a> = &'a [(&'a str, &'a str)];
+    let rows: &[(Files<'_>, bool, &str)] = &[
+        (
+            &[os, key, pem, tool, systemd],
+            true,
+            "regenerated at first boot by make-ssl-cert",
+        ),
+        (&[os, key, pem, systemd], false, "KEPT: no make-ssl-cert"),
+        (&[os, key, pem, tool], false, "KEPT: no systemd"),
+        (&[os, tool, systemd], false, "does not apply to this root"),
+    ];
+    for (files, dropped, note) in rows {
+        let (t, r) = root(files);
+        if files.contains(&pem) {
+            std::os::unix::fs::symlink(
+                "ssl-cert-snakeoil.pem",
+                t.path().join("etc/ssl/certs/ab12cd34.0"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink("other.pem", t.path().join("etc/ssl/certs/ffff0000.0"))
+                .unwrap();
+        }
+        let plan = plan_for(&r, &["defaults"], MachineIdMode::Empty);
+        let op = planned(&plan, "ssl-snakeoil");
+        assert!(op.note.as_deref().unwrap().starts_with(note), "{op:?}");
+        let hit = |rel: &str, kind| !plan.hits(rel.as_bytes(), kind).is_empty();
+        assert_eq!(
+            hit("etc/ssl/private/ssl-cert-snakeoil.key", Kind::File),
+            *dropped
+        );
+        assert_eq!(hit("etc/ssl/certs/ab12cd34.0", Kind::Symlink), *dropped);
+        assert!(!hit("etc/ssl/certs/ffff0000.0", Kind::Symlink));
+        assert_eq!(
+            synthetic_text(&plan, "etc/systemd/system/goldcap-ssl-snakeoil.service").is_some(),
+            *dropped
+        );
+        assert_eq!(op.alert, note.starts_with("KEPT"));
+    }
 }

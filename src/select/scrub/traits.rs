@@ -1,11 +1,11 @@
 //! What a scrub plan knows about the root it is for: distribution
-//! families, init system, live or not — and whether an operation's
-//! predicate holds there.
+//! families, init system, live or not, in place or in the stream — and
+//! whether an operation's predicate holds there.
 //!
 //! Part of planning. Reads only `RootFs` existence checks; must never
 //! modify the root.
 
-use super::spec::When;
+use super::spec::{Mode, When};
 use crate::source::facts::OsRelease;
 use crate::source::rootfs::RootFs;
 use serde::Serialize;
@@ -20,11 +20,13 @@ pub struct RootTraits {
     pub init: String,
     /// A live capture of the running system.
     pub live: bool,
+    /// `goldcap scrub` in place (not the archive stream).
+    pub in_place: bool,
 }
 
 impl RootTraits {
     /// Reads the traits from the root.
-    pub fn detect(root: &RootFs, os: Option<&OsRelease>, live: bool) -> RootTraits {
+    pub fn detect(root: &RootFs, os: Option<&OsRelease>, live: bool, in_place: bool) -> RootTraits {
         let mut families = BTreeSet::new();
         if let Some(os) = os {
             let ids: Vec<&str> = std::iter::once(os.id.as_str())
@@ -62,6 +64,7 @@ impl RootTraits {
             families,
             init: init.to_owned(),
             live,
+            in_place,
         }
     }
 
@@ -69,5 +72,8 @@ impl RootTraits {
         (when.family.is_empty() || when.family.iter().any(|f| self.families.contains(f)))
             && when.init.as_ref().is_none_or(|i| *i == self.init)
             && (when.exists.is_empty() || when.exists.iter().any(|p| root.exists(p)))
+            && when
+                .mode
+                .is_none_or(|m| (m == Mode::InPlace) == self.in_place)
     }
 }
