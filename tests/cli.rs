@@ -34,6 +34,7 @@ fn committed_man_pages_match_the_code() {
     assert_eq!(
         generated,
         vec![
+            "goldcap-apply.1",
             "goldcap-capture.1",
             "goldcap-profile.1",
             "goldcap-scrub.1",

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod apply;
 mod boot;
 mod cli;
 mod config;

@@ -9,6 +9,9 @@
 //! (`include/uapi/linux/posix_acl_xattr.h`): a little-endian u32 version
 //! (2), then 8-byte entries `{u16 tag, u16 perm, u32 id}`.
 //!
+//! [`from_text`] is the way back, for `goldcap apply` restoring an
+//! archive that carries only the text form (GNU tar's and bsdtar's).
+//!
 //! Ids are written numerically (`user:1234:rwx`): both tars accept that,
 //! and names would be the wrong ones for a chroot. Must never panic on a
 //! malformed value: it returns `None` and the caller warns.
@@ -86,6 +89,63 @@ pub fn to_text(raw: &[u8], access: bool) -> Option<String> {
     Some(out)
 }
 
+/// The raw xattr value of an ACL's text form (`user::rw-,user:1234:rwx,…`,
+/// entries separated by `,` or newlines; bsdtar's trailing `:id` field is
+/// accepted), entries in the order the kernel requires. `None` when the
+/// text is malformed or names a user or group by name (names would be the
+/// host's, not the target's).
+pub fn from_text(text: &str) -> Option<Vec<u8>> {
+    let mut entries = Vec::new();
+    for item in text.split([',', '\n']).map(str::trim) {
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        let item = item.strip_prefix("default:").unwrap_or(item);
+        let mut f = item.split(':');
+        let (kind, qual, perm) = (f.next()?, f.next()?, f.next()?);
+        let extra_id = f.next();
+        if f.next().is_some() || perm.len() != 3 {
+            return None;
+        }
+        let id = match (qual, extra_id) {
+            ("", _) => None,
+            (q, _) if q.bytes().all(|b| b.is_ascii_digit()) => Some(q.parse::<u32>().ok()?),
+            (_, Some(i)) => Some(i.parse::<u32>().ok()?),
+            _ => return None,
+        };
+        let tag = match (kind, id.is_some()) {
+            ("user" | "u", false) => USER_OBJ,
+            ("user" | "u", true) => USER,
+            ("group" | "g", false) => GROUP_OBJ,
+            ("group" | "g", true) => GROUP,
+            ("mask" | "m", false) => MASK,
+            ("other" | "o", false) => OTHER,
+            _ => return None,
+        };
+        let mut bits = 0u16;
+        for (c, (want, bit)) in perm.chars().zip([('r', 4), ('w', 2), ('x', 1)]) {
+            match c {
+                c if c == want => bits |= bit,
+                '-' => {}
+                _ => return None,
+            }
+        }
+        entries.push(AclEntry {
+            tag,
+            perm: bits,
+            id: id.unwrap_or(u32::MAX),
+        });
+    }
+    entries.sort_by_key(|e| (e.tag, e.id));
+    let mut raw = VERSION.to_le_bytes().to_vec();
+    for e in entries {
+        raw.extend_from_slice(&e.tag.to_le_bytes());
+        raw.extend_from_slice(&e.perm.to_le_bytes());
+        raw.extend_from_slice(&e.id.to_le_bytes());
+    }
+    Some(raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +201,38 @@ mod tests {
             to_text(&base, false).as_deref(),
             Some("user::rwx,group::r-x,other::---")
         );
+    }
+
+    #[test]
+    fn text_goes_back_to_the_raw_value() {
+        let u = u32::MAX;
+        let full = raw(&[
+            (USER_OBJ, 6, u),
+            (USER, 7, 1234),
+            (GROUP_OBJ, 4, u),
+            (GROUP, 5, 2345),
+            (MASK, 7, u),
+            (OTHER, 4, u),
+        ]);
+        let text = to_text(&full, true).unwrap();
+        assert_eq!(from_text(&text).unwrap(), full);
+        // Out of order, newline-separated, bsdtar's trailing id.
+        assert_eq!(
+            from_text(
+                "other::r--\ngroup:staff:r-x:2345\nmask::rwx\nuser::rw-\nuser:1234:rwx\ngroup::r--"
+            )
+            .unwrap(),
+            full
+        );
+        for bad in [
+            "user:bob:rwx",
+            "user::rw",
+            "user::rwz",
+            "lord::rwx",
+            "user:1:rwx:2:3",
+        ] {
+            assert_eq!(from_text(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -93,6 +93,26 @@ pub enum Command {
                       if any."
     )]
     Verify(Box<VerifyArgs>),
+    /// Lay an artifact onto a target directory, checked against its
+    /// MANIFEST as it streams.
+    #[command(
+        long_about = "Extract an artifact into a target directory with the fidelity of capture (numeric \
+                      owners, modes with setuid, nanosecond mtimes, hardlinks, devices, FIFOs, sparse \
+                      files with holes, xattrs including file capabilities and SELinux labels, POSIX \
+                      ACLs, long and non-UTF-8 names). SOURCE is the MANIFEST .json (the artifact is \
+                      the file it names, next to it) or the artifact (its MANIFEST is the goldcap JSON \
+                      next to it that names it, if any). The artifact is read once: its size, md5 and \
+                      sha256 are checked against the MANIFEST as it is decompressed (gzip or zstd, by \
+                      content) and extracted; without a MANIFEST nothing is verified, and stderr and \
+                      the summary say so. Every entry is written beneath the target without following \
+                      a symlink there: names that are absolute or hold '..', entries below a symlink, \
+                      and hard links to anything not extracted earlier are refused and listed. \
+                      TARGET/.goldcap-apply-incomplete exists from before the first entry until the \
+                      run succeeded; a failed run leaves it, saying why. Exit status 4: the artifact \
+                      does not match its MANIFEST, is unreadable, or entries were refused; 3: metadata \
+                      that could not be set (listed)."
+    )]
+    Apply(Box<ApplyArgs>),
     /// Upload a finished capture (artifact and MANIFEST) and verify it.
     #[command(
         long_about = "Upload a capture's artifact and MANIFEST, named by its JSON MANIFEST, to a Digital Rebar \
@@ -285,6 +305,24 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
     /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `goldcap apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The MANIFEST .json, or the artifact (.tgz or .tar.zst).
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// The directory to extract into (created if missing).
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: PathBuf,
+    /// Apply onto a target that is not empty (what the archive holds
+    /// replaces what is there).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

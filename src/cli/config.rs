@@ -10,8 +10,8 @@
 //! directory; every failure is a usage error (exit status 2).
 
 use crate::cli::{
-    CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
-    UploadArgs, UploadCmdArgs, VerifyArgs,
+    ApplyArgs, CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs,
+    TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::entry::{SynthKind, Synthetic};
@@ -42,6 +42,7 @@ pub enum Config {
     Capture(Box<CaptureConfig>),
     Scrub(ScrubConfig),
     Verify(VerifyConfig),
+    Apply(ApplyConfig),
     Upload(Box<UploadConfig>),
     Token(TokenConfig),
     Profile(Box<ProfileConfig>),
@@ -56,6 +57,7 @@ impl Config {
             Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
             Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
             Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
+            Command::Apply(a) => Config::Apply(ApplyConfig::from_args(a)),
             Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
@@ -883,6 +885,27 @@ impl VerifyConfig {
         VerifyConfig {
             artifact: args.artifact.clone(),
             manifest: args.manifest.clone(),
+            json: args.json,
+        }
+    }
+}
+
+/// `goldcap apply`. The source and target are checked when the command
+/// runs: a target is created there.
+pub struct ApplyConfig {
+    /// The MANIFEST .json or the artifact.
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub force: bool,
+    pub json: bool,
+}
+
+impl ApplyConfig {
+    fn from_args(args: &ApplyArgs) -> ApplyConfig {
+        ApplyConfig {
+            source: args.source.clone(),
+            target: args.target.clone(),
+            force: args.force,
             json: args.json,
         }
     }

@@ -6,6 +6,7 @@
 //! its listing on stdout, a summary line on stderr; commands are the only
 //! modules that write to stdout.
 
+mod apply;
 mod capture;
 mod dry_run;
 mod profile;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Config::Capture(mut cfg) => capture::run(&mut cfg, verbosity),
         Config::Scrub(cfg) => scrub::run(&cfg, verbosity),
         Config::Verify(cfg) => verify::run(&cfg, verbosity),
+        Config::Apply(cfg) => apply::run(&cfg, verbosity),
         Config::Upload(cfg) => upload::run(&cfg, verbosity),
         Config::Token(cfg) => token::run(&cfg),
         Config::Profile(cfg) => profile::run(&cfg),

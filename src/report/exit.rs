@@ -22,9 +22,13 @@ pub enum ExitCode {
     Usage,
     /// 3: the artifact was written and is valid, but with warnings: files
     /// that vanished, changed or could not be read during the capture. Each
-    /// is listed on stderr and in the MANIFEST.
+    /// is listed on stderr and in the MANIFEST. For `apply`: every entry was
+    /// written, but some metadata could not be set (listed).
     Warnings,
-    /// 4: `goldcap verify` found problems (each is listed).
+    /// 4: `goldcap verify` found problems (each is listed), or `goldcap
+    /// apply` refused the artifact: it does not match its MANIFEST, cannot
+    /// be read, or holds entries that would leave the target (listed). The
+    /// target keeps `.goldcap-apply-incomplete`, saying why.
     VerifyFailed,
     /// 128 + N: interrupted by signal N (130 for SIGINT, 143 for SIGTERM).
     /// Temporary files were removed.
@@ -59,8 +63,11 @@ Exit status:
   2    usage error: bad option or input (template, ident, date, root ...)
   3    completed with warnings: the artifact is complete and valid, but files
        vanished, changed or were unreadable during the capture (listed on
-       stderr and in the MANIFEST)
-  4    verify: the artifact failed a check (each failure is listed)
+       stderr and in the MANIFEST); apply: metadata that could not be set
+  4    verify: the artifact failed a check (each failure is listed); apply:
+       the artifact does not match its MANIFEST, is unreadable, or holds
+       entries that would leave the target (listed); the target keeps
+       .goldcap-apply-incomplete, saying why
   130  interrupted by SIGINT (143 SIGTERM, 129 SIGHUP); temporary files removed";
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A bound on the metadata an archive can make verify hold in memory.
 //!
-//! Part of verify, between the decompressor and the tar reader. The tar
+//! Part of verify (and shared with `apply`), between the decompressor and the tar reader. The tar
 //! reader (tar-rs) reads a PAX extended header or a GNU long name into
 //! memory whole, however large its header says it is: a crafted 100 MB
 //! PAX header costs 100 MB or more. [`Guard`] follows the tar block
@@ -17,7 +17,7 @@ use std::io::{self, Read};
 /// The largest PAX (`x`, `g`) or GNU long-name (`L`, `K`) header verify
 /// reads. goldcap's own are a few KiB: a path, a link target, xattrs
 /// (Linux caps a value at 64 KiB) and ACLs.
-pub(super) const MAX_META: u64 = 16 << 20;
+pub(in crate::cmd) const MAX_META: u64 = 16 << 20;
 
 const BLOCK: usize = 512;
 
@@ -45,7 +45,7 @@ enum State {
 
 /// A reader that passes bytes through unchanged and fails on an oversized
 /// metadata header.
-pub(super) struct Guard<R> {
+pub(in crate::cmd) struct Guard<R> {
     inner: R,
     state: State,
     /// Bytes passed, for the offset in the message.
@@ -56,7 +56,7 @@ pub(super) struct Guard<R> {
 }
 
 impl<R> Guard<R> {
-    pub(super) fn new(inner: R) -> Guard<R> {
+    pub(in crate::cmd) fn new(inner: R) -> Guard<R> {
         Guard {
             inner,
             state: header(),
@@ -65,7 +65,7 @@ impl<R> Guard<R> {
         }
     }
 
-    pub(super) fn into_inner(self) -> R {
+    pub(in crate::cmd) fn into_inner(self) -> R {
         self.inner
     }
 
@@ -160,7 +160,7 @@ impl<R> Guard<R> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{} header at byte {} is {size} bytes, more than the {} MiB verify reads",
+                    "{} header at byte {} is {size} bytes, more than the {} MiB goldcap reads",
                     kind(et),
                     self.offset - BLOCK as u64,
                     MAX_META >> 20

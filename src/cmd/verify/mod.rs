@@ -10,10 +10,10 @@
 //! unnoticed); this one lists every failure by path. It never writes
 //! anything.
 
-mod guard;
+pub(super) mod guard;
 mod identity;
-mod read;
-mod shape;
+pub(super) mod read;
+pub(super) mod shape;
 
 use super::{print_json, print_text};
 use crate::cli::config::VerifyConfig;
@@ -94,11 +94,12 @@ impl Verification {
     }
 }
 
-/// What a manifest promises, and what it says of the capture.
-struct Expected {
-    size: u64,
-    md5: String,
-    sha256: Option<String>,
+/// What a manifest promises, and what it says of the capture (`apply`
+/// checks the artifact against the first three).
+pub(super) struct Expected {
+    pub(super) size: u64,
+    pub(super) md5: String,
+    pub(super) sha256: Option<String>,
     /// (unreadable, attributes) warnings, and the first paths of those
     /// kinds; `None` when the MANIFEST does not say (DRP's text form).
     incomplete: Option<((u64, u64), Vec<String>)>,
@@ -108,7 +109,7 @@ struct Expected {
 }
 
 impl Expected {
-    fn of(m: Summary) -> Option<Expected> {
+    pub(super) fn of(m: Summary) -> Option<Expected> {
         let incomplete = m.incomplete().map(|n| {
             let paths = m
                 .warnings
@@ -167,7 +168,10 @@ impl Expected {
 /// image-builder's text), or the goldcap JSON manifest next to the
 /// artifact whose `filename` names it. Only regular files are read, and
 /// only as far as a MANIFEST can reach.
-fn manifest(artifact: &Path, given: Option<&Path>) -> Result<Option<(PathBuf, Expected)>> {
+pub(super) fn manifest(
+    artifact: &Path,
+    given: Option<&Path>,
+) -> Result<Option<(PathBuf, Expected)>> {
     if let Some(p) = given {
         let read = read_any(p)
             .map_err(|why| Error::usage(format!("--manifest {}: {why}", p.display())))?;

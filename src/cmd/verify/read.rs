@@ -2,7 +2,7 @@
 //! (gzip, zstd or plain tar), its compressed bytes hashed on the way in,
 //! entries walked once.
 //!
-//! Part of verify. Only the few small files the identity checks want are
+//! Part of verify; [`Decoder`] is shared with `apply`. Only the few small files the identity checks want are
 //! read into memory (their first MiB), and metadata headers up to
 //! [`guard::MAX_META`](super::guard::MAX_META); a second pass happens only when one
 //! of them is a hard link, to read the entry it links to. Reads only.
@@ -19,7 +19,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 /// The decompressed tar stream behind a buffered reader.
-pub(super) enum Decoder<R: BufRead> {
+pub(in crate::cmd) enum Decoder<R: BufRead> {
     Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
     Plain(R),
@@ -28,7 +28,7 @@ pub(super) enum Decoder<R: BufRead> {
 impl<R: BufRead> Decoder<R> {
     /// Recognises gzip and zstd by their magic numbers; anything else is
     /// read as plain tar.
-    pub(super) fn new(mut input: R) -> io::Result<Decoder<R>> {
+    pub(in crate::cmd) fn new(mut input: R) -> io::Result<Decoder<R>> {
         let magic = input
             .fill_buf()?
             .get(..4)
@@ -44,7 +44,7 @@ impl<R: BufRead> Decoder<R> {
     }
 
     /// The compression found, by the names artifacts carry.
-    pub(super) fn format(&self) -> &'static str {
+    pub(in crate::cmd) fn format(&self) -> &'static str {
         match self {
             Decoder::Gzip(_) => "gzip",
             Decoder::Zstd(_) => "zstd",
@@ -52,7 +52,7 @@ impl<R: BufRead> Decoder<R> {
         }
     }
 
-    pub(super) fn into_inner(self) -> R {
+    pub(in crate::cmd) fn into_inner(self) -> R {
         match self {
             Decoder::Gzip(d) => d.into_inner(),
             Decoder::Zstd(d) => d.finish(),

@@ -54,8 +54,9 @@ pub(super) struct Shape {
 }
 
 /// A member name as a root-relative path: `None` when it leaves the root
-/// (absolute, or a `..` component).
-fn relative(raw: &[u8]) -> Option<Vec<u8>> {
+/// (absolute, or a `..` component). Shared with `apply`, which extracts
+/// only what this accepts.
+pub(in crate::cmd) fn relative(raw: &[u8]) -> Option<Vec<u8>> {
     if raw.starts_with(b"/") {
         return None;
     }

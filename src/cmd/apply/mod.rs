@@ -1,0 +1,378 @@
+//! `goldcap apply`: lay an artifact onto a target directory — verified as
+//! it streams, safe against hostile archives, with capture's fidelity.
+//!
+//! After the pipeline, the deploy half. One read of the artifact: its
+//! compressed bytes are bounded by the MANIFEST's size and hashed (md5,
+//! sha256: `output::digest`) as they pass, decompressed (gzip or zstd by
+//! magic: `verify`'s [`Decoder`]), their tar headers bounded (`verify`'s
+//! [`Guard`]) and each entry written by [`extract`] beneath the target
+//! ([`beneath`]). A marker file (`.goldcap-apply-incomplete`) is at the
+//! target's root from before the first entry until everything is written
+//! and the digests matched; a mismatch, a refused entry or an unreadable
+//! archive leaves it, with why, and exits 4. Without a MANIFEST, stderr and
+//! the summary say that nothing was verified. This module must never write
+//! outside the target, nor remove the marker of a run that failed.
+
+mod beneath;
+mod extract;
+
+use super::verify::guard::Guard;
+use super::verify::read::Decoder;
+use super::verify::{Expected, manifest};
+use super::{print_json, show};
+use crate::cli::config::ApplyConfig;
+use crate::input::Limited;
+use crate::output::digest::{Digests, HashingReader};
+use crate::output::manifest::read::read_json;
+use crate::report::error::{Error, Result};
+use crate::report::exit::ExitCode;
+use crate::report::ui::{Ui, human};
+use crate::util::io_reason;
+use anyhow::Context as _;
+use beneath::Target;
+use extract::{Applied, Extractor, MARKER, is_target_error};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use serde::Serialize;
+use std::io::{self, BufReader, IsTerminal, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The artifact to apply and what its MANIFEST promises.
+struct Source {
+    artifact: PathBuf,
+    manifest: Option<(PathBuf, Expected)>,
+}
+
+/// The `--json` summary.
+#[derive(Serialize)]
+struct Summary {
+    artifact: String,
+    target: String,
+    manifest: Option<String>,
+    /// Size, md5 and sha256 were checked against a MANIFEST and matched.
+    verified: bool,
+    format: &'static str,
+    digests: Option<Digests>,
+    #[serde(flatten)]
+    applied: Applied,
+    /// Why the run failed (the marker stays), if it did.
+    failure: Option<String>,
+    seconds: f64,
+}
+
+/// Runs `goldcap apply`.
+pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
+    let src = source(&cfg.source)?;
+    prepare_target(&cfg.target, cfg.force)?;
+    let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
+    let size = std::fs::metadata(&src.artifact)
+        .map_err(|e| Error::usage(format!("{}: {}", show(&src.artifact), io_reason(&e))))?
+        .len();
+    match &src.manifest {
+        Some((m, _)) => ui.info(&format!("checking {} against {}", show(&src.artifact), show(m))),
+        None => ui.warn(&format!(
+            "no goldcap MANIFEST names {}: nothing will be verified (apply its MANIFEST .json to check size, md5 and sha256)",
+            show(&src.artifact)
+        )),
+    }
+    let started = std::time::Instant::now();
+    let target = Target::open(&cfg.target)
+        .with_context(|| format!("cannot open the target {}", show(&cfg.target)))?;
+    let marker = Marker::create(target.root(), &src, &cfg.target)?;
+    ui.start_progress(Some(size), "applying");
+    let mut ex = Extractor::new(target);
+    let read = stream(&src, &mut ex, &ui);
+    ui.finish_progress();
+    let (format, digests, archive) =
+        read.with_context(|| format!("cannot read {}", show(&src.artifact)))?;
+    let mismatched = src
+        .manifest
+        .as_ref()
+        .and_then(|(_, exp)| mismatch(exp, &digests));
+    let mut failure = match (archive, mismatched) {
+        (Err(e), _) if e.kind() == io::ErrorKind::FileTooLarge && !is_target_error(&e) => {
+            Some(format!(
+                "the artifact does not match its MANIFEST: it is larger than its size, {} bytes",
+                src.manifest.as_ref().map_or(0, |(_, e)| e.size)
+            ))
+        }
+        (Ok(()), Some(m)) => Some(m),
+        (Err(e), Some(m)) => Some(format!("{m} (and the archive failed to read: {e})")),
+        (Err(e), None) if !is_target_error(&e) => Some(format!("the archive is unreadable: {e}")),
+        (Err(e), None) => {
+            marker.fail(&format!("cannot write the target: {e}"));
+            return Err(anyhow::anyhow!("cannot apply {}: {e}", show(&src.artifact))
+                .context(format!(
+                    "the target {} is left incomplete ({MARKER})",
+                    show(&cfg.target)
+                ))
+                .into());
+        }
+        (Ok(()), None) => None,
+    };
+    if failure.is_none() && ex.applied.refused.count > 0 {
+        failure = Some(format!(
+            "{} entr{} refused (they would have left the target or gone through a symlink)",
+            ex.applied.refused.count,
+            if ex.applied.refused.count == 1 {
+                "y was"
+            } else {
+                "ies were"
+            }
+        ));
+    }
+    if failure.is_none() {
+        ex.finish_dirs(|root| marker.remove(root))
+            .with_context(|| format!("cannot finish {}", show(&cfg.target)))?;
+    } else if let Some(f) = &failure {
+        marker.fail(f);
+    }
+    let applied = ex.applied.clone();
+    for w in &applied.warnings.paths {
+        ui.warn(w);
+    }
+    for r in &applied.refused.paths {
+        ui.say(&format!("goldcap: refused: {r}"));
+    }
+    let verified = src.manifest.is_some() && failure.is_none();
+    let summary = Summary {
+        artifact: show(&src.artifact),
+        target: show(&cfg.target),
+        manifest: src.manifest.as_ref().map(|(p, _)| show(p)),
+        verified,
+        format,
+        digests: Some(digests),
+        applied,
+        failure: failure.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    match &failure {
+        Some(f) => ui.say(&format!(
+            "goldcap: apply of {} FAILED: {f}; {} is incomplete ({MARKER} says why)",
+            summary.artifact, summary.target
+        )),
+        None => ui.say(&format!(
+            "goldcap: applied {} ({}, {} entries, {} of content) to {} in {:.1}s; {}{}",
+            summary.artifact,
+            human(size),
+            summary.applied.entries,
+            human(summary.applied.bytes),
+            summary.target,
+            summary.seconds,
+            if verified {
+                "size, md5 and sha256 match the MANIFEST"
+            } else {
+                "NOT verified: no MANIFEST"
+            },
+            if summary.applied.warnings.count > 0 {
+                format!(
+                    "; {} warnings (exit status 3)",
+                    summary.applied.warnings.count
+                )
+            } else {
+                String::new()
+            }
+        )),
+    }
+    if cfg.json {
+        print_json(&summary)?;
+    }
+    Ok(if failure.is_some() {
+        ExitCode::VerifyFailed
+    } else if summary.applied.warnings.count > 0 {
+        ExitCode::Warnings
+    } else {
+        ExitCode::Success
+    })
+}
+
+/// The artifact and its MANIFEST: SOURCE is the MANIFEST `.json` (the
+/// artifact is its `filename`, next to it) or the artifact (its MANIFEST,
+/// if any, is the goldcap JSON next to it that names it).
+fn source(given: &Path) -> Result<Source> {
+    let bad = |why: String| Error::usage(format!("{}: {why}", show(given)));
+    let meta = std::fs::metadata(given).map_err(|e| bad(io_reason(&e)))?;
+    if !meta.is_file() {
+        return Err(bad("not a file".into()));
+    }
+    let is_json = given.extension().is_some_and(|x| x == "json");
+    if !is_json {
+        return Ok(Source {
+            artifact: given.to_path_buf(),
+            manifest: manifest(given, None)?,
+        });
+    }
+    let m = read_json(given).map_err(bad)?;
+    if !m.is_goldcap() {
+        return Err(bad("not a goldcap JSON MANIFEST".into()));
+    }
+    m.check().map_err(bad)?;
+    let name = m.field(&m.filename, "filename").map_err(bad)?.to_owned();
+    let dir = given
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let artifact = dir.join(&name);
+    match std::fs::symlink_metadata(&artifact) {
+        Ok(a) if a.is_file() => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "{} is not a regular file (a MANIFEST names a file next to it)",
+                show(&artifact)
+            )));
+        }
+        Err(e) => return Err(bad(format!("{}: {}", show(&artifact), io_reason(&e)))),
+    }
+    let exp = Expected::of(m).ok_or_else(|| bad("no size or md5".into()))?;
+    Ok(Source {
+        artifact,
+        manifest: Some((given.to_path_buf(), exp)),
+    })
+}
+
+/// The target: created if missing; refused when it is the running
+/// system's `/`, or not empty (anything but `lost+found`) without
+/// `--force`.
+fn prepare_target(target: &Path, force: bool) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?;
+    let canon = target
+        .canonicalize()
+        .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?;
+    let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            (x.dev(), x.ino()) == (y.dev(), y.ino())
+        }
+        _ => false,
+    };
+    if canon == Path::new("/") || same(&canon, Path::new("/")) {
+        return Err(Error::usage("--target is the running system's /: refused"));
+    }
+    let busy: Vec<String> = std::fs::read_dir(&canon)
+        .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lost+found")
+        .collect();
+    if !busy.is_empty() && !force {
+        let marker = if busy.iter().any(|n| n == MARKER) {
+            format!(" (it holds {MARKER}: an earlier apply did not finish)")
+        } else {
+            String::new()
+        };
+        return Err(Error::usage(format!(
+            "--target {} is not empty{marker}; give --force to apply over what is there",
+            show(target)
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the artifact once: hashed, decompressed, extracted. The
+/// compression, the digests of every byte of the file, and how the
+/// archive read ended.
+fn stream(
+    src: &Source,
+    ex: &mut Extractor,
+    ui: &Ui,
+) -> io::Result<(&'static str, Digests, io::Result<()>)> {
+    let file = crate::input::open(&src.artifact)?;
+    let limit = src.manifest.as_ref().map_or(u64::MAX, |(_, e)| e.size);
+    let hashing = HashingReader::new(Limited::new(file, limit)).with_progress(ui);
+    let decoder = Decoder::new(BufReader::with_capacity(1 << 20, hashing))?;
+    let format = decoder.format();
+    let mut ar = tar::Archive::new(Guard::new(decoder));
+    let walked = (|| -> io::Result<()> {
+        for entry in ar.entries()? {
+            let mut e = entry?;
+            ex.entry(&mut e)?;
+            ui.add_entry();
+        }
+        Ok(())
+    })();
+    let mut guard = ar.into_inner();
+    // The rest of the decompressed stream (end-of-archive blocks, trailer).
+    let archive = walked.and_then(|()| io::copy(&mut guard, &mut io::sink()).map(drop));
+    // The compressed bytes not yet read, hashed too.
+    let mut rest = guard.into_inner().into_inner().into_inner();
+    let drained = io::copy(&mut rest, &mut io::sink());
+    let (_, hasher) = rest.into_inner();
+    let archive = match (archive, drained) {
+        (Ok(()), Err(e)) => Err(e),
+        (a, _) => a,
+    };
+    Ok((format, hasher.finish(), archive))
+}
+
+/// What differs from the MANIFEST, or `None`.
+fn mismatch(exp: &Expected, got: &Digests) -> Option<String> {
+    let mut bad = Vec::new();
+    if exp.size != got.size {
+        bad.push(format!("size {} (MANIFEST: {})", got.size, exp.size));
+    }
+    if exp.md5 != got.md5 {
+        bad.push(format!("md5 {} (MANIFEST: {})", got.md5, exp.md5));
+    }
+    if let Some(s) = &exp.sha256
+        && *s != got.sha256
+    {
+        bad.push(format!("sha256 {} (MANIFEST: {s})", got.sha256));
+    }
+    (!bad.is_empty()).then(|| {
+        format!(
+            "the artifact does not match its MANIFEST: {}",
+            bad.join(", ")
+        )
+    })
+}
+
+/// The marker file at the target's root.
+struct Marker {
+    fd: std::os::fd::OwnedFd,
+    head: String,
+}
+
+impl Marker {
+    /// Created (or replaced) before the first entry is written.
+    fn create(root: &std::os::fd::OwnedFd, src: &Source, target: &Path) -> Result<Marker> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(root, MARKER, flags, Mode::from_raw_mode(0o644))
+            .map_err(io::Error::from)
+            .with_context(|| format!("cannot create {}/{MARKER}", show(target)))?;
+        let head = format!(
+            "goldcap apply of {} (MANIFEST: {}; sha256 {}) started {}\n",
+            show(&src.artifact),
+            src.manifest
+                .as_ref()
+                .map_or("none: not verified".into(), |(p, _)| show(p)),
+            src.manifest
+                .as_ref()
+                .and_then(|(_, e)| e.sha256.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        let mut m = Marker { fd, head };
+        m.write("in progress: this target is incomplete until goldcap removes this file\n")
+            .with_context(|| format!("cannot write {}/{MARKER}", show(target)))?;
+        Ok(m)
+    }
+
+    fn write(&mut self, status: &str) -> io::Result<()> {
+        rustix::fs::ftruncate(&self.fd, 0)?;
+        let mut f = std::fs::File::from(rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?);
+        f.seek(io::SeekFrom::Start(0))?;
+        f.write_all(format!("{}{status}", self.head).as_bytes())?;
+        f.sync_all()
+    }
+
+    /// Records why the run failed (best effort: the marker is there).
+    fn fail(mut self, why: &str) {
+        let _ = self.write(&format!("FAILED: {why}\n"));
+    }
+
+    /// Removes the marker: the target is complete.
+    fn remove(&self, root: &std::os::fd::OwnedFd) -> io::Result<()> {
+        rustix::fs::unlinkat(root, MARKER, AtFlags::empty()).map_err(Into::into)
+    }
+}

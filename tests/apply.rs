@@ -1,0 +1,387 @@
+//! `goldcap apply`: a capture of the sample root applied to a target comes
+//! back as the source (treesnap, entry by entry) and as GNU tar's restore
+//! of the same artifact; a damaged artifact fails with exit 4 and leaves
+//! the marker; hostile archives (built with Python's tarfile) write
+//! nothing outside the target; an artifact without a MANIFEST is applied
+//! but said to be unverified.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MARKER: &str = ".goldcap-apply-incomplete";
+
+/// Fidelity is measured without the identity scrub.
+const NO_SCRUB: &[&str] = &["--operations", "none"];
+
+fn apply(source: &Path, target: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "apply".into(),
+        source.into(),
+        "--target".into(),
+        target.into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    goldcap(&args)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stderr:\n{}\nstdout:\n{}",
+        stderr(o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn apply_restores_the_sample_root_as_the_source_and_as_gnu_tar_does() {
+    require_tool("tar");
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let dest = env.path("applied");
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("size, md5 and sha256 match the MANIFEST"),
+        "{err}"
+    );
+    assert!(
+        !dest.join(MARKER).exists(),
+        "the marker is removed after success"
+    );
+
+    // Against the source: only what every capture changes on purpose.
+    let applied = snapshot(&dest, &[]);
+    let d = diff(
+        &snapshot(&env.root(), VOLATILE),
+        &applied,
+        &[("curtin", "*"), ("srv/sock", "*")],
+    );
+    assert!(
+        d.is_empty(),
+        "apply differs from the source:\n{}",
+        d.join("\n")
+    );
+
+    // Against GNU tar's restore of the same artifact, entry by entry.
+    let gnu = env.path("gnu");
+    let x = gnu_extract(&run.artifact(), &gnu, &["--acls"]);
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let d = diff(&snapshot(&gnu, &[]), &applied, &[]);
+    assert!(
+        d.is_empty(),
+        "apply differs from GNU tar:\n{}",
+        d.join("\n")
+    );
+
+    // Independent tools on what a deploy depends on.
+    let caps = sh(Command::new("getcap").arg(dest.join("usr/bin/ping")));
+    assert!(caps.contains("cap_net_raw=ep"), "{caps}");
+    let acl = sh(Command::new("getfacl")
+        .args(["-n", "-c"])
+        .arg(dest.join("srv/acl-dir")));
+    assert!(acl.contains("default:user:1234:rwx"), "{acl}");
+    let x = sh(Command::new("getfattr")
+        .args(["-h", "-d", "-m", "-", "-e", "text"])
+        .arg(dest.join("usr/bin/xattrs")));
+    assert!(
+        x.contains("security.selinux=\"system_u:object_r:bin_t:s0"),
+        "{x}"
+    );
+    let alloc = applied["var/lib/sparse.img"]["alloc"].as_u64().unwrap();
+    assert!(
+        alloc <= 4 << 20,
+        "sparse file applied with {alloc} bytes allocated"
+    );
+    assert_eq!(applied["var/lib/sparse.img"]["size"], 1u64 << 30);
+
+    // --json: verified, the digests, no failure.
+    let again = env.path("applied-json");
+    let out = apply(&run.artifact(), &again, &["--json", "-q"]);
+    assert_code(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["format"], "gzip");
+    assert_eq!(
+        j["digests"]["sha256"].as_str(),
+        Some(sha256sum(&run.artifact()).as_str())
+    );
+    assert_eq!(j["refused"]["count"], 0);
+    assert!(j["failure"].is_null());
+}
+
+#[test]
+fn a_zstd_artifact_named_directly_is_found_verified_and_applied() {
+    let env = Env::new();
+    let run = env.capture("out", &["--format", "tzst", "--operations", "none"]);
+    run.ok();
+    let artifact = run.any_artifact();
+    assert!(artifact.to_string_lossy().ends_with(".tar.zst"));
+    let dest = env.path("applied");
+    // The artifact itself: its MANIFEST is found next to it.
+    let out = apply(&artifact, &dest, &[]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("match the MANIFEST"),
+        "{}",
+        stderr(&out)
+    );
+    let d = diff(
+        &snapshot(&env.root(), VOLATILE),
+        &snapshot(&dest, &[]),
+        &[("curtin", "*"), ("srv/sock", "*")],
+    );
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+#[test]
+fn a_corrupted_artifact_exits_4_names_the_mismatch_and_leaves_the_marker() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let art = run.artifact();
+    let mut bytes = std::fs::read(&art).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&art, &bytes).unwrap();
+    let dest = env.path("applied");
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
+    assert_code(&out, 4);
+    let err = stderr(&out);
+    assert!(err.contains("does not match its MANIFEST"), "{err}");
+    assert!(err.contains("sha256") && err.contains("md5"), "{err}");
+    let marker = std::fs::read_to_string(dest.join(MARKER)).unwrap();
+    assert!(
+        marker.contains("FAILED: the artifact does not match its MANIFEST"),
+        "{marker}"
+    );
+    let promised = run.manifest_json()["sha256"].as_str().unwrap().to_owned();
+    assert!(marker.contains(&promised), "{marker}");
+
+    // A rerun onto it is refused without --force, and names the marker.
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains(MARKER), "{}", stderr(&out));
+
+    // A MANIFEST that promises fewer bytes: refused as soon as they pass.
+    let json = run.file(MANIFEST_JSON);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    m["size"] = serde_json::json!(1000);
+    std::fs::write(&json, m.to_string()).unwrap();
+    let short = env.path("short");
+    let out = apply(&json, &short, &[]);
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("larger than its size, 1000 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(short.join(MARKER).exists());
+}
+
+#[test]
+fn without_a_manifest_it_applies_and_says_nothing_was_verified() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let alone = env.path("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let art = alone.join("image.tgz");
+    std::fs::copy(run.artifact(), &art).unwrap();
+    let dest = env.path("applied");
+    let out = apply(&art, &dest, &["--json"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("nothing will be verified"), "{err}");
+    assert!(err.contains("NOT verified: no MANIFEST"), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], false);
+    assert!(j["manifest"].is_null());
+    assert!(dest.join("etc/hl-c").is_file());
+    assert!(!dest.join(MARKER).exists());
+}
+
+/// Writes `script` (Python, with `t` an open `tarfile` and helpers `f`,
+/// `sym`, `hard`, `d`) into the archive `path`.
+fn python_tar(path: &Path, script: &str) {
+    let prog = format!(
+        r#"
+import io, sys, tarfile
+t = tarfile.open(sys.argv[1], "w:gz", format=tarfile.PAX_FORMAT)
+def f(name, data=b"x"):
+    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))
+def sym(name, target):
+    i = tarfile.TarInfo(name); i.type = tarfile.SYMTYPE; i.linkname = target; t.addfile(i)
+def hard(name, target):
+    i = tarfile.TarInfo(name); i.type = tarfile.LNKTYPE; i.linkname = target; t.addfile(i)
+def d(name):
+    i = tarfile.TarInfo(name); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+{script}
+t.close()
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(prog)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every name and content under `dir`.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+                v.push((e.path(), Vec::new()));
+            } else {
+                v.push((e.path(), std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn hostile_archives_write_nothing_outside_the_target() {
+    require_root();
+    let t = tempfile::Builder::new()
+        .prefix("goldcap-apply-")
+        .tempdir_in(test_tmp())
+        .unwrap();
+    let sentinel = t.path().join("sentinel");
+    std::fs::create_dir(&sentinel).unwrap();
+    std::fs::write(sentinel.join("keep"), "unchanged").unwrap();
+    let before = contents(&sentinel);
+    let passwd_links = std::fs::metadata("/etc/passwd").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink()
+    });
+    let s = sentinel.display().to_string();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "dotdot",
+            "f('../sentinel/dotdot')".into(),
+            "../sentinel/dotdot (outside the target)",
+        ),
+        (
+            "deep-dotdot",
+            "f('./a/../../sentinel/deep')".into(),
+            "outside the target",
+        ),
+        ("absolute", format!("f('{s}/abs')"), "outside the target"),
+        (
+            "through-symlink",
+            format!("sym('./esc', '{s}')\nf('./esc/through')"),
+            "./esc/through (through the symlink ./esc",
+        ),
+        (
+            "relative-escape",
+            "sym('up', '../../sentinel')\nd('up/sub/')\nf('up/sub/x')".into(),
+            "up/sub/x (through the symlink",
+        ),
+        (
+            "hardlink-out",
+            "hard('./pw', '/etc/passwd')".into(),
+            "./pw (hard link to /etc/passwd, outside the target)",
+        ),
+        (
+            "hardlink-not-earlier",
+            "hard('./pw2', 'etc/passwd')\nf('etc/passwd')".into(),
+            "./pw2 (hard link to etc/passwd, which was not extracted before it)",
+        ),
+        (
+            "hardlink-dotdot",
+            "hard('./pw3', '../sentinel/keep')".into(),
+            "outside the target",
+        ),
+        (
+            "symlink-replaced-then-write",
+            format!("d('./x/')\nsym('./x2', '{s}')\nf('./x2/keep', b'overwritten')"),
+            "through the symlink ./x2",
+        ),
+        (
+            "marker",
+            format!("f('./{MARKER}', b'fake')"),
+            "goldcap's own marker",
+        ),
+    ];
+    for (name, script, want) in &cases {
+        let art = t.path().join(format!("{name}.tgz"));
+        python_tar(&art, &format!("f('./ok.txt', b'fine')\n{script}"));
+        let target = t.path().join(format!("targets/{name}/root"));
+        let out = apply(&art, &target, &[]);
+        assert_code(&out, 4);
+        let err = stderr(&out);
+        assert!(
+            err.contains("refused") && err.contains(want),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("NOT verified") || err.contains("nothing will be verified"),
+            "{name}: {err}"
+        );
+        // The honest entry is there, the marker says the run failed.
+        assert_eq!(
+            std::fs::read(target.join("ok.txt")).unwrap(),
+            b"fine",
+            "{name}"
+        );
+        let marker = std::fs::read_to_string(target.join(MARKER)).unwrap();
+        assert!(
+            marker.contains("FAILED") && marker.contains("refused"),
+            "{name}: {marker}"
+        );
+        // Nothing beside the target, nothing in the sentinel.
+        let beside: Vec<String> = list_dir(&t.path().join(format!("targets/{name}")));
+        assert_eq!(beside, ["root"], "{name}");
+        assert_eq!(contents(&sentinel), before, "{name}");
+    }
+    let after = std::fs::metadata("/etc/passwd").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink()
+    });
+    assert_eq!(passwd_links.ok(), after.ok(), "/etc/passwd gained a link");
+}
+
+#[test]
+fn the_target_must_be_empty_unless_forced_and_never_the_running_root() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let out = apply(&run.file(MANIFEST_JSON), Path::new("/"), &["--force"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("running system's /"),
+        "{}",
+        stderr(&out)
+    );
+    let dest = env.path("busy");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("old"), "x").unwrap();
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &["--force"]);
+    assert_code(&out, 0);
+    assert!(dest.join("old").exists() && dest.join("usr/bin/ping").exists());
+}
