@@ -738,3 +738,132 @@ mod tests {
         assert_eq!(xattr_name(b"user.%"), b"user.%");
     }
 }
+
+/// A seeded property test: hostile archives — names with `..` or a `/` in
+/// front, files below symlinks that lead out, hard links out, a PAX 1.0
+/// sparse file and xattrs — mutated before being read, never make the
+/// extractor panic or write a byte beside the target (a sentinel
+/// directory next to it stays as it was). The inputs are small.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::cmd::verify::guard::Guard;
+    use crate::testkit::{Rng, mutate};
+    use std::path::Path;
+
+    /// A ustar header with raw `name` and `link` bytes.
+    fn member(out: &mut Vec<u8>, et: u8, name: &[u8], link: &[u8], data: &[u8]) {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::new(et));
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        h.set_mode(0o4755);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+
+    fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
+        let body = crate::archive::header::encode_pax(
+            &records
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        out.extend_from_slice(crate::archive::header::pax_header(body.len() as u64).as_bytes());
+        out.extend_from_slice(&body);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+
+    fn seed(sentinel: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        member(&mut a, b'5', b"./d/", b"", b"");
+        pax(&mut a, &[("SCHILY.xattr.user.a", b"v"), ("mtime", b"1.5")]);
+        member(&mut a, b'0', b"./d/f", b"", b"data");
+        member(&mut a, b'2', b"./s", sentinel, b"");
+        member(&mut a, b'0', b"./s/x", b"", b"out");
+        member(&mut a, b'2', b"./r", b"../sentinel", b"");
+        member(&mut a, b'5', b"./r/sub/", b"", b"");
+        member(&mut a, b'1', b"./h", b"./d/f", b"");
+        member(&mut a, b'1', b"./h2", b"../sentinel/keep", b"");
+        member(&mut a, b'0', b"../up", b"", b"up");
+        pax(
+            &mut a,
+            &[
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.name", b"./d/sparse"),
+                ("GNU.sparse.realsize", b"100000"),
+            ],
+        );
+        let mut body = b"1\n4096\n3\n".to_vec();
+        body.resize(512, 0);
+        body.extend_from_slice(b"abc");
+        member(&mut a, b'0', b"./d/GNUSparseFile.0/sparse", b"", &body);
+        member(&mut a, b'6', b"./d/fifo", b"", b"");
+        a.extend_from_slice(&[0; 1024]);
+        a
+    }
+
+    fn listing(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let c = std::fs::read(&p).unwrap_or_default();
+                (p, c)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn mutated_hostile_archives_never_write_beside_the_target() {
+        let t = tempfile::tempdir().unwrap();
+        let sentinel = t.path().join("sentinel");
+        std::fs::create_dir(&sentinel).unwrap();
+        std::fs::write(sentinel.join("keep"), "keep").unwrap();
+        let before = listing(&sentinel);
+        let s = sentinel.as_os_str().as_encoded_bytes().to_vec();
+        let tar = seed(&s);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..300 {
+            let bytes = if round == 0 {
+                tar.clone()
+            } else {
+                mutate(
+                    &mut rng,
+                    &tar,
+                    &[b"../", b"/", b"\0", b"./s/", &s, b"..", b"1"],
+                )
+            };
+            let target = t.path().join("target");
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::create_dir(&target).unwrap();
+            let mut ex = Extractor::new(Target::open(&target).unwrap());
+            let mut ar = tar::Archive::new(Guard::new(&bytes[..]));
+            if let Ok(entries) = ar.entries() {
+                for e in entries {
+                    let Ok(mut e) = e else { break };
+                    if ex.entry(&mut e).is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = ex.finish_dirs(|_| Ok(()));
+            if round == 0 {
+                let a = &ex.applied;
+                assert_eq!(a.refused.count, 4, "{:?}", a.refused);
+                assert_eq!(std::fs::read(target.join("h")).unwrap(), b"data");
+                let sparse = std::fs::read(target.join("d/sparse")).unwrap();
+                assert_eq!((sparse.len(), &sparse[4096..4099]), (100_000, &b"abc"[..]));
+            }
+            let beside: Vec<_> = listing(t.path()).into_iter().map(|(p, _)| p).collect();
+            assert_eq!(beside, [sentinel.clone(), target.clone()], "round {round}");
+            assert_eq!(listing(&sentinel), before, "round {round}");
+        }
+    }
+}
