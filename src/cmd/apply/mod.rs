@@ -1,11 +1,12 @@
 //! `goldcap apply`: lay an artifact onto a target directory — verified as
 //! it streams, safe against hostile archives, with capture's fidelity.
 //!
-//! After the pipeline, the deploy half. One read of the artifact: its
-//! compressed bytes are bounded by the MANIFEST's size and hashed (md5,
-//! sha256: `output::digest`) as they pass, decompressed (gzip or zstd by
-//! magic: `verify`'s [`Decoder`]), their tar headers bounded (`verify`'s
-//! [`Guard`]) and each entry written by [`extract`] beneath the target
+//! After the pipeline, the deploy half. One read of the artifact, on two
+//! threads: the reading one bounds its compressed bytes by the MANIFEST's
+//! size, hashes them (md5, sha256: `output::digest`) and decompresses them
+//! (gzip or zstd by magic: `verify`'s [`Decoder`]) into 1 MiB chunks (at
+//! most [`IN_FLIGHT`] queued); this one bounds the tar headers (`verify`'s
+//! [`Guard`]) and writes each entry with [`extract`] beneath the target
 //! ([`beneath`]). A marker file (`.goldcap-apply-incomplete`) is at the
 //! target's root from before the first entry until everything is written
 //! and the digests matched; a mismatch, a refused entry or an unreadable
@@ -33,8 +34,9 @@ use beneath::Target;
 use extract::{Applied, Extractor, MARKER, is_target_error};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
-use std::io::{self, BufReader, IsTerminal, Seek, Write};
+use std::io::{self, BufReader, IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 /// The artifact to apply and what its MANIFEST promises.
 struct Source {
@@ -268,7 +270,15 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Reads the artifact once: hashed, decompressed, extracted. The
+/// Decompressed bytes handed from the reading thread to the extracting
+/// one per message.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight: the memory between the two threads is bounded by
+/// `(IN_FLIGHT + 2) * CHUNK`.
+const IN_FLIGHT: usize = 4;
+
+/// Reads the artifact once: hashed and decompressed on a thread of its
+/// own, extracted on this one while the next chunks decompress. The
 /// compression, the digests of every byte of the file, and how the
 /// archive read ended.
 fn stream(
@@ -278,30 +288,122 @@ fn stream(
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
     let file = crate::input::open(&src.artifact)?;
     let limit = src.manifest.as_ref().map_or(u64::MAX, |(_, e)| e.size);
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+    let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("apply-read".into())
+            .spawn_scoped(s, move || read_side(file, limit, ui, &tx, &spare_rx))?;
+        let mut chunks = Chunks {
+            rx,
+            spare: spare_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let mut ar = tar::Archive::new(Guard::new(&mut chunks));
+        let walked = (|| -> io::Result<()> {
+            for entry in ar.entries()? {
+                let mut e = entry?;
+                ex.entry(&mut e)?;
+                ui.add_entry();
+            }
+            Ok(())
+        })();
+        let mut guard = ar.into_inner();
+        // The rest of the decompressed stream (end-of-archive blocks).
+        let archive = walked.and_then(|()| io::copy(&mut guard, &mut io::sink()).map(drop));
+        // Stops the reading thread's decompression if we stopped early; it
+        // still hashes the rest of the file.
+        drop(guard);
+        drop(chunks);
+        let (format, digests, rest) = reader
+            .join()
+            .map_err(|_| io::Error::other("the reading thread panicked"))??;
+        let archive = match (archive, rest) {
+            (Ok(()), Err(e)) => Err(e),
+            (a, _) => a,
+        };
+        Ok((format, digests, archive))
+    })
+}
+
+/// The reading thread: file → size bound → md5/sha256 (and progress) →
+/// decompressor → chunks. Once the extractor hangs up (the end, or an
+/// error), the rest of the file is hashed without decompressing it. The
+/// compression, the digests, and how reading the rest ended.
+fn read_side(
+    file: std::fs::File,
+    limit: u64,
+    ui: &Ui,
+    tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spare: &mpsc::Receiver<Vec<u8>>,
+) -> io::Result<(&'static str, Digests, io::Result<()>)> {
     let hashing = HashingReader::new(Limited::new(file, limit)).with_progress(ui);
-    let decoder = Decoder::new(BufReader::with_capacity(1 << 20, hashing))?;
+    let mut decoder = Decoder::new(BufReader::with_capacity(1 << 20, hashing))?;
     let format = decoder.format();
-    let mut ar = tar::Archive::new(Guard::new(decoder));
-    let walked = (|| -> io::Result<()> {
-        for entry in ar.entries()? {
-            let mut e = entry?;
-            ex.entry(&mut e)?;
-            ui.add_entry();
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        let read = loop {
+            match decoder.read(&mut buf[n..]) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    n += k;
+                    if n == buf.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(n);
+        let last = n == 0 || read.is_err();
+        let sent = if n > 0 {
+            tx.send(Ok(buf)).is_ok()
+        } else {
+            true
+        };
+        if let Err(e) = read {
+            let _ = tx.send(Err(e));
         }
-        Ok(())
-    })();
-    let mut guard = ar.into_inner();
-    // The rest of the decompressed stream (end-of-archive blocks, trailer).
-    let archive = walked.and_then(|()| io::copy(&mut guard, &mut io::sink()).map(drop));
-    // The compressed bytes not yet read, hashed too.
-    let mut rest = guard.into_inner().into_inner().into_inner();
-    let drained = io::copy(&mut rest, &mut io::sink());
+        if last || !sent {
+            break;
+        }
+    }
+    let mut rest = decoder.into_inner().into_inner();
+    let drained = io::copy(&mut rest, &mut io::sink()).map(drop);
     let (_, hasher) = rest.into_inner();
-    let archive = match (archive, drained) {
-        (Ok(()), Err(e)) => Err(e),
-        (a, _) => a,
-    };
-    Ok((format, hasher.finish(), archive))
+    Ok((format, hasher.finish(), drained))
+}
+
+/// The extracting side of the channel, as a reader.
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spare: mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let done = std::mem::replace(&mut self.cur, next);
+                    let _ = self.spare.send(done);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// What differs from the MANIFEST, or `None`.
