@@ -385,3 +385,98 @@ fn the_target_must_be_empty_unless_forced_and_never_the_running_root() {
     assert_code(&out, 0);
     assert!(dest.join("old").exists() && dest.join("usr/bin/ping").exists());
 }
+
+/// A static HTTP server for `dir` on a free port of 127.0.0.1 (Python's
+/// http.server); killed on drop.
+struct Http {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Http {
+    fn serve(dir: &Path) -> Http {
+        use std::io::BufRead;
+        let prog = r#"
+import functools, http.server, sys
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(prog)
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Http {
+            child,
+            port: line.trim().parse().unwrap(),
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_http_source_is_streamed_and_verified() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let http = Http::serve(&run.out);
+    // The MANIFEST's URL: the artifact is its filename, next to it.
+    let dest = env.path("from-json");
+    let out = apply(Path::new(&http.url(MANIFEST_JSON)), &dest, &["--json"]);
+    assert_code(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["artifact"], http.url(ARTIFACT));
+    let d = diff(
+        &snapshot(&env.root(), VOLATILE),
+        &snapshot(&dest, &[]),
+        &[("curtin", "*"), ("srv/sock", "*")],
+    );
+    assert!(d.is_empty(), "{}", d.join("\n"));
+
+    // The artifact's URL with a local --manifest; a query string is kept
+    // for the GET and never shown.
+    let dest = env.path("from-url");
+    let url = format!("{}?X-Amz-Signature=secret", http.url(ARTIFACT));
+    let manifest = run.file(MANIFEST_JSON);
+    let out = apply(
+        Path::new(&url),
+        &dest,
+        &["--manifest", manifest.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("match the MANIFEST"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+
+    // Without a MANIFEST: applied, not verified.
+    let out = apply(Path::new(&http.url(ARTIFACT)), &env.path("bare"), &[]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("NOT verified"), "{}", stderr(&out));
+
+    // A missing object: exit 1, nothing applied, no marker.
+    let dest = env.path("missing");
+    let out = apply(Path::new(&http.url("nope.tgz")), &dest, &[]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
+    assert!(!dest.join(MARKER).exists());
+}

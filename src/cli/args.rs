@@ -100,8 +100,9 @@ pub enum Command {
                       owners, modes with setuid, nanosecond mtimes, hardlinks, devices, FIFOs, sparse \
                       files with holes, xattrs including file capabilities and SELinux labels, POSIX \
                       ACLs, long and non-UTF-8 names). SOURCE is the MANIFEST .json (the artifact is \
-                      the file it names, next to it) or the artifact (its MANIFEST is the goldcap JSON \
-                      next to it that names it, if any). The artifact is read once: its size, md5 and \
+                      the file it names, next to it) or the artifact (its MANIFEST is --manifest, or \
+                      the goldcap JSON next to it that names it, if any), each a file or an http(s) \
+                      URL (a DRP /files/ URL, a presigned GET: streamed, nothing stored). The artifact is read once: its size, md5 and \
                       sha256 are checked against the MANIFEST as it is decompressed (gzip or zstd, by \
                       content) and extracted; without a MANIFEST nothing is verified, and stderr and \
                       the summary say so. Every entry is written beneath the target without following \
@@ -312,9 +313,24 @@ pub struct VerifyArgs {
 /// `goldcap apply`.
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
-    /// The MANIFEST .json, or the artifact (.tgz or .tar.zst).
+    /// The MANIFEST .json, or the artifact (.tgz or .tar.zst): a file, or
+    /// an http(s) URL (streamed, never stored).
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
+    /// The MANIFEST to check the artifact against (goldcap's .json or DRP
+    /// image-builder's text); default: for a file, the goldcap MANIFEST
+    /// next to it that names it; for a URL, none.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Extra CA certificate(s) (PEM) to trust for an https SOURCE.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the TLS certificate of an https SOURCE.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds without progress before an http(s) SOURCE fails.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
     /// The directory to extract into (created if missing).
     #[arg(long, short = 't', value_name = "DIR")]
     pub target: PathBuf,

@@ -893,20 +893,31 @@ impl VerifyConfig {
 /// `goldcap apply`. The source and target are checked when the command
 /// runs: a target is created there.
 pub struct ApplyConfig {
-    /// The MANIFEST .json or the artifact.
+    /// The MANIFEST .json or the artifact: a path or an http(s) URL.
     pub source: PathBuf,
+    /// `--manifest`.
+    pub manifest: Option<PathBuf>,
     pub target: PathBuf,
     pub force: bool,
     pub json: bool,
+    /// TLS and timeout for an http(s) source.
+    pub http: Options,
 }
 
 impl ApplyConfig {
     fn from_args(args: &ApplyArgs) -> ApplyConfig {
         ApplyConfig {
             source: args.source.clone(),
+            manifest: args.manifest.clone(),
             target: args.target.clone(),
             force: args.force,
             json: args.json,
+            http: Options {
+                ca_cert: args.ca_cert.clone(),
+                insecure: args.insecure,
+                timeout: Duration::from_secs(args.timeout),
+                ..Options::default()
+            },
         }
     }
 }

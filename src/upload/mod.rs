@@ -18,7 +18,7 @@
 //! query strings from every URL shown).
 
 pub mod drp;
-mod http;
+pub mod http;
 mod put;
 pub mod s3;
 mod target;

@@ -24,10 +24,13 @@ use super::{print_json, show};
 use crate::cli::config::ApplyConfig;
 use crate::input::Limited;
 use crate::output::digest::{Digests, HashingReader};
-use crate::output::manifest::read::read_json;
+use crate::output::manifest::read::{
+    JSON_LIMIT, Summary as ManifestSummary, parse_json, read_json,
+};
 use crate::report::error::{Error, Result};
 use crate::report::exit::ExitCode;
 use crate::report::ui::{Ui, human};
+use crate::upload::http::{redact, redact_error};
 use crate::util::io_reason;
 use anyhow::Context as _;
 use beneath::Target;
@@ -38,10 +41,20 @@ use std::io::{self, BufReader, IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+/// Where the artifact comes from.
+enum Artifact {
+    File(PathBuf),
+    /// An http(s) URL, read with this agent.
+    Url(String, ureq::Agent),
+}
+
 /// The artifact to apply and what its MANIFEST promises.
 struct Source {
-    artifact: PathBuf,
-    manifest: Option<(PathBuf, Expected)>,
+    artifact: Artifact,
+    /// The artifact as messages show it (a URL without its query string).
+    shown: String,
+    /// The MANIFEST (as shown) and what it promises.
+    manifest: Option<(String, Expected)>,
 }
 
 /// The `--json` summary.
@@ -63,29 +76,28 @@ struct Summary {
 
 /// Runs `goldcap apply`.
 pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
-    let src = source(&cfg.source)?;
+    let src = source(cfg)?;
     prepare_target(&cfg.target, cfg.force)?;
     let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
-    let size = std::fs::metadata(&src.artifact)
-        .map_err(|e| Error::usage(format!("{}: {}", show(&src.artifact), io_reason(&e))))?
-        .len();
     match &src.manifest {
-        Some((m, _)) => ui.info(&format!("checking {} against {}", show(&src.artifact), show(m))),
+        Some((m, _)) => ui.info(&format!("checking {} against {m}", src.shown)),
         None => ui.warn(&format!(
-            "no goldcap MANIFEST names {}: nothing will be verified (apply its MANIFEST .json to check size, md5 and sha256)",
-            show(&src.artifact)
+            "no goldcap MANIFEST names {}: nothing will be verified (apply its MANIFEST .json, \
+             or give --manifest, to check size, md5 and sha256)",
+            src.shown
         )),
     }
+    let (input, length) = open_artifact(&src)?;
+    let size = src.manifest.as_ref().map(|(_, e)| e.size).or(length);
     let started = std::time::Instant::now();
     let target = Target::open(&cfg.target)
         .with_context(|| format!("cannot open the target {}", show(&cfg.target)))?;
     let marker = Marker::create(target.root(), &src, &cfg.target)?;
-    ui.start_progress(Some(size), "applying");
+    ui.start_progress(size, "applying");
     let mut ex = Extractor::new(target);
-    let read = stream(&src, &mut ex, &ui);
+    let read = stream(input, &src, &mut ex, &ui);
     ui.finish_progress();
-    let (format, digests, archive) =
-        read.with_context(|| format!("cannot read {}", show(&src.artifact)))?;
+    let (format, digests, archive) = read.with_context(|| format!("cannot read {}", src.shown))?;
     let mismatched = src
         .manifest
         .as_ref()
@@ -102,7 +114,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         (Err(e), None) if !is_target_error(&e) => Some(format!("the archive is unreadable: {e}")),
         (Err(e), None) => {
             marker.fail(&format!("cannot write the target: {e}"));
-            return Err(anyhow::anyhow!("cannot apply {}: {e}", show(&src.artifact))
+            return Err(anyhow::anyhow!("cannot apply {}: {e}", src.shown)
                 .context(format!(
                     "the target {} is left incomplete ({MARKER})",
                     show(&cfg.target)
@@ -137,9 +149,9 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
     }
     let verified = src.manifest.is_some() && failure.is_none();
     let summary = Summary {
-        artifact: show(&src.artifact),
+        artifact: src.shown.clone(),
         target: show(&cfg.target),
-        manifest: src.manifest.as_ref().map(|(p, _)| show(p)),
+        manifest: src.manifest.as_ref().map(|(p, _)| p.clone()),
         verified,
         format,
         digests: Some(digests),
@@ -155,7 +167,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         None => ui.say(&format!(
             "goldcap: applied {} ({}, {} entries, {} of content) to {} in {:.1}s; {}{}",
             summary.artifact,
-            human(size),
+            human(summary.digests.as_ref().map_or(0, |d| d.size)),
             summary.applied.entries,
             human(summary.applied.bytes),
             summary.target,
@@ -187,28 +199,70 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
     })
 }
 
-/// The artifact and its MANIFEST: SOURCE is the MANIFEST `.json` (the
-/// artifact is its `filename`, next to it) or the artifact (its MANIFEST,
-/// if any, is the goldcap JSON next to it that names it).
-fn source(given: &Path) -> Result<Source> {
+/// The artifact and its MANIFEST. SOURCE is the MANIFEST `.json` (the
+/// artifact is its `filename`, next to it: in the same directory, or the
+/// same URL directory) or the artifact (its MANIFEST is `--manifest`, or
+/// for a file the goldcap JSON next to it that names it, if any).
+fn source(cfg: &ApplyConfig) -> Result<Source> {
+    let given = &cfg.source;
+    let url = given
+        .to_str()
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    let is_json = |p: &str| {
+        p.split(['?', '#'])
+            .next()
+            .is_some_and(|p| p.ends_with(".json"))
+    };
+    let given_manifest = |json: bool| -> Result<Option<(String, Expected)>> {
+        match &cfg.manifest {
+            Some(_) if json => Err(Error::usage(
+                "--manifest is for an artifact SOURCE, and SOURCE is a MANIFEST",
+            )),
+            Some(p) => Ok(manifest(Path::new(""), Some(p))?.map(|(p, e)| (show(&p), e))),
+            None => Ok(None),
+        }
+    };
+    if let Some(url) = url {
+        let agent = crate::upload::http::agent(&cfg.http)?;
+        let shown = redact(url);
+        if !is_json(url) {
+            return Ok(Source {
+                artifact: Artifact::Url(url.to_owned(), agent),
+                shown,
+                manifest: given_manifest(false)?,
+            });
+        }
+        let bad = |why: String| Error::usage(format!("{shown}: {why}"));
+        let (body, _) = get(&agent, url)?;
+        let m = parse_json(Limited::new(body, JSON_LIMIT)).map_err(bad)?;
+        let (name, exp) = checked(m).map_err(bad)?;
+        let dir = url.split(['?', '#']).next().unwrap_or(url);
+        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
+        let artifact = format!("{dir}{name}");
+        return Ok(Source {
+            shown: redact(&artifact),
+            artifact: Artifact::Url(artifact, agent),
+            manifest: Some((shown, exp)),
+        });
+    }
     let bad = |why: String| Error::usage(format!("{}: {why}", show(given)));
     let meta = std::fs::metadata(given).map_err(|e| bad(io_reason(&e)))?;
     if !meta.is_file() {
         return Err(bad("not a file".into()));
     }
-    let is_json = given.extension().is_some_and(|x| x == "json");
-    if !is_json {
+    if !given.to_str().is_some_and(is_json) {
+        let found = match &cfg.manifest {
+            Some(_) => given_manifest(false)?,
+            None => manifest(given, None)?.map(|(p, e)| (show(&p), e)),
+        };
         return Ok(Source {
-            artifact: given.to_path_buf(),
-            manifest: manifest(given, None)?,
+            artifact: Artifact::File(given.clone()),
+            shown: show(given),
+            manifest: found,
         });
     }
-    let m = read_json(given).map_err(bad)?;
-    if !m.is_goldcap() {
-        return Err(bad("not a goldcap JSON MANIFEST".into()));
-    }
-    m.check().map_err(bad)?;
-    let name = m.field(&m.filename, "filename").map_err(bad)?.to_owned();
+    given_manifest(true)?;
+    let (name, exp) = checked(read_json(given).map_err(bad)?).map_err(bad)?;
     let dir = given
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -224,11 +278,58 @@ fn source(given: &Path) -> Result<Source> {
         }
         Err(e) => return Err(bad(format!("{}: {}", show(&artifact), io_reason(&e)))),
     }
-    let exp = Expected::of(m).ok_or_else(|| bad("no size or md5".into()))?;
     Ok(Source {
-        artifact,
-        manifest: Some((given.to_path_buf(), exp)),
+        shown: show(&artifact),
+        artifact: Artifact::File(artifact),
+        manifest: Some((show(given), exp)),
     })
+}
+
+/// A goldcap JSON MANIFEST's artifact name (checked: a plain file name)
+/// and what it promises.
+fn checked(m: ManifestSummary) -> std::result::Result<(String, Expected), String> {
+    if !m.is_goldcap() {
+        return Err("not a goldcap JSON MANIFEST".into());
+    }
+    m.check()?;
+    let name = m.field(&m.filename, "filename")?.to_owned();
+    let exp = Expected::of(m).ok_or("no size or md5")?;
+    Ok((name, exp))
+}
+
+/// A GET that must answer 200: the body, and its length when the server
+/// says.
+fn get(agent: &ureq::Agent, url: &str) -> Result<(ureq::BodyReader<'static>, Option<u64>)> {
+    let shown = redact(url);
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| anyhow::anyhow!("GET {shown}: {}", redact_error(&e.to_string())))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(anyhow::anyhow!("GET {shown}: HTTP {status}").into());
+    }
+    let length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    Ok((resp.into_body().into_reader(), length))
+}
+
+/// The artifact, open for reading, and its length when known.
+fn open_artifact(src: &Source) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+    match &src.artifact {
+        Artifact::File(p) => {
+            let f = crate::input::open(p)
+                .map_err(|e| Error::usage(format!("{}: {}", src.shown, io_reason(&e))))?;
+            let len = f.metadata().ok().map(|m| m.len());
+            Ok((Box::new(f), len))
+        }
+        Artifact::Url(url, agent) => {
+            let (body, len) = get(agent, url)?;
+            Ok((Box::new(body), len))
+        }
+    }
 }
 
 /// The target: created if missing; refused when it is the running
@@ -282,18 +383,18 @@ const IN_FLIGHT: usize = 4;
 /// compression, the digests of every byte of the file, and how the
 /// archive read ended.
 fn stream(
+    input: Box<dyn Read + Send>,
     src: &Source,
     ex: &mut Extractor,
     ui: &Ui,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
-    let file = crate::input::open(&src.artifact)?;
     let limit = src.manifest.as_ref().map_or(u64::MAX, |(_, e)| e.size);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
     let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("apply-read".into())
-            .spawn_scoped(s, move || read_side(file, limit, ui, &tx, &spare_rx))?;
+            .spawn_scoped(s, move || read_side(input, limit, ui, &tx, &spare_rx))?;
         let mut chunks = Chunks {
             rx,
             spare: spare_tx,
@@ -332,7 +433,7 @@ fn stream(
 /// error), the rest of the file is hashed without decompressing it. The
 /// compression, the digests, and how reading the rest ended.
 fn read_side(
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     limit: u64,
     ui: &Ui,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
@@ -444,10 +545,10 @@ impl Marker {
             .with_context(|| format!("cannot create {}/{MARKER}", show(target)))?;
         let head = format!(
             "goldcap apply of {} (MANIFEST: {}; sha256 {}) started {}\n",
-            show(&src.artifact),
+            src.shown,
             src.manifest
                 .as_ref()
-                .map_or("none: not verified".into(), |(p, _)| show(p)),
+                .map_or("none: not verified", |(p, _)| p.as_str()),
             src.manifest
                 .as_ref()
                 .and_then(|(_, e)| e.sha256.clone())
