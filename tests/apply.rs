@@ -324,6 +324,16 @@ fn hostile_archives_write_nothing_outside_the_target() {
             format!("f('./{MARKER}', b'fake')"),
             "goldcap's own marker",
         ),
+        (
+            "empty-symlink",
+            "sym('./e', '')".into(),
+            "./e (a symlink to an empty",
+        ),
+        (
+            "file-then-dir-then-link",
+            "f('./fd')\nd('./fd/')\nhard('./fdl', './fd')".into(),
+            "./fdl (hard link to ./fd, which was not extracted before it)",
+        ),
     ];
     for (name, script, want) in &cases {
         let art = t.path().join(format!("{name}.tgz"));

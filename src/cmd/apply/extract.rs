@@ -271,6 +271,12 @@ impl Extractor {
                 .push(format!("{shown} (outside the target)"));
             return Ok(());
         };
+        if rel.contains(&0) {
+            self.applied
+                .refused
+                .push(format!("{shown} (the name holds a NUL byte)"));
+            return Ok(());
+        }
         if rel == MARKER.as_bytes() {
             self.applied
                 .refused
@@ -300,6 +306,12 @@ impl Extractor {
                 .link_name_bytes()
                 .map(|l| l.into_owned())
                 .unwrap_or_default();
+            if target.is_empty() || target.contains(&0) {
+                self.applied.refused.push(format!(
+                    "{shown} (a symlink to an empty or NUL-holding target)"
+                ));
+                return Ok(());
+            }
             self.create(parent, name, &shown, |d| {
                 rustix::fs::symlinkat(&target[..], d, name)
             })?;
@@ -441,6 +453,8 @@ impl Extractor {
             }
         }
         self.applied.entries += 1;
+        // A file of that name extracted before is gone: no hard link to it.
+        self.earlier.remove(&self.keys.hash_one(&rel));
         self.dirs.push(DirFix { rel, meta });
         Ok(())
     }
