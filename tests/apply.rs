@@ -490,3 +490,68 @@ fn an_http_source_is_streamed_and_verified() {
     assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
     assert!(!dest.join(MARKER).exists());
 }
+
+#[test]
+fn hostname_and_machine_id_are_written_and_never_through_a_symlink() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let dest = env.path("applied");
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &dest,
+        &[
+            "--hostname",
+            "clone-1",
+            "--machine-id",
+            "uninitialized",
+            "--json",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/hostname")).unwrap(),
+        "clone-1\n"
+    );
+    let mid = dest.join("etc/machine-id");
+    assert_eq!(std::fs::read_to_string(&mid).unwrap(), "uninitialized\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&mid).unwrap().permissions().mode() & 0o7777,
+        0o444
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["personalised"][0], "/etc/hostname: clone-1", "{j}");
+    // /etc itself keeps the archive's mtime.
+    let src = snapshot(&env.root(), VOLATILE);
+    assert_eq!(
+        snapshot(&dest, &[])["etc"]["mtime_ns"],
+        src["etc"]["mtime_ns"]
+    );
+
+    // An image whose /etc is a symlink out: the hostname is refused, the
+    // sentinel untouched, the marker left.
+    let t = env.path("hostile");
+    std::fs::create_dir_all(t.join("sentinel")).unwrap();
+    let s = t.join("sentinel");
+    let art = t.join("etc-out.tgz");
+    python_tar(&art, &format!("sym('./etc', '{}')", s.display()));
+    let target = t.join("target");
+    let out = apply(&art, &target, &["--hostname", "evil"]);
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("./etc/hostname: refused (through the symlink ./etc)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(list_dir(&s), Vec::<String>::new());
+    assert!(target.join(MARKER).exists());
+
+    // A template is capture's, not apply's.
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &env.path("t"),
+        &["--hostname", "c-{mac6}"],
+    );
+    assert_code(&out, 2);
+}

@@ -328,6 +328,16 @@ pub struct ApplyArgs {
     /// Do not verify the TLS certificate of an https SOURCE.
     #[arg(long)]
     pub insecure: bool,
+    /// This machine's hostname, written to /etc/hostname once the
+    /// artifact is applied and verified (a literal name: templates are for
+    /// capture).
+    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    pub hostname: Option<Hostname>,
+    /// Write /etc/machine-id (root, 0444) once the artifact is applied:
+    /// empty (a new id at boot) or "uninitialized" (a new id, and systemd's
+    /// first-boot units run); default: as the artifact holds it.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub machine_id: Option<MachineIdMode>,
     /// Seconds without progress before an http(s) SOURCE fails.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,

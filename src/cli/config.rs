@@ -57,7 +57,7 @@ impl Config {
             Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
             Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
             Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
-            Command::Apply(a) => Config::Apply(ApplyConfig::from_args(a)),
+            Command::Apply(a) => Config::Apply(ApplyConfig::from_args(a)?),
             Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
@@ -902,11 +902,26 @@ pub struct ApplyConfig {
     pub json: bool,
     /// TLS and timeout for an http(s) source.
     pub http: Options,
+    /// `--hostname`: written to /etc/hostname.
+    pub hostname: Option<String>,
+    /// `--machine-id`: /etc/machine-id's content.
+    pub machine_id: Option<crate::select::scrub::MachineIdMode>,
 }
 
 impl ApplyConfig {
-    fn from_args(args: &ApplyArgs) -> ApplyConfig {
-        ApplyConfig {
+    fn from_args(args: &ApplyArgs) -> Result<ApplyConfig> {
+        let hostname = match &args.hostname {
+            None => None,
+            Some(Hostname::Literal(h)) => Some(h.clone()),
+            Some(Hostname::Template(t)) => {
+                return Err(Error::usage(format!(
+                    "--hostname {t}: apply writes a literal name (templates are for capture's first boot)"
+                )));
+            }
+        };
+        Ok(ApplyConfig {
+            hostname,
+            machine_id: args.machine_id,
             source: args.source.clone(),
             manifest: args.manifest.clone(),
             target: args.target.clone(),
@@ -918,7 +933,7 @@ impl ApplyConfig {
                 timeout: Duration::from_secs(args.timeout),
                 ..Options::default()
             },
-        }
+        })
     }
 }
 

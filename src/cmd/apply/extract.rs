@@ -695,6 +695,39 @@ impl Extractor {
         Ok(())
     }
 
+    /// Writes a small file of this machine's (`--hostname`,
+    /// `--machine-id`) at `rel`, owned by root with `mode`, replacing what
+    /// the archive put there; through the same checks as an entry, so a
+    /// symlink in the image cannot send it elsewhere.
+    pub(super) fn put_file(&mut self, rel: &[u8], content: &[u8], mode: u32) -> Result<(), String> {
+        let shown = format!("./{}", escape(rel));
+        let (parent_rel, name) = split(rel);
+        let parent = match self.target.dir(parent_rel) {
+            Ok(fd) => fd,
+            Err(Fault::Refused(why)) => return Err(format!("{shown}: refused ({why})")),
+            Err(Fault::Io(e)) => return Err(format!("{shown}: {e}")),
+        };
+        let write = || -> io::Result<()> {
+            if !remove(&*parent, name)? {
+                return Err(io::Error::other("a non-empty directory is in the way"));
+            }
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mut f = File::from(rustix::fs::openat(
+                &*parent,
+                name,
+                flags,
+                Mode::from_raw_mode(0o600),
+            )?);
+            f.write_all(content)?;
+            rustix::fs::fchown(&f, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT))?;
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+            Ok(())
+        };
+        self.target.forget();
+        write().map_err(|e| format!("{shown}: {e}"))
+    }
+
     /// Sets the metadata of every directory, deepest first, the root last;
     /// `before_root` runs just before the root's (the marker's removal,
     /// which changes the root's mtime).

@@ -30,6 +30,7 @@ use crate::output::manifest::read::{
 use crate::report::error::{Error, Result};
 use crate::report::exit::ExitCode;
 use crate::report::ui::{Ui, human};
+use crate::select::scrub::MachineIdMode;
 use crate::upload::http::{redact, redact_error};
 use crate::util::io_reason;
 use anyhow::Context as _;
@@ -69,6 +70,9 @@ struct Summary {
     digests: Option<Digests>,
     #[serde(flatten)]
     applied: Applied,
+    /// What was written for this machine after the artifact
+    /// (`/etc/hostname`, `/etc/machine-id`).
+    personalised: Vec<String>,
     /// Why the run failed (the marker stays), if it did.
     failure: Option<String>,
     seconds: f64,
@@ -134,6 +138,10 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
             }
         ));
     }
+    let mut personalised = Vec::new();
+    if failure.is_none() {
+        failure = personalise(cfg, &mut ex, &mut personalised).err();
+    }
     if failure.is_none() {
         ex.finish_dirs(|root| marker.remove(root))
             .with_context(|| format!("cannot finish {}", show(&cfg.target)))?;
@@ -156,6 +164,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         format,
         digests: Some(digests),
         applied,
+        personalised,
         failure: failure.clone(),
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -165,7 +174,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
             summary.artifact, summary.target
         )),
         None => ui.say(&format!(
-            "goldcap: applied {} ({}, {} entries, {} of content) to {} in {:.1}s; {}{}",
+            "goldcap: applied {} ({}, {} entries, {} of content) to {} in {:.1}s; {}{}{}",
             summary.artifact,
             human(summary.digests.as_ref().map_or(0, |d| d.size)),
             summary.applied.entries,
@@ -177,6 +186,11 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
             } else {
                 "NOT verified: no MANIFEST"
             },
+            summary
+                .personalised
+                .iter()
+                .map(|p| format!("; wrote {p}"))
+                .collect::<String>(),
             if summary.applied.warnings.count > 0 {
                 format!(
                     "; {} warnings (exit status 3)",
@@ -330,6 +344,35 @@ fn open_artifact(src: &Source) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
             Ok((Box::new(body), len))
         }
     }
+}
+
+/// This machine's settings, once the artifact is applied and verified;
+/// what was written goes into `done`.
+fn personalise(
+    cfg: &ApplyConfig,
+    ex: &mut Extractor,
+    done: &mut Vec<String>,
+) -> std::result::Result<(), String> {
+    if let Some(h) = &cfg.hostname {
+        ex.put_file(b"etc/hostname", format!("{h}\n").as_bytes(), 0o644)?;
+        done.push(format!("/etc/hostname: {h}"));
+    }
+    if let Some(m) = cfg.machine_id {
+        let content = match m {
+            MachineIdMode::Empty => "",
+            MachineIdMode::Uninitialized => "uninitialized\n",
+        };
+        ex.put_file(b"etc/machine-id", content.as_bytes(), 0o444)?;
+        done.push(format!(
+            "/etc/machine-id: {}",
+            if content.is_empty() {
+                "empty"
+            } else {
+                "uninitialized"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The target: created if missing; refused when it is the running
