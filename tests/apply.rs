@@ -555,3 +555,55 @@ fn hostname_and_machine_id_are_written_and_never_through_a_symlink() {
     );
     assert_code(&out, 2);
 }
+
+#[test]
+fn a_gnu_tar_archive_with_acl_text_only_is_restored_too() {
+    require_tool("tar");
+    let env = Env::new();
+    let art = env.path("gnu.tgz");
+    // GNU tar --acls carries ACLs as SCHILY.acl.* text (newline-separated,
+    // which tar-rs's PAX parser splits), not raw xattrs; sparse files as
+    // PAX 1.0, as goldcap does.
+    sh(Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--numeric-owner",
+            "--format=posix",
+            "--sparse",
+            "--sparse-version=1.0",
+            "-cpzf",
+        ])
+        .arg(&art)
+        .arg("-C")
+        .arg(env.root())
+        .args(["--exclude=./srv/sock", "."]));
+    let listed = sh(Command::new("tar").arg("--acls").arg("-tvvzf").arg(&art));
+    assert!(listed.contains("srv/acl-dir"), "{listed}");
+    let dest = env.path("applied");
+    let out = apply(&art, &dest, &[]);
+    assert_code(&out, 0);
+    let acl = sh(Command::new("getfacl")
+        .args(["-n", "-c"])
+        .arg(dest.join("srv/acl-dir")));
+    assert!(acl.contains("default:user:1234:rwx"), "{acl}");
+    assert!(acl.contains("default:group:2345:r-x"), "{acl}");
+    let acl = sh(Command::new("getfacl")
+        .args(["-n", "-c"])
+        .arg(dest.join("srv/acl-file")));
+    assert!(
+        acl.contains("user:1234:rwx") && acl.contains("group:2345:r-x"),
+        "{acl}"
+    );
+    let d = diff(
+        &snapshot(&env.root(), &[]),
+        &snapshot(&dest, &[]),
+        &[("srv/sock", "*")],
+    );
+    assert!(
+        d.is_empty(),
+        "apply of GNU tar's archive differs:\n{}",
+        d.join("\n")
+    );
+}

@@ -51,6 +51,8 @@ impl Listed {
 /// What a PAX header says of the entry that follows.
 #[derive(Default)]
 struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
     mtime: Option<(i64, u32)>,
     uid: Option<u64>,
     gid: Option<u64>,
@@ -120,15 +122,37 @@ fn number(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-fn pax_of<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+/// PAX records (`LEN KEY=VALUE\n`, LEN counting the whole record), read
+/// by their lengths — values may hold newlines (xattrs, GNU tar's ACL
+/// text), which tar-rs's own parser splits at. Stops at the first
+/// malformed record.
+fn records(mut data: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    while let Some(sp) = data.iter().position(|&b| b == b' ') {
+        let Some(len) = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|&l| l > sp + 1 && l <= data.len() && data[l - 1] == b'\n')
+        else {
+            break;
+        };
+        let kv = &data[sp + 1..len - 1];
+        let Some(eq) = kv.iter().position(|&b| b == b'=') else {
+            break;
+        };
+        out.push((&kv[..eq], &kv[eq + 1..]));
+        data = &data[len..];
+    }
+    out
+}
+
+/// What the member's PAX header (its raw records, from the guard) says.
+fn pax_of(raw: Option<&[u8]>) -> Pax {
     let mut p = Pax::default();
-    let Some(exts) = e.pax_extensions()? else {
-        return Ok(p);
-    };
-    for ext in exts {
-        let ext = ext?;
-        let (k, v) = (ext.key_bytes(), ext.value_bytes());
+    for (k, v) in records(raw.unwrap_or_default()) {
         match k {
+            b"path" => p.path = Some(v.to_vec()),
+            b"linkpath" => p.linkpath = Some(v.to_vec()),
             b"mtime" => p.mtime = parse_time(v),
             b"uid" => p.uid = number(v),
             b"gid" => p.gid = number(v),
@@ -148,7 +172,7 @@ fn pax_of<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
             }
         }
     }
-    Ok(p)
+    p
 }
 
 /// An entry's metadata, as it will be set.
@@ -254,15 +278,19 @@ impl Extractor {
 
     /// Writes one entry. `Err` only when the target cannot be written or
     /// the archive cannot be read; refusals are listed.
-    pub(super) fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> io::Result<()> {
+    pub(super) fn entry<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        pax_raw: Option<&[u8]>,
+    ) -> io::Result<()> {
         let et = e.header().entry_type();
         if et.is_pax_global_extensions() {
             return Ok(());
         }
-        let pax = pax_of(e)?;
-        let raw = match &pax.sparse_name {
-            Some(n) => n.clone(),
-            None => e.path_bytes().into_owned(),
+        let pax = pax_of(pax_raw);
+        let raw = match (&pax.sparse_name, &pax.path) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => e.path_bytes().into_owned(),
         };
         let shown = escape(&raw);
         let Some(rel) = relative(&raw) else {
@@ -299,13 +327,18 @@ impl Extractor {
             }
         };
         let parent = parent.as_fd();
-        let done = if et.is_hard_link() {
-            self.hardlink(e, parent, name, &shown)?
-        } else if et.is_symlink() {
-            let target = e
+        let link = || match &pax.linkpath {
+            Some(l) => l.clone(),
+            None => e
                 .link_name_bytes()
                 .map(|l| l.into_owned())
-                .unwrap_or_default();
+                .unwrap_or_default(),
+        };
+        let done = if et.is_hard_link() {
+            let target = link();
+            self.hardlink(&target, parent, name, &shown)?
+        } else if et.is_symlink() {
+            let target = link();
             if target.is_empty() || target.contains(&0) {
                 self.applied.refused.push(format!(
                     "{shown} (a symlink to an empty or NUL-holding target)"
@@ -459,30 +492,26 @@ impl Extractor {
         Ok(())
     }
 
-    fn hardlink<R: Read>(
+    fn hardlink(
         &mut self,
-        e: &tar::Entry<'_, R>,
+        raw: &[u8],
         parent: std::os::fd::BorrowedFd<'_>,
         name: &[u8],
         shown: &str,
     ) -> io::Result<bool> {
-        let raw = e
-            .link_name_bytes()
-            .map(|l| l.into_owned())
-            .unwrap_or_default();
-        let target = match relative(&raw) {
+        let target = match relative(raw) {
             Some(t) if !t.is_empty() && self.earlier.contains(&self.keys.hash_one(&t)) => t,
             Some(_) => {
                 self.applied.refused.push(format!(
                     "{shown} (hard link to {}, which was not extracted before it)",
-                    escape(&raw)
+                    escape(raw)
                 ));
                 return Ok(false);
             }
             None => {
                 self.applied.refused.push(format!(
                     "{shown} (hard link to {}, outside the target)",
-                    escape(&raw)
+                    escape(raw)
                 ));
                 return Ok(false);
             }
@@ -493,7 +522,7 @@ impl Extractor {
             Err(Fault::Refused(why)) => {
                 self.applied
                     .refused
-                    .push(format!("{shown} (hard link to {}: {why})", escape(&raw)));
+                    .push(format!("{shown} (hard link to {}: {why})", escape(raw)));
                 return Ok(false);
             }
             Err(Fault::Io(e)) => return Err(io_ctx(format!("cannot link {shown}"))(e)),
@@ -780,6 +809,33 @@ mod tests {
     }
 
     #[test]
+    fn pax_records_keep_their_newlines() {
+        let body = crate::archive::header::encode_pax(&[
+            ("SCHILY.xattr.user.a".into(), b"line1\nline2=x\n".to_vec()),
+            ("path".into(), b"./a b".to_vec()),
+            (
+                "SCHILY.acl.access".into(),
+                b"user::rwx\nother::r--\n".to_vec(),
+            ),
+        ]);
+        let r = records(&body);
+        assert_eq!(
+            r,
+            [
+                (&b"SCHILY.xattr.user.a"[..], &b"line1\nline2=x\n"[..]),
+                (b"path", b"./a b"),
+                (b"SCHILY.acl.access", b"user::rwx\nother::r--\n"),
+            ]
+        );
+        // tar-rs splits them.
+        assert!(tar::PaxExtensions::new(&body).any(|e| e.is_err()));
+        // Malformed: stops there.
+        assert_eq!(records(b"9 a=b\n"), []);
+        assert_eq!(records(b"6 a=b\n99 c=d\n").len(), 1);
+        assert_eq!(records(b"x a=b\n"), []);
+    }
+
+    #[test]
     fn xattr_names_decode() {
         assert_eq!(xattr_name(b"user.a%3Db%25c"), b"user.a=b%c");
         assert_eq!(xattr_name(b"user.%"), b"user.%");
@@ -891,11 +947,13 @@ mod fuzz {
             let _ = std::fs::remove_dir_all(&target);
             std::fs::create_dir(&target).unwrap();
             let mut ex = Extractor::new(Target::open(&target).unwrap());
-            let mut ar = tar::Archive::new(Guard::new(&bytes[..]));
+            let pax = crate::cmd::verify::guard::PaxSink::default();
+            let mut ar = tar::Archive::new(Guard::new(&bytes[..]).with_pax_sink(pax.clone()));
             if let Ok(entries) = ar.entries() {
                 for e in entries {
                     let Ok(mut e) = e else { break };
-                    if ex.entry(&mut e).is_err() {
+                    let records = pax.borrow_mut().take();
+                    if ex.entry(&mut e, records.as_deref()).is_err() {
                         break;
                     }
                 }

@@ -17,7 +17,7 @@
 mod beneath;
 mod extract;
 
-use super::verify::guard::Guard;
+use super::verify::guard::{Guard, PaxSink};
 use super::verify::read::Decoder;
 use super::verify::{Expected, manifest};
 use super::{print_json, show};
@@ -444,11 +444,13 @@ fn stream(
             cur: Vec::new(),
             pos: 0,
         };
-        let mut ar = tar::Archive::new(Guard::new(&mut chunks));
+        let pax = PaxSink::default();
+        let mut ar = tar::Archive::new(Guard::new(&mut chunks).with_pax_sink(pax.clone()));
         let walked = (|| -> io::Result<()> {
             for entry in ar.entries()? {
                 let mut e = entry?;
-                ex.entry(&mut e)?;
+                let records = pax.borrow_mut().take();
+                ex.entry(&mut e, records.as_deref())?;
                 ui.add_entry();
             }
             Ok(())

@@ -53,7 +53,17 @@ pub(in crate::cmd) struct Guard<R> {
     /// The size a PAX header set for the next member that is not itself
     /// an extension header.
     pax_size: Option<u64>,
+    /// Where to hand each member's PAX records (`apply`), if anywhere:
+    /// tar-rs splits records at every newline, so a value holding one (an
+    /// xattr, GNU tar's ACL text) reaches its callers broken.
+    pax_sink: Option<PaxSink>,
+    /// The records of the PAX header read last, for the next member.
+    pending_pax: Option<Vec<u8>>,
 }
+
+/// The raw PAX records of the member whose header the guard passed last
+/// (`None`: it had none), shared with the caller of the tar reader.
+pub(in crate::cmd) type PaxSink = std::rc::Rc<std::cell::RefCell<Option<Vec<u8>>>>;
 
 impl<R> Guard<R> {
     pub(in crate::cmd) fn new(inner: R) -> Guard<R> {
@@ -62,7 +72,16 @@ impl<R> Guard<R> {
             state: header(),
             offset: 0,
             pax_size: None,
+            pax_sink: None,
+            pending_pax: None,
         }
+    }
+
+    /// Also hands each member's raw PAX records to `sink` as its header
+    /// passes (before the tar reader returns the member).
+    pub(in crate::cmd) fn with_pax_sink(mut self, sink: PaxSink) -> Guard<R> {
+        self.pax_sink = Some(sink);
+        self
     }
 
     pub(in crate::cmd) fn into_inner(self) -> R {
@@ -100,6 +119,9 @@ impl<R> Guard<R> {
                     *left -= n;
                     if *left == 0 {
                         self.pax_size = size_record(body);
+                        if self.pax_sink.is_some() {
+                            self.pending_pax = Some(std::mem::take(body));
+                        }
                         self.state = skip(*pad);
                     }
                     n as usize
@@ -171,9 +193,15 @@ impl<R> Guard<R> {
             // tar-rs applies a PAX size to the next member that is not an
             // extension header and forgets it when it returns a member.
             size = self.pax_size.take().unwrap_or(size);
+            if let Some(sink) = &self.pax_sink {
+                *sink.borrow_mut() = self.pending_pax.take();
+            }
         } else if et.is_pax_global_extensions() || !recognised {
             // Returned to the caller as members: the PAX header is spent.
             self.pax_size = None;
+            if let Some(sink) = &self.pax_sink {
+                *sink.borrow_mut() = self.pending_pax.take();
+            }
         }
         let Some(padded) = size.checked_next_multiple_of(BLOCK as u64) else {
             return Ok(State::Done);
