@@ -29,7 +29,7 @@ use crate::output::manifest::read::{
 };
 use crate::report::error::{Error, Result};
 use crate::report::exit::ExitCode;
-use crate::report::ui::{Ui, human};
+use crate::report::ui::{Ui, eprint_line, human};
 use crate::select::scrub::MachineIdMode;
 use crate::upload::http::{redact, redact_error};
 use crate::util::io_reason;
@@ -152,8 +152,15 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
     for w in &applied.warnings.paths {
         ui.warn(w);
     }
+    // Refusals and a failure are errors: shown even with -q.
     for r in &applied.refused.paths {
-        ui.say(&format!("goldcap: refused: {r}"));
+        eprint_line(&format!("goldcap: refused: {r}"));
+    }
+    if applied.refused.count > applied.refused.paths.len() as u64 {
+        eprint_line(&format!(
+            "goldcap: refused: … {} more",
+            applied.refused.count - applied.refused.paths.len() as u64
+        ));
     }
     let verified = src.manifest.is_some() && failure.is_none();
     let summary = Summary {
@@ -169,7 +176,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         seconds: started.elapsed().as_secs_f64(),
     };
     match &failure {
-        Some(f) => ui.say(&format!(
+        Some(f) => eprint_line(&format!(
             "goldcap: apply of {} FAILED: {f}; {} is incomplete ({MARKER} says why)",
             summary.artifact, summary.target
         )),
