@@ -608,3 +608,39 @@ fn a_gnu_tar_archive_with_acl_text_only_is_restored_too() {
         d.join("\n")
     );
 }
+
+#[test]
+fn gnu_tar_sparse_formats_come_back_with_their_holes() {
+    require_tool("tar");
+    let t = tempfile::Builder::new()
+        .prefix("goldcap-apply-")
+        .tempdir_in(test_tmp())
+        .unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // 64 MiB, data at 1 MiB and 40 MiB, a hole at the end.
+    let f = std::fs::File::create(root.join("s.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&noise(70_000, 1), 1 << 20).unwrap();
+    f.write_all_at(&noise(5_000, 2), 40 << 20).unwrap();
+    drop(f);
+    let src = snapshot(&root, &[]);
+    assert_eq!(src["s.img"]["sparse"], true, "{}", src["s.img"]);
+    for version in ["0.0", "0.1", "1.0"] {
+        let art = t.path().join(format!("s-{version}.tgz"));
+        sh(Command::new("tar")
+            .args(["--format=posix", "--sparse", "--numeric-owner"])
+            .arg(format!("--sparse-version={version}"))
+            .arg("-cpzf")
+            .arg(&art)
+            .arg("-C")
+            .arg(&root)
+            .arg("."));
+        let dest = t.path().join(format!("applied-{version}"));
+        let out = apply(&art, &dest, &[]);
+        assert_code(&out, 0);
+        let d = diff(&src, &snapshot(&dest, &[]), &[]);
+        assert!(d.is_empty(), "sparse {version}:\n{}", d.join("\n"));
+    }
+}

@@ -1,7 +1,7 @@
 //! Writing tar entries into the target, with the fidelity capture
 //! archives: numeric owners, modes (setuid after chown), nanosecond mtimes
-//! (directories last), hardlinks, symlinks, devices, FIFOs, PAX 1.0 sparse
-//! files with their holes, xattrs (`SCHILY.xattr.*`, including
+//! (directories last), hardlinks, symlinks, devices, FIFOs, sparse files
+//! with their holes (PAX 1.0 as capture writes them, GNU tar's 0.0/0.1), xattrs (`SCHILY.xattr.*`, including
 //! `security.capability`, `security.selinux` and the raw ACLs), ACL text
 //! (`SCHILY.acl.*`) when the raw form is absent, long and non-UTF-8 names.
 //!
@@ -65,6 +65,8 @@ struct Pax {
     sparse_name: Option<Vec<u8>>,
     sparse_version: (Option<Vec<u8>>, Option<Vec<u8>>),
     realsize: Option<u64>,
+    /// A PAX 0.x sparse map (offset, length).
+    sparse_map: Option<Vec<(u64, u64)>>,
 }
 
 /// A PAX time (`sec`, `sec.frac`, negative values as the signed decimal).
@@ -164,7 +166,36 @@ fn pax_of(raw: Option<&[u8]>) -> Pax {
             b"GNU.sparse.name" => p.sparse_name = Some(v.to_vec()),
             b"GNU.sparse.major" => p.sparse_version.0 = Some(v.to_vec()),
             b"GNU.sparse.minor" => p.sparse_version.1 = Some(v.to_vec()),
-            b"GNU.sparse.realsize" => p.realsize = number(v),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => p.realsize = number(v),
+            // 0.1: "off,len,off,len…"; 0.0: offset and numbytes records.
+            b"GNU.sparse.map" => {
+                let n: Option<Vec<u64>> = std::str::from_utf8(v)
+                    .ok()
+                    .map(|t| {
+                        t.split(',')
+                            .filter(|x| !x.is_empty())
+                            .map(|x| x.parse().ok())
+                            .collect()
+                    })
+                    .and_then(|v: Vec<Option<u64>>| v.into_iter().collect());
+                p.sparse_map = Some(match n {
+                    Some(n) if n.len() % 2 == 0 => {
+                        n.chunks_exact(2).map(|c| (c[0], c[1])).collect()
+                    }
+                    // Malformed: nothing is written from it.
+                    _ => vec![(u64::MAX, u64::MAX)],
+                });
+            }
+            b"GNU.sparse.offset" => {
+                p.sparse_map
+                    .get_or_insert_default()
+                    .push((number(v).unwrap_or(u64::MAX), 0));
+            }
+            b"GNU.sparse.numbytes" => {
+                if let Some(last) = p.sparse_map.get_or_insert_default().last_mut() {
+                    last.1 = number(v).unwrap_or(u64::MAX);
+                }
+            }
             k => {
                 if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                     p.xattrs.push((xattr_name(name), v.to_vec()));
@@ -631,6 +662,12 @@ impl Extractor {
                 .realsize
                 .ok_or_else(|| bad(shown, "no GNU.sparse.realsize"))?;
             self.sparse_body(e, &mut file, e.size(), realsize, shown)?;
+        } else if let Some(segs) = &pax.sparse_map {
+            // PAX 0.0 / 0.1: the map in the header, the data packed.
+            let realsize = pax
+                .realsize
+                .ok_or_else(|| bad(shown, "no GNU.sparse.realsize or GNU.sparse.size"))?;
+            self.segments(e, &mut file, segs, e.size(), realsize, shown)?;
         } else {
             self.copy(e, &mut file, u64::MAX)?;
         }
@@ -701,10 +738,23 @@ impl Extractor {
                 }
             }
         }
-        let mut left = body - text.len() as u64;
+        let segs: Vec<(u64, u64)> = nums[1..].chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        self.segments(r, file, &segs, body - text.len() as u64, realsize, shown)
+    }
+
+    /// Writes each data segment `(offset, length)` of a sparse file from
+    /// `r` (which holds `left` bytes) at its offset, then sets its size.
+    fn segments(
+        &mut self,
+        r: &mut impl Read,
+        file: &mut File,
+        segs: &[(u64, u64)],
+        mut left: u64,
+        realsize: u64,
+        shown: &str,
+    ) -> io::Result<()> {
         let mut end = 0u64;
-        for pair in nums[1..].chunks_exact(2) {
-            let (off, len) = (pair[0], pair[1]);
+        for &(off, len) in segs {
             let stop = off
                 .checked_add(len)
                 .filter(|&s| s <= realsize && off >= end);
