@@ -1,9 +1,12 @@
 //! Writing tar entries into the target, with the fidelity capture
 //! archives: numeric owners, modes (setuid after chown), nanosecond mtimes
 //! (directories last), hardlinks, symlinks, devices, FIFOs, sparse files
-//! with their holes (PAX 1.0 as capture writes them, GNU tar's 0.0/0.1), xattrs (`SCHILY.xattr.*`, including
-//! `security.capability`, `security.selinux` and the raw ACLs), ACL text
-//! (`SCHILY.acl.*`) when the raw form is absent, long and non-UTF-8 names.
+//! with their holes (PAX 1.0 as capture writes them, GNU tar's 0.0/0.1),
+//! xattrs (`SCHILY.xattr.*`, including `security.capability`,
+//! `security.selinux` and the raw ACLs), ACL text (`SCHILY.acl.*`) when
+//! the raw form is absent, long and non-UTF-8 names. PAX records are read
+//! by their lengths from the guard's copy ([`records`]), never through
+//! tar-rs's parser, which splits values at newlines.
 //!
 //! Part of apply, after the tar reader: one entry at a time, each name
 //! checked ([`relative`]) and its parent opened through
