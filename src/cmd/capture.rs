@@ -22,7 +22,7 @@
 use super::{print_text, show, warnings_status, warnings_tail};
 use crate::archive::{Ctx, Kind, Owners, TarWriter, archive_name};
 use crate::cli::config::CaptureConfig;
-use crate::entry::{FileKind, Reason, SynthKind, Synthetic};
+use crate::entry::{FileKind, Reason, Synthetic};
 use crate::output::atomic::{AtomicFile, sync_dir};
 use crate::output::compress::Compressor;
 use crate::output::digest::Digests;
@@ -895,16 +895,7 @@ impl Write for Output {
 /// the scrub plan's entries (the SSH regenerator, `add` rules), and the
 /// user's additions with the directories above them.
 pub(super) fn synthetic_entries(cfg: &CaptureConfig, plan: Option<&Plan>) -> Vec<Synthetic> {
-    let curtin = Synthetic {
-        rel: b"curtin".to_vec(),
-        kind: SynthKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: cfg.date.timestamp(),
-        replace: false,
-        op: None,
-    };
+    let curtin = Synthetic::dir(b"curtin".to_vec(), cfg.date.timestamp());
     let mut synthetic = vec![curtin];
     synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
     let added = &cfg.added.entries;
@@ -922,16 +913,7 @@ pub(super) fn synthetic_entries(cfg: &CaptureConfig, plan: Option<&Plan>) -> Vec
             let parent = a.rel[..end].to_vec();
             end += 1;
             if have.insert(parent.clone()) {
-                synthetic.push(Synthetic {
-                    rel: parent,
-                    kind: SynthKind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: cfg.date.timestamp(),
-                    replace: false,
-                    op: None,
-                });
+                synthetic.push(Synthetic::dir(parent, cfg.date.timestamp()));
             }
         }
     }
