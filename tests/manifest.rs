@@ -274,3 +274,40 @@ fn rpm_database_is_listed_without_touching_it() {
         "rpm touched the source database"
     );
 }
+
+#[test]
+fn what_keeps_an_image_from_booting_is_said_on_stderr_and_in_the_manifest() {
+    // The sample root is a bootable system: nothing to say.
+    let env = Env::new();
+    let run = env.capture("good", &[]);
+    run.ok();
+    assert!(!run.stderr().contains("warning"), "{}", run.stderr());
+    assert_eq!(
+        run.manifest_json()["source"]["deploy_problems"],
+        serde_json::json!([])
+    );
+
+    // A container's root: no kernel, no boot loader, no fstab root entry.
+    let r = env.root();
+    for dir in ["boot", "usr/lib/grub", "usr/lib/shim"] {
+        let _ = std::fs::remove_dir_all(r.join(dir));
+    }
+    std::fs::create_dir(r.join("boot")).unwrap();
+    std::fs::write(r.join("etc/fstab"), "proc /proc proc defaults 0 0\n").unwrap();
+    std::fs::write(r.join(".dockerenv"), "").unwrap();
+    let run = env.capture("bad", &[]);
+    run.ok();
+    let err = run.stderr();
+    for said in [
+        "warning: no kernel in /boot",
+        "warning: no boot loader for BIOS or UEFI",
+        "warning: no root (/) entry in /etc/fstab",
+        "warning: /.dockerenv is in the root",
+    ] {
+        assert!(err.contains(said), "{said:?} missing from:\n{err}");
+    }
+    let listed = run.manifest_json()["source"]["deploy_problems"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
+    let text = run.manifest_text();
+    assert_eq!(text.matches("DEPLOY PROBLEM:").count(), 4, "{text}");
+}

@@ -283,6 +283,9 @@ impl CaptureRun<'_> {
         self.remove_stale(ui);
         let rootfs = RootFs::new(&cfg.root);
         let facts = Facts::gather(&rootfs, cfg.os_release.clone());
+        for p in &facts.deploy_problems {
+            ui.warn(p);
+        }
         let output = self.open()?;
         let (mut output, paths, data) = self.archive(output, &rootfs, facts, ui)?;
         let (text, json) = self.manifest(&data, &paths)?;
