@@ -277,8 +277,9 @@ pub struct ProfileArgs {
 /// `goldcap verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// The artifact (.tgz or .tar.zst).
-    #[arg(value_name = "ARTIFACT")]
+    /// The artifact (.tgz or .tar.zst), or its goldcap JSON MANIFEST (the
+    /// artifact it names, next to it, is verified against it).
+    #[arg(value_name = "ARTIFACT|MANIFEST.json")]
     pub artifact: PathBuf,
     /// Its MANIFEST (.json or .txt); default: the goldcap manifest next to
     /// it that names it.

@@ -55,7 +55,7 @@ impl Config {
         Ok(match &cli.command {
             Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
             Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
-            Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
+            Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)?),
             Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
@@ -879,12 +879,23 @@ pub struct VerifyConfig {
 }
 
 impl VerifyConfig {
-    fn from_args(args: &VerifyArgs) -> VerifyConfig {
-        VerifyConfig {
-            artifact: args.artifact.clone(),
-            manifest: args.manifest.clone(),
+    /// A `.json` named without `--manifest` is the MANIFEST: the artifact
+    /// is the one it names in its own directory (a plain name, a regular
+    /// file, as `upload` takes it).
+    fn from_args(args: &VerifyArgs) -> Result<VerifyConfig> {
+        let given_manifest =
+            args.manifest.is_none() && args.artifact.extension().is_some_and(|e| e == "json");
+        let (artifact, manifest) = if given_manifest {
+            let files = Files::from_manifest(&args.artifact)?;
+            (files.artifact, Some(args.artifact.clone()))
+        } else {
+            (args.artifact.clone(), args.manifest.clone())
+        };
+        Ok(VerifyConfig {
+            artifact,
+            manifest,
             json: args.json,
-        }
+        })
     }
 }
 

@@ -85,6 +85,9 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
     }
     .run(&mut ui)?;
     ui.say(&summary(cfg, &out));
+    if let Some(next) = next_step(&out) {
+        ui.hint(&next);
+    }
     if cfg.json {
         print_result(&out)?;
     } else if let Some(url) = out.uploaded.as_ref().and_then(|u| u.presigned_get.as_ref()) {
@@ -98,7 +101,7 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
 fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
     let d = &out.data;
     format!(
-        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}) in {:.1}s{}{}",
+        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}; MANIFEST {}) in {:.1}s{}{}",
         d.stats.entries,
         human(d.stats.content_bytes),
         show(&cfg.root),
@@ -110,6 +113,7 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
         },
         human(d.digests.size),
         d.digests.md5,
+        show(&out.manifest_json),
         out.elapsed.as_secs_f64(),
         if d.scrub.item_count > 0 {
             format!(
@@ -125,6 +129,22 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
         [] => String::new(),
         off => format!("; IDENTITY KEPT by {}", off.join(", ")),
     }
+}
+
+/// The command a person runs next, with the MANIFEST this run wrote:
+/// `profile` after an upload, otherwise `verify` and `upload`. `None` when
+/// a path cannot be pasted as shell text.
+fn next_step(out: &Outcome) -> Option<String> {
+    let manifest = crate::report::escape::shell_word(out.manifest_json.as_os_str().as_bytes())?;
+    Some(match (&out.uploaded, &out.artifact) {
+        (Some(_), _) => {
+            format!("goldcap: next: goldcap profile {manifest}  (the DRP profile that deploys it)")
+        }
+        (None, Some(_)) => format!(
+            "goldcap: next: goldcap verify {manifest}; goldcap upload {manifest} --to drp|s3://BUCKET|put:URL"
+        ),
+        (None, None) => return None,
+    })
 }
 
 /// The operations through which a plan leaves identity in place, listed;

@@ -59,6 +59,14 @@ impl Ui {
         }
     }
 
+    /// A suggestion for a person (the next command): printed on a terminal
+    /// or with `-v`, never into a log a script reads.
+    pub fn hint(&self, msg: &str) {
+        if self.verbosity >= 1 || (self.interactive && self.verbosity >= 0) {
+            self.print(msg);
+        }
+    }
+
     /// A line that is always printed unless quiet (the summary).
     pub fn say(&self, msg: &str) {
         if self.verbosity >= 0 {
