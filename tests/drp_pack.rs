@@ -268,6 +268,24 @@ fn drp_pack_parses_and_every_reference_resolves() {
             .unwrap(),
     );
     assert_eq!(meta["Name"], "goldcap");
+    // drpcli's bundle reads the metadata from `._<Field>.meta` files:
+    // they say what meta.yaml says.
+    let fields = meta.as_object().unwrap();
+    for (k, v) in fields {
+        let file = pack().join(format!("._{k}.meta"));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(text.trim(), v.as_str().unwrap().trim(), "._{k}.meta");
+    }
+    for e in std::fs::read_dir(pack()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(k) = name
+            .strip_prefix("._")
+            .and_then(|n| n.strip_suffix(".meta"))
+        {
+            assert!(fields.contains_key(k), "{name}: not in meta.yaml");
+        }
+    }
     assert!(
         meta["Prerequisites"]
             .as_str()
@@ -475,6 +493,10 @@ fn run_task(env: &Env, drp: &Drp, token: &str, set: &[(&str, Value)]) -> (i32, S
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// Task runs one at a time: a test looks for task directories left in
+/// /tmp, where a concurrent run's would be.
+static TASKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The job token the task's ExtraClaims give, and two that lack one of
 /// its claims.
 const JOB_TOKEN: &str = "job-token-files-post-get-7c2d";
@@ -494,9 +516,12 @@ fn job_server() -> Drp {
 /// what it stored is a good image without image-builder's default excludes.
 #[test]
 fn drp_task_script_uploads_with_a_files_only_job_token() {
+    let _serial = TASKS.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     assert!(env.root().join("etc/default/grub").is_file());
     let drp = job_server();
+    // Whole seconds: a directory's mtime may be coarser than the clock.
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
     let (code, log) = run_task(&env, &drp, JOB_TOKEN, &[]);
     assert_eq!(code, 0, "{log}");
     // image-builder's default names: $TAG-rootfs-$DSTAMP-$RS_IMAGE_IDENT.tgz
@@ -568,15 +593,18 @@ fn drp_task_script_uploads_with_a_files_only_job_token() {
         "image-builder/additional-excludes was not applied"
     );
     // The task's temporary directory is gone.
-    assert!(
-        !std::fs::read_dir("/tmp").unwrap().flatten().any(|e| e
-            .file_name()
-            .to_string_lossy()
-            .starts_with("goldcap-task.")
-            && std::fs::read_dir(e.path())
-                .is_ok_and(|mut d| d.any(|f| f.is_ok_and(|f| f.file_name() == "goldcap.toml")))),
-        "the task left its directory in /tmp"
-    );
+    let left: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("goldcap-task."))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= started)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "the task left {left:?} in /tmp");
     // With goldcap/format tzst the same task stores a .tar.zst.
     let zst = job_server();
     let (code, log) = run_task(&env, &zst, JOB_TOKEN, &[("goldcap/format", json!("tzst"))]);
@@ -593,6 +621,7 @@ fn drp_task_script_uploads_with_a_files_only_job_token() {
 /// missing claim named, and stores nothing.
 #[test]
 fn drp_task_script_is_refused_without_the_task_claims() {
+    let _serial = TASKS.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     for (token, claim) in [(GET_ONLY, "files post"), (POST_ONLY, "files get")] {
         let drp = job_server();
