@@ -20,9 +20,14 @@ fn pack() -> PathBuf {
     project().join("manifests/drp")
 }
 
-/// image-builder's params the pack reads but does not define (image-builder
-/// is a prerequisite and owns them), with their documented defaults
-/// (`../shared/reference/drp-image-builder.md` §1, image-builder/params).
+/// image-builder's params the pack reads but does not define, with their
+/// documented defaults (`../shared/reference/drp-image-builder.md` §1,
+/// image-builder/params). image-builder is a prerequisite and owns them: a
+/// second content pack defining the same object is refused by
+/// dr-provision ("New layer violates key restrictions:
+/// keysCannotBeOverridden: … is already in layer 1", digitalrebar/provision
+/// cli/content_functional_test.go), so redefining them would keep the pack
+/// from loading beside image-builder.
 fn image_builder_params() -> BTreeMap<String, Value> {
     [
         ("image-builder/upload-path", json!("images")),
@@ -299,8 +304,10 @@ fn drp_pack_parses_and_every_reference_resolves() {
     assert_eq!(params["goldcap/allow-identity"], json!(false));
     assert_eq!(params["goldcap/tls-insecure"], json!(false));
     assert_eq!(params["goldcap/format"], json!("tgz"));
+    // No object of image-builder's is defined again (see
+    // image_builder_params).
     for name in params.keys() {
-        assert!(!ib.contains_key(name));
+        assert!(!ib.contains_key(name), "{name} belongs to image-builder");
     }
 
     let tasks = section("tasks");
@@ -450,6 +457,43 @@ fn drp_template_params_cannot_escape_their_values() {
     assert_eq!(capture["insecure"].as_bool(), Some(true));
     assert!(script.contains("WARNING: goldcap/allow-identity is true"));
     assert!(script.contains("WARNING: goldcap/tls-insecure is true"));
+    // The two values pasted as text, not JSON, are held by their schema
+    // patterns (DRP checks a value against its param's schema when it is
+    // set) to characters that cannot leave their quotes or here-document.
+    let pattern = |name: &str| {
+        let file = format!("{}.yaml", name.replace('/', "-"));
+        let v = as_json(&section("params")[&file]);
+        regex::Regex::new(v["Schema"]["pattern"].as_str().unwrap()).unwrap()
+    };
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU+/=\n-----END CERTIFICATE-----";
+    let ca = pattern("goldcap/tls-ca-cert");
+    assert!(ca.is_match(pem));
+    for bad in [
+        "GOLDCAP_CA_PEM_END",
+        "x\nGOLDCAP_CA_PEM_END\ny",
+        "$(id)",
+        "'",
+    ] {
+        assert!(!ca.is_match(bad), "{bad:?}");
+    }
+    let script = render(
+        &template(),
+        &machine(
+            &[("goldcap/tls-ca-cert", json!(pem))],
+            "http://drp.example:8091",
+        ),
+    );
+    assert!(
+        script.contains(&format!(
+            "<<'GOLDCAP_CA_PEM_END'\n{pem}\nGOLDCAP_CA_PEM_END\n"
+        )),
+        "{script}"
+    );
+    let bin = pattern("goldcap/binary-path");
+    assert!(bin.is_match("goldcap/goldcap-x86_64"));
+    for bad in ["x'y", "a b", "$(id)", "/abs", "x\ny", "../x`"] {
+        assert!(!bin.is_match(bad), "{bad:?}");
+    }
 }
 
 /// Renders the task's script for the sample root and runs it with bash as
