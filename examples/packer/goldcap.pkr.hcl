@@ -56,6 +56,9 @@ variable "iso_checksum" {
   default = "file:https://cdimage.debian.org/cdimage/release/current/amd64/iso-cd/SHA256SUMS"
 }
 
+# The OS install is yours: this source expects a Debian preseed in http/
+# (packer-maas and RackN's packer-builder have complete ones); any builder
+# works, since goldcap only needs a shell on the finished system.
 source "qemu" "gold" {
   iso_url          = var.iso_url
   iso_checksum     = var.iso_checksum
