@@ -8,6 +8,7 @@ mod common;
 mod boot;
 mod cli;
 mod config;
+mod drp_pack;
 mod fidelity;
 mod gzip_compat;
 mod hooks;

@@ -17,8 +17,9 @@ const UPLOAD_TARBALL: &str = "images/debian-12-rootfs-20261122-101500-cf99cd80eb
 const UPLOAD_MANIFEST: &str = "images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.txt";
 const TOKEN: &str = "gc-test-token-5f1d2a9c0b7e4c31a8d6";
 
-/// A running DRP contract server; stopped on drop.
-struct Drp {
+/// A running DRP contract server; stopped on drop (also used by
+/// `drp_pack`).
+pub(crate) struct Drp {
     child: Child,
     _stdin: ChildStdin,
     port: u16,
@@ -29,7 +30,7 @@ struct Drp {
 impl Drp {
     /// Users: rocketskates (everything). Tokens: TOKEN (files, all actions,
     /// any path), plus `tokens` from the caller.
-    fn start(extra: Value) -> Drp {
+    pub(crate) fn start(extra: Value) -> Drp {
         Drp::start_with(extra, None)
     }
 
@@ -92,7 +93,7 @@ impl Drp {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
@@ -102,18 +103,18 @@ impl Drp {
     }
 
     /// A file in the server's store.
-    fn stored(&self, rel: &str) -> PathBuf {
+    pub(crate) fn stored(&self, rel: &str) -> PathBuf {
         self.dir.path().join("store").join(rel)
     }
 
     /// Every name under the store's images/ (dot files included).
-    fn images(&self) -> Vec<String> {
+    pub(crate) fn images(&self) -> Vec<String> {
         list_dir(&self.stored("images"))
     }
 
     /// Requests in the order they started (a stalled one is written
     /// when it ends).
-    fn log(&self) -> Vec<Value> {
+    pub(crate) fn log(&self) -> Vec<Value> {
         let mut log: Vec<Value> = std::fs::read_to_string(self.dir.path().join("log.jsonl"))
             .unwrap_or_default()
             .lines()

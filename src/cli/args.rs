@@ -118,14 +118,15 @@ pub enum Command {
         after_help = UPLOAD_ENV_HELP
     )]
     Token(Box<TokenArgs>),
-    /// Write the DRP image-deploy profile for a capture.
+    /// Write the DRP image-deploy (or Eikon) profile for a capture.
     #[command(
         long_about = "Write the Digital Rebar Provision profile that deploys a capture with image-deploy, \
                       as in the image-builder documentation: image-deploy/image-os linux, image-type tgz, \
                       image-url {{.ProvisionerURL}}/files/<upload path> (or --endpoint: a base URL or a \
                       full, e.g. presigned, URL), and kexec-ok only when the captured kernel has \
-                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused: \
-                      image-deploy's curtin only streams gzip, bzip2 and xz."
+                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused for \
+                      image-deploy (its curtin only streams gzip, bzip2 and xz); --deployer eikon writes \
+                      RackN Eikon's profile instead (eikon/image-type tar-zst or tgz, eikon/image-url)."
     )]
     Profile(Box<ProfileArgs>),
     /// Write the man pages (goldcap.1, goldcap-COMMAND.1) into a directory.
@@ -272,6 +273,18 @@ pub struct ProfileArgs {
     /// Write the profile here instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The deployer the profile is for.
+    #[arg(long, value_enum, default_value_t = DeployerArg::ImageDeploy)]
+    pub deployer: DeployerArg,
+}
+
+/// `goldcap profile --deployer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployerArg {
+    /// DRP image-deploy (curtin): .tgz only.
+    ImageDeploy,
+    /// RackN Eikon: .tgz (image type tgz) or .tar.zst (image type tar-zst).
+    Eikon,
 }
 
 /// `goldcap verify`.

@@ -10,8 +10,8 @@
 //! directory; every failure is a usage error (exit status 2).
 
 use crate::cli::{
-    CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
-    UploadArgs, UploadCmdArgs, VerifyArgs,
+    CaptureArgs, Cli, Command, DeployerArg, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs,
+    TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::entry::{SynthKind, Synthetic};
@@ -1001,6 +1001,8 @@ pub struct ProfileConfig {
     pub endpoint: Option<String>,
     /// Where to write the profile (stdout when `None`).
     pub output: Option<PathBuf>,
+    /// image-deploy or Eikon.
+    pub deployer: DeployerArg,
 }
 
 impl ProfileConfig {
@@ -1013,6 +1015,7 @@ impl ProfileConfig {
             manifest,
             endpoint: args.endpoint.clone(),
             output: args.output.clone(),
+            deployer: args.deployer,
         })
     }
 }

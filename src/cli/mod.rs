@@ -34,6 +34,6 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 pub(crate) use args::{
-    CaptureArgs, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs, UploadArgs,
-    UploadCmdArgs, VerifyArgs,
+    CaptureArgs, Command, DeployerArg, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
+    UploadArgs, UploadCmdArgs, VerifyArgs,
 };
