@@ -2,6 +2,8 @@
 //! stderr.
 
 use crate::common::*;
+use std::ffi::OsStr;
+use std::path::Path;
 
 #[test]
 fn help_documents_every_exit_status() {
@@ -99,4 +101,115 @@ fn version_is_printed() {
         String::from_utf8(o.stdout).unwrap(),
         format!("goldcap {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn json_commands_print_a_json_error_object_when_they_fail() {
+    let env = Env::new();
+    let missing = env.path("no-such-root");
+    let cases: Vec<(Vec<std::ffi::OsString>, i32, &str)> = vec![
+        (
+            vec![
+                "capture".into(),
+                "--root".into(),
+                missing.clone().into(),
+                "--json".into(),
+            ],
+            2,
+            "no-such-root",
+        ),
+        (
+            vec![
+                "verify".into(),
+                env.path("none.tgz").into(),
+                "--json".into(),
+            ],
+            2,
+            "none.tgz",
+        ),
+        (
+            vec![
+                "upload".into(),
+                env.path("m.json").into(),
+                "--to".into(),
+                "drp".into(),
+                "--json".into(),
+            ],
+            2,
+            "m.json",
+        ),
+        (
+            vec![
+                "token".into(),
+                "--user".into(),
+                "u".into(),
+                "--paths".into(),
+                "images/x".into(),
+                "--endpoint".into(),
+                "https://127.0.0.1:9".into(),
+                "--attempts".into(),
+                "1".into(),
+                "--json".into(),
+            ],
+            1,
+            "token for u on https://127.0.0.1:9 (given): connection refused (gave up after 1 attempt)",
+        ),
+    ];
+    for (args, exit, names) in cases {
+        let o = goldcap_cmd(&args).env("RS_KEY", "u:p").output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(exit),
+            "{args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"));
+        assert_eq!(v["exit"], exit, "{v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(names), "{args:?}: {msg}");
+        // The same message on stderr, for a person.
+        assert!(String::from_utf8_lossy(&o.stderr).contains(msg), "{args:?}");
+    }
+    // Without --json, stdout stays empty on failure.
+    let o = goldcap(&[
+        OsStr::new("capture"),
+        OsStr::new("--root"),
+        missing.as_os_str(),
+    ]);
+    assert_eq!((o.status.code(), o.stdout.len()), (Some(2), 0));
+}
+
+#[test]
+fn more_than_one_v_is_refused() {
+    let o = goldcap(&["-vv", "scrub", "--list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("one level of detail"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(goldcap(&["-v", "scrub", "--list"]).status.success());
+}
+
+#[test]
+fn verify_json_says_ok_overall() {
+    // The planted root: every check passes on its capture.
+    let env = identity_env("debian");
+    let run = env.capture("out", &[]);
+    run.ok();
+    let v = |art: &Path| -> serde_json::Value {
+        let o = goldcap(&[OsStr::new("verify"), OsStr::new("--json"), art.as_os_str()]);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let art = run.any_artifact();
+    let good = v(&art);
+    assert_eq!(good["ok"], true, "{good}");
+    let mut bytes = std::fs::read(&art).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&art, bytes).unwrap();
+    let bad = v(&art);
+    assert_eq!(bad["ok"], false, "{bad}");
 }

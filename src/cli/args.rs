@@ -258,6 +258,9 @@ pub struct TokenArgs {
     /// Connection options.
     #[command(flatten)]
     pub upload: UploadArgs,
+    /// Print one JSON object (token, user, ttl, paths) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `goldcap profile`.
@@ -455,6 +458,19 @@ pub struct CaptureArgs {
 }
 
 impl Cli {
+    /// Whether the command prints JSON on stdout (`--json`), so that a
+    /// failure is a JSON object there too.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Capture(a) => a.json,
+            Command::Scrub(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Upload(a) => a.json,
+            Command::Token(a) => a.json,
+            Command::Profile(_) | Command::Man { .. } => false,
+        }
+    }
+
     /// -1 quiet, 0 normal, ≥1 verbose.
     pub fn verbosity(&self) -> i8 {
         if self.quiet {

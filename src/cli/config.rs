@@ -52,6 +52,11 @@ pub enum Config {
 impl Config {
     /// Validates the command line.
     pub fn from_cli(cli: &Cli) -> Result<Config> {
+        if cli.verbose > 1 {
+            return Err(Error::usage(
+                "-v given more than once: goldcap has one level of detail (-v)",
+            ));
+        }
         Ok(match &cli.command {
             Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
             Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
@@ -961,6 +966,7 @@ impl UploadConfig {
 
 /// `goldcap token`.
 pub struct TokenConfig {
+    pub json: bool,
     pub user: String,
     pub ttl: u64,
     /// Files paths the token may post and get (at least one).
@@ -983,6 +989,7 @@ impl TokenConfig {
             ));
         }
         Ok(TokenConfig {
+            json: args.json,
             user: args.user.clone(),
             ttl: args.ttl,
             paths,

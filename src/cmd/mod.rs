@@ -40,9 +40,25 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             crate::report::ui::eprint_line(&format!("goldcap: error: {e}"));
-            e.exit_code()
+            let code = e.exit_code();
+            if cli.json() {
+                // Whoever reads stdout as JSON gets an object on failure
+                // too; the message is on stderr as well.
+                let _ = print_json(&JsonError {
+                    error: e.to_string(),
+                    exit: code.code(),
+                });
+            }
+            code
         }
     }
+}
+
+/// What `--json` prints on stdout when a command fails.
+#[derive(Serialize)]
+struct JsonError {
+    error: String,
+    exit: i32,
 }
 
 /// A host path for messages, escaped.

@@ -167,6 +167,9 @@ pub fn error_message(status: u16, body: &str, action: &str, path: &str) -> Strin
 /// A DRP endpoint with credentials.
 pub struct Client {
     endpoint: String,
+    /// The endpoint for messages, with where it came from:
+    /// `https://drp:8092 (RS_ENDPOINT)`.
+    at: String,
     auth: Auth,
     agent: ureq::Agent,
     attempts: u32,
@@ -195,30 +198,31 @@ fn head_timeout(timeout: std::time::Duration, size: Option<u64>) -> std::time::D
 
 /// The endpoint: the given one, `RS_ENDPOINT`, or the first of
 /// `RS_ENDPOINTS`, or drpcli's default.
-pub fn endpoint(given: Option<&str>) -> String {
-    let from_env = || {
-        std::env::var("RS_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .or_else(|| {
-                std::env::var("RS_ENDPOINTS")
-                    .ok()
-                    .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-            })
+/// Also where it came from, for messages: `given`, or the variable it was
+/// read from, or `default`.
+fn endpoint_from(given: Option<&str>) -> (String, &'static str) {
+    let var = |name: &str| std::env::var(name).ok().filter(|e| !e.is_empty());
+    let (url, from) = if let Some(g) = given {
+        (g.to_owned(), "given")
+    } else if let Some(e) = var("RS_ENDPOINT") {
+        (e, "RS_ENDPOINT")
+    } else if let Some(e) =
+        var("RS_ENDPOINTS").and_then(|l| l.split_whitespace().next().map(str::to_owned))
+    {
+        (e, "RS_ENDPOINTS")
+    } else {
+        (DEFAULT_ENDPOINT.to_owned(), "default")
     };
-    given
-        .map(str::to_owned)
-        .or_else(from_env)
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
-        .trim_end_matches('/')
-        .to_owned()
+    (url.trim_end_matches('/').to_owned(), from)
 }
 
 impl Client {
     /// A client for `endpoint` (or `RS_ENDPOINT`, or the default).
     pub fn new(given: Option<&str>, opts: &Options) -> Result<Client> {
+        let (endpoint, from) = endpoint_from(given);
         Ok(Client {
-            endpoint: endpoint(given),
+            at: format!("{} ({from})", redact(&endpoint)),
+            endpoint,
             auth: credentials(opts)?,
             agent: agent(opts)?,
             attempts: opts.attempts,
@@ -236,36 +240,41 @@ impl Client {
     /// answer grows with `size` (unknown: a file that may be large).
     pub fn sha256(&self, path: &str, size: Option<u64>, cancel: &Cancel) -> Result<Option<String>> {
         let wait = head_timeout(self.timeout, size);
-        retry(&format!("HEAD /{path}"), self.attempts, cancel, || {
-            let resp = self
-                .agent
-                .head(&self.url(path))
-                .header("Authorization", self.auth.header())
-                .config()
-                .timeout_per_read(Some(wait))
-                .build()
-                .call()?;
-            let status = resp.status().as_u16();
-            match status {
-                200 => Ok(resp
-                    .headers()
-                    .get("X-DRP-SHA256SUM")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .or(Some(String::new()))),
-                404 => Ok(None),
-                // A HEAD answer has no body to tell the two apart.
-                403 => Err(Attempt::Fatal(format!(
-                    "permission denied: the credentials are invalid or expired, or lack the claim `files get /{}` \
+        retry(
+            &format!("HEAD /{path} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let resp = self
+                    .agent
+                    .head(&self.url(path))
+                    .header("Authorization", self.auth.header())
+                    .config()
+                    .timeout_per_read(Some(wait))
+                    .build()
+                    .call()?;
+                let status = resp.status().as_u16();
+                match status {
+                    200 => Ok(resp
+                        .headers()
+                        .get("X-DRP-SHA256SUM")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .or(Some(String::new()))),
+                    404 => Ok(None),
+                    // A HEAD answer has no body to tell the two apart.
+                    403 => Err(Attempt::Fatal(format!(
+                        "permission denied: the credentials are invalid or expired, or lack the claim `files get /{}` \
                      (goldcap reads every upload back with HEAD, so it needs files post and get)",
-                    path.trim_start_matches('/')
-                ))),
-                _ => Err(status_attempt(
-                    status,
-                    error_message(status, "", "get", path),
-                )),
-            }
-        })
+                        path.trim_start_matches('/')
+                    ))),
+                    _ => Err(status_attempt(
+                        status,
+                        error_message(status, "", "get", path),
+                    )),
+                }
+            },
+        )
     }
 
     /// Reads the stored file's sha256 back after an upload of `size` bytes.
@@ -325,19 +334,24 @@ impl Client {
         // hold its `.part` for a while and answer 409 "File already
         // uploading": that is our own upload, so it is worth waiting for.
         let mut failed_before = false;
-        let (md5, sha256) = retry(&format!("POST /{path}"), self.attempts, cancel, || {
-            let outcome = self.post_once(path, file, size, ui);
-            match &outcome {
-                Err(Attempt::Fatal(m)) if failed_before && m.starts_with("HTTP 409") => {
-                    return Err(Attempt::Retry(format!(
-                        "{m} (the server still holds goldcap's previous attempt)"
-                    )));
+        let (md5, sha256) = retry(
+            &format!("POST /{path} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let outcome = self.post_once(path, file, size, ui);
+                match &outcome {
+                    Err(Attempt::Fatal(m)) if failed_before && m.starts_with("HTTP 409") => {
+                        return Err(Attempt::Retry(format!(
+                            "{m} (the server still holds goldcap's previous attempt)"
+                        )));
+                    }
+                    Err(_) => failed_before = true,
+                    Ok(_) => {}
                 }
-                Err(_) => failed_before = true,
-                Ok(_) => {}
-            }
-            outcome
-        })?;
+                outcome
+            },
+        )?;
         if let Some((esize, emd5, esha)) = expect
             && (esize != size || emd5 != md5 || esha != sha256)
         {
@@ -486,22 +500,27 @@ impl Client {
         // A clean-up runs to its end even after a signal (a second signal
         // still ends goldcap at once).
         let never = Cancel::never();
-        let result = retry(&format!("DELETE /{path}"), self.attempts, &never, || {
-            let mut resp = self
-                .agent
-                .delete(&self.url(path))
-                .header("Authorization", self.auth.header())
-                .call()?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            match status {
-                200 | 204 | 404 => Ok(()),
-                _ => Err(status_attempt(
-                    status,
-                    error_message(status, &body, "delete", path),
-                )),
-            }
-        });
+        let result = retry(
+            &format!("DELETE /{path} on {}", self.at),
+            self.attempts,
+            &never,
+            || {
+                let mut resp = self
+                    .agent
+                    .delete(&self.url(path))
+                    .header("Authorization", self.auth.header())
+                    .call()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                match status {
+                    200 | 204 | 404 => Ok(()),
+                    _ => Err(status_attempt(
+                        status,
+                        error_message(status, &body, "delete", path),
+                    )),
+                }
+            },
+        );
         result
             .err()
             .map(|e| format!("/{path} is left on the endpoint ({e})"))
@@ -526,28 +545,33 @@ impl Client {
             encode_query("post,get"),
             encode_query(&specific)
         );
-        retry(&format!("token for {user}"), self.attempts, cancel, || {
-            let mut resp = self
-                .agent
-                .get(&url)
-                .header("Authorization", self.auth.header())
-                .header("Accept", "application/json")
-                .call()?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            if status != 200 {
-                return Err(status_attempt(
-                    status,
-                    error_message(status, &body, "token", &format!("users/{user}")),
-                ));
-            }
-            let v: serde_json::Value = serde_json::from_str(&body)
-                .map_err(|_| Attempt::Fatal("the endpoint's answer has no Token".into()))?;
-            v["Token"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| Attempt::Fatal("the endpoint's answer has no Token".into()))
-        })
+        retry(
+            &format!("token for {user} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let mut resp = self
+                    .agent
+                    .get(&url)
+                    .header("Authorization", self.auth.header())
+                    .header("Accept", "application/json")
+                    .call()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                if status != 200 {
+                    return Err(status_attempt(
+                        status,
+                        error_message(status, &body, "token", &format!("users/{user}")),
+                    ));
+                }
+                let v: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|_| Attempt::Fatal("the endpoint's answer has no Token".into()))?;
+                v["Token"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Attempt::Fatal("the endpoint's answer has no Token".into()))
+            },
+        )
     }
 
     /// Starts a streamed (chunked) upload of the artifact to `path`.
@@ -566,6 +590,7 @@ impl Client {
         };
         let (agent, url, auth) = (self.agent.clone(), self.url(path), self.auth.header());
         let (path_owned, attempts, thread_cancel) = (path.to_owned(), self.attempts, *cancel);
+        let at = self.at.clone();
         let thread = std::thread::spawn(move || -> std::result::Result<(u64, String), String> {
             // Until DRP has taken a byte of the body, a refusal (5xx, a
             // dropped connection) can be retried with the same stream;
@@ -573,7 +598,7 @@ impl Client {
             let gone = "; a streamed upload cannot be resent once data has gone \
                         (capture with --keep-local, or capture first and use `goldcap upload`, which retries)";
             retry(
-                &format!("DRP POST /{path_owned}"),
+                &format!("DRP POST /{path_owned} on {at}"),
                 attempts,
                 &thread_cancel,
                 || {

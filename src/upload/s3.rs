@@ -65,6 +65,8 @@ pub fn part_size(given: Option<u64>, estimate: Option<u64>) -> u64 {
 #[derive(Clone)]
 pub struct Client {
     bucket: Bucket,
+    /// The endpoint, for messages.
+    at: String,
     creds: Credentials,
     prefix: String,
     agent: ureq::Agent,
@@ -120,6 +122,7 @@ impl Client {
         let bucket = Bucket::new(url, style, bucket.to_owned(), region)
             .map_err(|e| Error::usage(format!("s3://{bucket}: {e}")))?;
         Ok(Client {
+            at: super::http::redact(&endpoint),
             bucket,
             creds,
             prefix: prefix.to_owned(),
@@ -157,7 +160,7 @@ impl Client {
             .with_context(|| format!("cannot read {}", path.display()))?
             .len();
         let verified = retry(
-            &format!("PUT s3://{}/{key}", self.bucket.name()),
+            &format!("PUT s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             cancel,
             || {
@@ -297,7 +300,7 @@ impl Client {
     fn held(&self, name: &str, cancel: &Cancel) -> Result<Held> {
         let key = self.key(name);
         retry(
-            &format!("HEAD s3://{}/{key}", self.bucket.name()),
+            &format!("HEAD s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             cancel,
             || {
@@ -380,7 +383,7 @@ impl Client {
         // A clean-up runs to its end even after a signal (a second signal
         // still ends goldcap at once).
         retry(
-            &format!("DELETE s3://{}/{key}", self.bucket.name()),
+            &format!("DELETE s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             &Cancel::never(),
             || {
@@ -424,7 +427,11 @@ impl Client {
     ) -> Result<Multipart> {
         let key = self.key(name);
         let id = retry(
-            &format!("create upload s3://{}/{key}", self.bucket.name()),
+            &format!(
+                "create upload s3://{}/{key} on {}",
+                self.bucket.name(),
+                self.at
+            ),
             self.attempts,
             cancel,
             || {
@@ -494,7 +501,11 @@ impl Client {
         let md5_hex = hex(md5);
         let content_md5 = base64::engine::general_purpose::STANDARD.encode(md5);
         retry(
-            &format!("part {n} of s3://{}/{key}", self.bucket.name()),
+            &format!(
+                "part {n} of s3://{}/{key} on {}",
+                self.bucket.name(),
+                self.at
+            ),
             self.attempts,
             cancel,
             || {
@@ -519,7 +530,7 @@ impl Client {
 
     fn abort_upload(&self, key: &str, id: &str) -> Option<String> {
         let never = Cancel::never();
-        retry(&format!("abort upload s3://{}/{key}", self.bucket.name()), self.attempts, &never, || {
+        retry(&format!("abort upload s3://{}/{key} on {}", self.bucket.name(), self.at), self.attempts, &never, || {
             let url = self.bucket.abort_multipart_upload(Some(&self.creds), key, id).sign(SIGN_FOR);
             let mut resp = self.agent.delete(url.as_str()).call()?;
             answer(&mut resp, true).map(drop)
@@ -728,7 +739,7 @@ impl Multipart {
             .collect();
         let mut tried = false;
         retry(
-            &format!("complete s3://{}/{}", c.bucket.name(), self.key),
+            &format!("complete s3://{}/{} on {}", c.bucket.name(), self.key, c.at),
             c.attempts,
             cancel,
             || {
@@ -780,7 +791,7 @@ impl Multipart {
         let c = &self.client;
         let name = self.key.rsplit('/').next().unwrap_or(&self.key).to_owned();
         let head = retry(
-            &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
+            &format!("HEAD s3://{}/{} on {}", c.bucket.name(), self.key, c.at),
             c.attempts,
             cancel,
             || {
