@@ -37,6 +37,7 @@ fn committed_man_pages_match_the_code() {
         generated,
         vec![
             "goldcap-capture.1",
+            "goldcap-completions.1",
             "goldcap-profile.1",
             "goldcap-scrub.1",
             "goldcap-token.1",
@@ -60,6 +61,30 @@ fn committed_man_pages_match_the_code() {
     }
     let page = std::fs::read_to_string(project().join("man/goldcap-capture.1")).unwrap();
     assert!(page.contains("include\\-mount") && page.contains("completed with warnings"));
+    // Every page has the sections a man reader looks for, and SEE ALSO
+    // names no page that is not shipped (goldcap-help(1) was).
+    let shipped = list_dir(&project().join("man"));
+    for name in &shipped {
+        let page = std::fs::read_to_string(project().join("man").join(name)).unwrap();
+        for section in ["EXAMPLES", "\"EXIT STATUS\""] {
+            assert!(
+                page.contains(&format!(".SH {section}")),
+                "{name}: no {section}"
+            );
+        }
+        for refd in page.split("\\fBgoldcap").skip(1).filter_map(|r| {
+            let (n, rest) = r.split_once("\\fR(")?;
+            rest.starts_with('1')
+                .then(|| format!("goldcap{}.1", n.replace("\\-", "-")))
+        }) {
+            assert!(
+                shipped.contains(&refd),
+                "{name} refers to {refd}, which is not shipped"
+            );
+        }
+    }
+    let upload = std::fs::read_to_string(project().join("man/goldcap-upload.1")).unwrap();
+    assert!(upload.contains(".SH ENVIRONMENT") && upload.contains("AWS_ENDPOINT_URL"));
 }
 
 #[test]
@@ -212,4 +237,42 @@ fn verify_json_says_ok_overall() {
     std::fs::write(&art, bytes).unwrap();
     let bad = v(&art);
     assert_eq!(bad["ok"], false, "{bad}");
+}
+
+#[test]
+fn completions_complete_commands_and_options_in_bash() {
+    let o = goldcap(&["completions", "bash"]);
+    assert!(o.status.success());
+    let script = std::env::temp_dir().join(format!("goldcap-compl-{}.bash", std::process::id()));
+    std::fs::write(&script, &o.stdout).unwrap();
+    // Ask the completion function what `goldcap ca<TAB>` and
+    // `goldcap capture --ro<TAB>` complete to, as bash would.
+    let ask = |words: &str| -> String {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); \
+                 COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+                 _goldcap goldcap \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let subs = ask("goldcap ca");
+    assert!(subs.lines().any(|l| l == "capture"), "{subs}");
+    let opts = ask("goldcap capture --ro");
+    assert!(opts.lines().any(|l| l == "--root"), "{opts}");
+    std::fs::remove_file(&script).unwrap();
+    for shell in ["zsh", "fish"] {
+        let o = goldcap(&["completions", shell]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains("capture") && text.contains("allow-identity"),
+            "{shell}"
+        );
+    }
+    assert_eq!(goldcap(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -10,8 +10,8 @@
 //! directory; every failure is a usage error (exit status 2).
 
 use crate::cli::{
-    CaptureArgs, Cli, Command, DeployerArg, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs,
-    TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
+    CaptureArgs, Cli, Command, ConnArgs, DeployerArg, FormatArg, ProfileArgs, ScrubArgs,
+    ScrubCmdArgs, TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::entry::{SynthKind, Synthetic};
@@ -47,6 +47,8 @@ pub enum Config {
     Profile(Box<ProfileConfig>),
     /// `goldcap man`: the directory to write the pages into.
     Man(PathBuf),
+    /// `goldcap completions SHELL`.
+    Completions(clap_complete::Shell),
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
             Command::Man { output_dir } => Config::Man(output_dir.clone()),
+            Command::Completions { shell } => Config::Completions(*shell),
         })
     }
 }
@@ -907,13 +910,22 @@ impl VerifyConfig {
 /// Upload options from their flags.
 pub fn upload_options(args: &UploadArgs) -> Options {
     Options {
+        part_size: args.s3.part_size.map(|m| m << 20),
+        presign_get: args.s3.presign_get.map(Duration::from_secs),
+        ..connection_options(&args.conn)
+    }
+}
+
+/// Connection options from their flags (no S3 options).
+pub fn connection_options(args: &ConnArgs) -> Options {
+    Options {
         token_file: args.token_file.clone(),
         ca_cert: args.ca_cert.clone(),
         insecure: args.insecure,
         timeout: Duration::from_secs(args.timeout),
         attempts: args.attempts,
-        part_size: args.part_size.map(|m| m << 20),
-        presign_get: args.presign_get.map(Duration::from_secs),
+        part_size: None,
+        presign_get: None,
         force: false,
     }
 }
@@ -994,7 +1006,7 @@ impl TokenConfig {
             ttl: args.ttl,
             paths,
             endpoint: args.endpoint.clone(),
-            opts: upload_options(&args.upload),
+            opts: connection_options(&args.conn),
         })
     }
 }

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Config::Token(cfg) => token::run(&cfg),
         Config::Profile(cfg) => profile::run(&cfg),
         Config::Man(dir) => crate::cli::man::write_all(&dir).map(|_| ExitCode::Success),
+        Config::Completions(shell) => completions(shell),
     });
     match result {
         Ok(code) => code,
@@ -59,6 +60,20 @@ pub fn run(cli: Cli) -> ExitCode {
 struct JsonError {
     error: String,
     exit: i32,
+}
+
+/// Prints the completion script for `shell` on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::docs::command(),
+        "goldcap",
+        &mut script,
+    );
+    let mut stdout = std::io::stdout().lock();
+    stdout_result(stdout.write_all(&script).and_then(|_| stdout.flush()))?;
+    Ok(ExitCode::Success)
 }
 
 /// A host path for messages, escaped.
