@@ -1354,7 +1354,7 @@ fn s3_upload_with_a_presigned_get_for_image_deploy() {
     let p = goldcap(&[
         "profile".as_ref(),
         cap.file(MANIFEST_JSON).as_os_str(),
-        "--endpoint".as_ref(),
+        "--image-base".as_ref(),
         url.as_ref(),
     ]);
     assert!(p.status.success());
@@ -1614,7 +1614,7 @@ fn profile_is_the_image_deploy_example_made_for_the_capture() {
     let p = goldcap(&[
         "profile".as_ref(),
         cap2.file(MANIFEST_JSON).as_os_str(),
-        "--endpoint".as_ref(),
+        "--image-base".as_ref(),
         "http://images.example:8091/files/images".as_ref(),
         "-o".as_ref(),
         file.as_os_str(),

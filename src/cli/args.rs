@@ -104,7 +104,7 @@ pub enum Command {
     #[command(
         long_about = "Write the Digital Rebar Provision profile that deploys a capture with image-deploy, \
                       as in the image-builder documentation: image-deploy/image-os linux, image-type tgz, \
-                      image-url {{.ProvisionerURL}}/files/<upload path> (or --endpoint: a base URL or a \
+                      image-url {{.ProvisionerURL}}/files/<upload path> (or --image-base: a base URL or a \
                       full, e.g. presigned, URL), and kexec-ok only when the captured kernel has \
                       CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused for \
                       image-deploy (its curtin only streams gzip, bzip2 and xz); --deployer eikon writes \
@@ -278,10 +278,13 @@ pub struct ProfileArgs {
     /// The capture's JSON MANIFEST.
     #[arg(value_name = "MANIFEST.json")]
     pub manifest: PathBuf,
-    /// Base URL the image is served from (default: DRP's own
-    /// {{.ProvisionerURL}}/files/).
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    /// Where the deployer fetches the image: a base URL (below DRP's
+    /// /files root the upload path follows, below any other the file
+    /// name), {{.ProvisionerURL}}/PATH, or the artifact's full (e.g.
+    /// presigned) URL; http(s) only. Default:
+    /// {{.ProvisionerURL}}/files/UPLOAD_PATH.
+    #[arg(long, value_name = "URL", alias = "endpoint")]
+    pub image_base: Option<String>,
     /// Write the profile here instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,

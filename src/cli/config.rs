@@ -1032,7 +1032,7 @@ impl ProfileConfig {
         Ok(ProfileConfig {
             manifest_path: path.clone(),
             manifest,
-            endpoint: args.endpoint.clone(),
+            endpoint: args.image_base.clone(),
             output: args.output.clone(),
             deployer: args.deployer,
         })

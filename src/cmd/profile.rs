@@ -97,6 +97,76 @@ fn image_type(m: &Summary, filename: &str, deployer: DeployerArg) -> Result<&'st
     }
 }
 
+/// DRP's template for its own address, as the profile may use it.
+const PROVISIONER_URL: &str = "{{.ProvisionerURL}}";
+
+/// Where the deployer fetches the artifact:
+/// * no `--endpoint`: `{{.ProvisionerURL}}/files/<upload path>`;
+/// * a base ending in DRP's `/files` root (`{{.ProvisionerURL}}/files/`,
+///   `https://drp:8090/files`): the upload path below it;
+/// * any other http(s) base: the file name below it;
+/// * a URL whose path already ends in the file name (a presigned GET with
+///   its query string): as given.
+///
+/// Only http and https are accepted (what image-deploy and Eikon fetch);
+/// a base with a query string that does not name the file is refused,
+/// since appending to a signed URL breaks its signature.
+fn image_url(endpoint: Option<&str>, upload_path: &str, filename: &str) -> Result<String> {
+    let Some(e) = endpoint else {
+        return Ok(format!("{PROVISIONER_URL}/files/{upload_path}"));
+    };
+    let bad = |why: String| Error::usage(format!("--endpoint {:?}: {why}", e));
+    if e.chars().any(char::is_control) {
+        return Err(bad("holds control characters".into()));
+    }
+    // DRP expands its own address when it renders the profile: the rest
+    // is a path.
+    if let Some(rest) = e.strip_prefix(PROVISIONER_URL) {
+        if rest.contains(['?', '#'])
+            || rest.contains("{{")
+            || !rest.starts_with(['/']) && !rest.is_empty()
+        {
+            return Err(bad(format!(
+                "after {PROVISIONER_URL} only a path may follow (e.g. {PROVISIONER_URL}/files/)"
+            )));
+        }
+        let base = rest.trim_end_matches('/');
+        return Ok(if base.ends_with(&format!("/{filename}")) {
+            format!("{PROVISIONER_URL}{base}")
+        } else if base.ends_with("/files") {
+            format!("{PROVISIONER_URL}{base}/{upload_path}")
+        } else {
+            format!("{PROVISIONER_URL}{base}/{filename}")
+        });
+    }
+    let mut url = url::Url::parse(e).map_err(|why| bad(format!("not a URL: {why}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?}: image-deploy and Eikon fetch http or https",
+            url.scheme()
+        )));
+    }
+    if url
+        .path()
+        .trim_end_matches('/')
+        .ends_with(&format!("/{filename}"))
+    {
+        return Ok(url.into());
+    }
+    if url.query().is_some() {
+        return Err(bad(format!(
+            "a URL with a query string must name {filename} itself (give the artifact's presigned URL)"
+        )));
+    }
+    let files_root = url.path().trim_end_matches('/').ends_with("/files");
+    let below = if files_root { upload_path } else { filename };
+    url.path_segments_mut()
+        .map_err(|_| bad("cannot hold a path".into()))?
+        .pop_if_empty()
+        .extend(below.split('/'));
+    Ok(url.into())
+}
+
 /// The profile YAML for a manifest. `endpoint`: base URL the artifact is
 /// served from (its file name is appended), or a full URL ending in it.
 fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<String> {
@@ -106,24 +176,11 @@ fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<
     m.check().map_err(Error::usage)?;
     let filename = value(m, &m.filename, "filename")?;
     let kind = image_type(m, filename, deployer)?;
-    let url = match endpoint {
-        // A full URL, presigned ones included (their query string follows
-        // the file name).
-        Some(e)
-            if e.split('?')
-                .next()
-                .unwrap_or(e)
-                .trim_end_matches('/')
-                .ends_with(filename) =>
-        {
-            e.to_owned()
-        }
-        Some(e) => format!("{}/{filename}", e.trim_end_matches('/')),
-        None => format!(
-            "{{{{.ProvisionerURL}}}}/files/{}",
-            value(m, &m.upload_tarball, "upload_tarball")?
-        ),
-    };
+    let url = image_url(
+        endpoint,
+        value(m, &m.upload_tarball, "upload_tarball")?,
+        filename,
+    )?;
     let name = filename
         .strip_suffix(".tgz")
         .or_else(|| filename.strip_suffix(".tar.zst"))
@@ -223,6 +280,44 @@ mod tests {
         assert!(y.contains(&format!("image-url: \"{signed}\"\n")), "{y}");
         let e = render(&manifest("tzst", false), None, ID).unwrap_err();
         assert!(e.to_string().contains("cannot deploy a .tar.zst"), "{e}");
+    }
+
+    #[test]
+    fn image_url_table() {
+        let up = "images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz";
+        let f = "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz";
+        let ok = [
+            (None, format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/files/"), format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/files"), format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/mirror/"), format!("{{{{.ProvisionerURL}}}}/mirror/{f}")),
+            (Some("https://drp.example:8090/files/"), format!("https://drp.example:8090/files/{up}")),
+            (Some("https://s3.example/gold/"), format!("https://s3.example/gold/{f}")),
+            (Some("https://s3.example/gold"), format!("https://s3.example/gold/{f}")),
+            (Some("http://10.0.0.1"), format!("http://10.0.0.1/{f}")),
+            (
+                Some("https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz?X-Amz-Signature=ab&X-Amz-Expires=60"),
+                "https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz?X-Amz-Signature=ab&X-Amz-Expires=60".into(),
+            ),
+        ];
+        for (endpoint, want) in ok {
+            assert_eq!(image_url(endpoint, up, f).unwrap(), want, "{endpoint:?}");
+        }
+        for (endpoint, why) in [
+            ("ftp://mirror/images/", "scheme \"ftp\""),
+            ("file:///srv/images/", "scheme \"file\""),
+            (
+                "https://s3.example/gold/?X-Amz-Signature=ab",
+                "query string",
+            ),
+            ("not a url", "not a URL"),
+            ("{{.ProvisionerURL}}?x=1", "only a path"),
+            ("{{.ProvisionerURL}}/files/{{.Machine.Name}}", "only a path"),
+            ("https://x/\n", "control characters"),
+        ] {
+            let e = image_url(Some(endpoint), up, f).unwrap_err().to_string();
+            assert!(e.contains(why), "{endpoint}: {e}");
+        }
     }
 
     #[test]
