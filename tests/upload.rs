@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -2167,4 +2167,130 @@ fn an_image_that_keeps_identity_is_uploaded_only_when_allowed() {
     );
     assert!(stream.log().is_empty());
     assert!(!env.path("streamed").exists());
+}
+
+#[test]
+fn s3_credentials_come_from_aws_files_and_profiles_as_the_aws_tools_find_them() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let s3 = S3::start(json!([]));
+    let (key, secret) = (
+        s3.info["key"].as_str().unwrap(),
+        s3.info["secret"].as_str().unwrap(),
+    );
+    let home = env.path("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    // The default profile holds wrong keys: AWS_PROFILE must be what counts.
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = WRONG\naws_secret_access_key = wrong\n\n\
+             [ci]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {0}\n\n[profile ci]\nregion = us-east-1\nendpoint_url = {0}\n",
+            s3.info["endpoint"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let upload = |prefix: &str, envs: &[(&str, &OsStr)]| {
+        let mut c = goldcap_cmd(&[
+            "upload".as_ref(),
+            cap.file(MANIFEST_JSON).as_os_str(),
+            "--to".as_ref(),
+            format!("s3://goldcap-test/{prefix}").as_ref(),
+            "-v".as_ref(),
+        ]);
+        c.env("HOME", &home);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        Run {
+            out: cap.out.clone(),
+            output: c.output().unwrap(),
+        }
+    };
+    let r = upload("profile", &[("AWS_PROFILE", OsStr::new("ci"))]);
+    r.ok();
+    assert!(
+        s3.keys().contains(&format!("profile/{ARTIFACT}")),
+        "{:?}",
+        s3.keys()
+    );
+    assert_token_absent(secret, &[&r], &[]);
+    // Without AWS_PROFILE, the default profile's (wrong) keys are used.
+    let r = upload("default", &[]);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("InvalidAccessKeyId") || r.stderr().contains("403"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!s3.keys().iter().any(|k| k.starts_with("default/")));
+    // An unknown profile names the files it looked in.
+    let r = upload("none", &[("AWS_PROFILE", OsStr::new("nope"))]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("\"nope\" is in neither"),
+        "{}",
+        r.stderr()
+    );
+
+    // The instance metadata service (IMDSv2), when nothing else has keys.
+    let mut imds = Command::new(venv_python())
+        .arg(project().join("tests/servers/imds_server.py"))
+        .args([key, secret, "imds-session-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(imds.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint: Value = serde_json::from_str(&line).unwrap();
+    let mut c = goldcap_cmd(&[
+        "upload".as_ref(),
+        cap.file(MANIFEST_JSON).as_os_str(),
+        "--to".as_ref(),
+        "s3://goldcap-test/imds".as_ref(),
+    ]);
+    c.env_remove("AWS_EC2_METADATA_DISABLED")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            endpoint["endpoint"].as_str().unwrap(),
+        )
+        .env("AWS_ENDPOINT_URL", s3.info["endpoint"].as_str().unwrap())
+        .env("AWS_REGION", "us-east-1");
+    let r = Run {
+        out: cap.out.clone(),
+        output: c.output().unwrap(),
+    };
+    drop(imds.stdin.take());
+    let log = imds.wait_with_output().unwrap();
+    let log: Vec<Value> = String::from_utf8_lossy(&log.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    r.ok();
+    assert!(
+        s3.keys().contains(&format!("imds/{ARTIFACT}")),
+        "{:?}",
+        s3.keys()
+    );
+    // A session token first, then every read with it (IMDSv2).
+    assert_eq!(log[0]["method"], "PUT", "{log:?}");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|e| e["method"] == "GET" && e["session"] == true),
+        "{log:?}"
+    );
+    assert_token_absent(secret, &[&r], &[]);
+    assert_token_absent("imds-session-token", &[&r], &[]);
 }

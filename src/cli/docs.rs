@@ -43,12 +43,24 @@ const ENV_S3: &[(&str, &str)] = &[
         "S3 credentials (never taken from the command line, never printed)",
     ),
     (
+        "AWS_PROFILE",
+        "the profile in ~/.aws/credentials and ~/.aws/config (default: default) when no key is in the environment; then the instance role (IMDSv2)",
+    ),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE",
+        "other places for those two files",
+    ),
+    (
+        "AWS_EC2_METADATA_DISABLED, AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "true: never ask the instance metadata service; or where it is",
+    ),
+    (
         "AWS_REGION",
-        "S3 region (or AWS_DEFAULT_REGION; default us-east-1)",
+        "S3 region (or AWS_DEFAULT_REGION, the profile's region; default us-east-1)",
     ),
     (
         "AWS_ENDPOINT_URL",
-        "S3-compatible endpoint, path-style (MinIO, Ceph RGW); or AWS_ENDPOINT_URL_S3",
+        "S3-compatible endpoint, path-style (MinIO, Ceph RGW); or AWS_ENDPOINT_URL_S3, or the profile's endpoint_url",
     ),
 ];
 

@@ -1,10 +1,9 @@
 //! S3 and S3-compatible stores (MinIO, Ceph RGW): multipart uploads signed
 //! with SigV4 by `rusty-s3` (sans-IO: it signs, `ureq` sends).
 //!
-//! Credentials and endpoint come from the standard AWS environment:
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-//! `AWS_REGION` (or `AWS_DEFAULT_REGION`, default `us-east-1`),
-//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`). A custom endpoint uses
+//! Credentials, region and endpoint are found as the AWS tools find them
+//! (`super::aws`: the environment, `~/.aws/credentials` and `config` with
+//! `AWS_PROFILE`, the instance metadata service). A custom endpoint uses
 //! path-style addressing (MinIO, Ceph), AWS itself virtual-host style.
 //!
 //! The artifact goes up in parts from a bounded buffer: while one part is
@@ -94,23 +93,14 @@ enum Held {
 impl Client {
     /// A client for `bucket`, keys under `prefix`.
     pub fn new(bucket: &str, prefix: &str, opts: &Options) -> Result<Client> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-        else {
-            return Err(Error::usage(
-                "S3 credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)",
-            ));
+        let aws = super::aws::from_environment()?;
+        let creds = match aws.token {
+            Some(t) => Credentials::new_with_token(aws.key, aws.secret, t),
+            None => Credentials::new(aws.key, aws.secret),
         };
-        let creds = match env("AWS_SESSION_TOKEN") {
-            Some(t) => Credentials::new_with_token(key, secret, t),
-            None => Credentials::new(key, secret),
-        };
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
-        let custom = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
-        let (endpoint, style) = match &custom {
-            Some(e) => (e.clone(), UrlStyle::Path),
+        let region = aws.region;
+        let (endpoint, style) = match aws.endpoint {
+            Some(e) => (e, UrlStyle::Path),
             None => (
                 format!("https://s3.{region}.amazonaws.com"),
                 UrlStyle::VirtualHost,
