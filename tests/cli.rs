@@ -276,3 +276,66 @@ fn completions_complete_commands_and_options_in_bash() {
     }
     assert_eq!(goldcap(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_terminal_shows_a_bar_whose_total_is_what_will_be_read() {
+    let env = Env::new();
+    // 64 MiB in /tmp: never archived, so never in the total.
+    let big = std::fs::File::create(env.root().join("tmp/scratch.bin")).unwrap();
+    std::io::Write::write_all(&mut &big, &noise(64 << 20, 7)).unwrap();
+    drop(big);
+    let flag = env.path("pause-flag");
+    let session = format!("goldcap-bar-{}", std::process::id());
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm LC_ALL=C AWS_EC2_METADATA_DISABLED=true \
+         GOLDCAP_TEST_PAUSE=open:usr/sbin/kexec GOLDCAP_TEST_PAUSE_FILE={flag} \
+         {bin} capture --root {root} -o {out} --ident cf99cd80eb --date 2026-11-22T10:15:00Z; sleep 30",
+        flag = flag.display(),
+        bin = env!("CARGO_BIN_EXE_goldcap"),
+        root = env.root().display(),
+        out = env.path("out").display(),
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        tmux(&["new-session", "-d", "-x", "160", "-y", "10", &cmd])
+            .status
+            .success()
+    );
+    let start = std::time::Instant::now();
+    while !flag.exists() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(flag.exists(), "the capture never reached its pause point");
+    // Let the bar draw a few times with the paused capture.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pane = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+    std::fs::remove_file(&flag).unwrap();
+    let _ = tmux(&["kill-server"]);
+    let line = pane
+        .lines()
+        .find(|l| l.contains("capturing ["))
+        .unwrap_or_else(|| panic!("no progress bar on the terminal:\n{pane}"));
+    assert!(line.contains("ETA"), "{line}");
+    // "… 1.2 MiB/~5.0 MiB, …": the total is the sample root's few MiB,
+    // not the 64 MiB in /tmp.
+    let total = line
+        .split("/~")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap_or_else(|| panic!("no total in {line}"));
+    let (num, unit) = total.trim().split_once(' ').unwrap();
+    let mib = num.parse::<f64>().unwrap()
+        * match unit {
+            "KiB" => 1.0 / 1024.0,
+            "MiB" => 1.0,
+            "GiB" => 1024.0,
+            _ => panic!("unit {unit} in {line}"),
+        };
+    assert!((1.0..20.0).contains(&mib), "total {total} in {line}");
+}

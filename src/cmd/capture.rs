@@ -41,6 +41,7 @@ use crate::report::{Effect, Report};
 use crate::select::scrub::Plan;
 use crate::signals::Cancel;
 use crate::source::facts::Facts;
+use crate::source::precount;
 use crate::source::prefetch::Lookahead;
 use crate::source::rootfs::RootFs;
 use crate::source::walk::{Event, Walker};
@@ -497,10 +498,26 @@ impl CaptureRun<'_> {
             cancel: self.cancel,
             ui,
         };
-        for event in events {
-            self.cancel.check()?;
-            archiver.event(event)?;
-        }
+        // On a terminal, the bar's total is counted beside the capture
+        // (what the walk will read, not the filesystem's usage).
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let counted = std::thread::scope(|s| -> Result<()> {
+            if let Some(total) = archiver.ui.total_handle() {
+                let (root, policy, stop) = (&cfg.root, &cfg.policy, &stop);
+                s.spawn(move || {
+                    if let Some(n) = precount::content_bytes(root, policy, stop) {
+                        total.set(n);
+                    }
+                });
+            }
+            let result = events.into_iter().try_for_each(|event| {
+                self.cancel.check()?;
+                archiver.event(event)
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        });
+        counted?;
         let tar = archiver.tar;
         report.stats.tar_bytes = tar.bytes_written() + 1024;
         crate::testhook::count("direct_reads", tar.direct_reads());
@@ -722,7 +739,7 @@ impl CaptureRun<'_> {
         // Unwrap expectation: called only with an upload target.
         let (target, opts) = cfg.upload.as_ref().expect("upload target");
         let Some(artifact) = streamed else {
-            ui.start_progress(Some(files.size), "uploading");
+            ui.start_transfer(files.size, "uploading");
             let r = upload::upload_files(target, opts, files, ui, self.cancel);
             ui.finish_progress();
             return r.map_err(|e| {
