@@ -1073,6 +1073,31 @@ fn token_mints_a_files_only_token_for_exact_paths() {
         json!({"scope": "files", "action": "post,get", "specific": format!("/{UPLOAD_TARBALL},/{UPLOAD_MANIFEST}")})
     );
     assert_eq!(minted["ttl"], 600);
+    // A wrong password is said as such, not as a bad token.
+    let bad = run(
+        &os(&[
+            "token",
+            "--user",
+            "rocketskates",
+            "--paths",
+            &paths,
+            "--endpoint",
+            &drp.url(),
+        ]),
+        &[("RS_KEY", "rocketskates:wrong")],
+        &cap.out,
+    );
+    assert_eq!(bad.code(), 1);
+    assert!(
+        bad.stderr().contains("wrong user or password (RS_KEY)"),
+        "{}",
+        bad.stderr()
+    );
+    assert!(
+        !bad.stderr().contains("token was refused"),
+        "{}",
+        bad.stderr()
+    );
     // --json: the same kind of token in an object that says what it is for.
     let j = run(
         &os(&[

@@ -44,6 +44,11 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    /// RS_KEY's user:password rather than a token.
+    fn is_password(&self) -> bool {
+        matches!(self, Auth::Basic(_))
+    }
+
     fn header(&self) -> String {
         use base64::Engine;
         match self {
@@ -116,15 +121,20 @@ pub fn encode_query(v: &str) -> String {
         .collect()
 }
 
-/// DRP's error JSON as a sentence. `path` is the files path.
-pub fn error_message(status: u16, body: &str, action: &str, path: &str) -> String {
+/// DRP's error JSON as a sentence. `path` is the files path; `password`:
+/// the request logged in with RS_KEY's user:password, not a token.
+pub fn error_message(status: u16, body: &str, action: &str, path: &str, password: bool) -> String {
     let claim = format!("files {action} /{}", path.trim_start_matches('/'));
     if status == 401 {
         return "the endpoint wants credentials (set RS_TOKEN, RS_KEY=user:pass or --token-file)"
             .into();
     }
     if status == 403 && body.is_empty() {
-        return "the token was refused: it is invalid or has expired".into();
+        return if password {
+            "the login was refused: wrong user or password (RS_KEY)".into()
+        } else {
+            "the token was refused: it is invalid or has expired".into()
+        };
     }
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let messages: Vec<String> = json
@@ -264,13 +274,18 @@ impl Client {
                     404 => Ok(None),
                     // A HEAD answer has no body to tell the two apart.
                     403 => Err(Attempt::Fatal(format!(
-                        "permission denied: the credentials are invalid or expired, or lack the claim `files get /{}` \
+                        "permission denied: {}, or the credentials lack the claim `files get /{}` \
                      (goldcap reads every upload back with HEAD, so it needs files post and get)",
+                        if self.auth.is_password() {
+                            "wrong user or password (RS_KEY)"
+                        } else {
+                            "the token is invalid or expired"
+                        },
                         path.trim_start_matches('/')
                     ))),
                     _ => Err(status_attempt(
                         status,
-                        error_message(status, "", "get", path),
+                        error_message(status, "", "get", path, self.auth.is_password()),
                     )),
                 }
             },
@@ -398,7 +413,7 @@ impl Client {
         if status != 201 {
             return Err(status_attempt(
                 status,
-                error_message(status, &body, "post", path),
+                error_message(status, &body, "post", path, self.auth.is_password()),
             ));
         }
         check_created(&body, path, r.hasher().size())?;
@@ -516,7 +531,7 @@ impl Client {
                     200 | 204 | 404 => Ok(()),
                     _ => Err(status_attempt(
                         status,
-                        error_message(status, &body, "delete", path),
+                        error_message(status, &body, "delete", path, self.auth.is_password()),
                     )),
                 }
             },
@@ -561,7 +576,13 @@ impl Client {
                 if status != 200 {
                     return Err(status_attempt(
                         status,
-                        error_message(status, &body, "token", &format!("users/{user}")),
+                        error_message(
+                            status,
+                            &body,
+                            "token",
+                            &format!("users/{user}"),
+                            self.auth.is_password(),
+                        ),
                     ));
                 }
                 let v: serde_json::Value = serde_json::from_str(&body)
@@ -622,7 +643,13 @@ impl Client {
                     let status = resp.status().as_u16();
                     let text = body_text(&mut resp);
                     if status != 201 {
-                        let msg = error_message(status, &text, "post", &path_owned);
+                        let msg = error_message(
+                            status,
+                            &text,
+                            "post",
+                            &path_owned,
+                            auth.starts_with("Basic "),
+                        );
                         // Once data has gone, nothing can be retried: a
                         // new request would carry only what is left.
                         return Err(if started {
@@ -809,13 +836,16 @@ mod tests {
 
     #[test]
     fn messages_table() {
-        assert!(error_message(401, "", "post", "images/a.tgz").contains("set RS_TOKEN"));
+        assert!(error_message(401, "", "post", "images/a.tgz", false).contains("set RS_TOKEN"));
         assert_eq!(
-            error_message(403, "", "post", "images/a.tgz"),
+            error_message(403, "", "post", "images/a.tgz", false),
             "the token was refused: it is invalid or has expired"
         );
+        // A password login is not talked about as a token.
+        let m = error_message(403, "", "post", "images/a.tgz", true);
+        assert_eq!(m, "the login was refused: wrong user or password (RS_KEY)");
         let auth = r#"{"Type":"AUTH","Code":403,"Messages":["Cannot access /api/v3/files/images/a.tgz","Requires: files post /images/a.tgz"]}"#;
-        let m = error_message(403, auth, "post", "images/a.tgz");
+        let m = error_message(403, auth, "post", "images/a.tgz", false);
         assert!(
             m.starts_with(
                 "permission denied: the credentials lack the claim `files post /images/a.tgz`"
@@ -824,11 +854,11 @@ mod tests {
         );
         let busy = r#"{"Model":"files","Key":"/images/a.tgz","Type":"POST","Messages":["File already uploading"],"Code":409}"#;
         assert_eq!(
-            error_message(409, busy, "post", "images/a.tgz"),
+            error_message(409, busy, "post", "images/a.tgz", false),
             "HTTP 409: POST: files/images/a.tgz: File already uploading"
         );
         assert_eq!(
-            error_message(502, "bad gateway", "post", "x"),
+            error_message(502, "bad gateway", "post", "x", false),
             "HTTP 502: bad gateway"
         );
     }
