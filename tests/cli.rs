@@ -38,6 +38,8 @@ fn committed_man_pages_match_the_code() {
         vec![
             "goldcap-capture.1",
             "goldcap-completions.1",
+            "goldcap-diff.1",
+            "goldcap-inspect.1",
             "goldcap-profile.1",
             "goldcap-scrub.1",
             "goldcap-token.1",

@@ -111,6 +111,24 @@ pub enum Command {
                       RackN Eikon's profile instead (eikon/image-type tar-zst or tgz, eikon/image-url)."
     )]
     Profile(Box<ProfileArgs>),
+    /// Show what a capture holds: its MANIFEST's summary, and with --list
+    /// its entries.
+    #[command(
+        long_about = "Show a capture's MANIFEST summary (OS, kernels, boot modes, packages, scrub, \
+                      warnings) and, with --list, the archive's entries as tar -tv does (type and mode, \
+                      owner, size, name, link target), read by goldcap's own reader: decompressed as it \
+                      streams, metadata headers bounded, nothing extracted."
+    )]
+    Inspect(Box<InspectArgs>),
+    /// Compare two captures: packages and paths added, removed, changed.
+    #[command(
+        long_about = "Compare two captures (artifacts or their JSON MANIFESTs): packages added, removed \
+                      and upgraded (from the MANIFESTs), and entries added, removed or changed in type, \
+                      mode, owner, size, link target or content (a sha256 of each member, computed as \
+                      the two archives stream). Exit status 0 when they are the same, 1 when they \
+                      differ, as diff(1)."
+    )]
+    Diff(Box<DiffArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(long_about = "Print the completion script for SHELL on stdout, e.g. \
                       goldcap completions bash > /usr/share/bash-completion/completions/goldcap")]
@@ -302,6 +320,34 @@ pub enum DeployerArg {
     Eikon,
 }
 
+/// `goldcap inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The artifact (.tgz, .tar.zst) or its JSON MANIFEST.
+    #[arg(value_name = "ARTIFACT|MANIFEST.json")]
+    pub target: PathBuf,
+    /// Also list the archive's entries.
+    #[arg(long, short)]
+    pub list: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `goldcap diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The older capture (artifact or JSON MANIFEST).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The newer capture.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `goldcap verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
@@ -484,6 +530,8 @@ impl Cli {
             Command::Verify(a) => a.json,
             Command::Upload(a) => a.json,
             Command::Token(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Diff(a) => a.json,
             Command::Profile(_) | Command::Completions { .. } | Command::Man { .. } => false,
         }
     }

@@ -47,6 +47,18 @@ pub enum Config {
     Profile(Box<ProfileConfig>),
     /// `goldcap man`: the directory to write the pages into.
     Man(PathBuf),
+    /// `goldcap inspect TARGET [--list]`.
+    Inspect {
+        target: PathBuf,
+        list: bool,
+        json: bool,
+    },
+    /// `goldcap diff A B`.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        json: bool,
+    },
     /// `goldcap completions SHELL`.
     Completions(clap_complete::Shell),
 }
@@ -68,6 +80,16 @@ impl Config {
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
             Command::Man { output_dir } => Config::Man(output_dir.clone()),
             Command::Completions { shell } => Config::Completions(*shell),
+            Command::Inspect(a) => Config::Inspect {
+                target: a.target.clone(),
+                list: a.list,
+                json: a.json,
+            },
+            Command::Diff(a) => Config::Diff {
+                a: a.a.clone(),
+                b: a.b.clone(),
+                json: a.json,
+            },
         })
     }
 }

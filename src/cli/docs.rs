@@ -156,6 +156,9 @@ pub const PAGES: &[Page] = &[
             "goldcap-upload(1)",
             "goldcap-token(1)",
             "goldcap-profile(1)",
+            "goldcap-inspect(1)",
+            "goldcap-diff(1)",
+            "goldcap-completions(1)",
             "tar(1)",
         ],
     },
@@ -284,6 +287,38 @@ pub const PAGES: &[Page] = &[
         exit: EXIT_COMMON,
         files: &[],
         see_also: &["goldcap-upload(1)", "drpcli(1)"],
+    },
+    Page {
+        command: "inspect",
+        examples: &[
+            (
+                "What a capture holds, by its MANIFEST",
+                "goldcap inspect /srv/images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.json",
+            ),
+            (
+                "Its entries, as tar -tv lists them (safe on any archive)",
+                "goldcap inspect --list image.tgz",
+            ),
+        ],
+        env: &[],
+        exit: EXIT_COMMON,
+        files: &[],
+        see_also: &["goldcap-verify(1)", "goldcap-diff(1)", "tar(1)"],
+    },
+    Page {
+        command: "diff",
+        examples: &[(
+            "What changed between last month's gold image and this one",
+            "goldcap diff old/debian-12-MANIFEST-20261101-101500-0123456789.json new/debian-12-MANIFEST-20261201-101500-cf99cd80eb.json",
+        )],
+        env: &[],
+        exit: &[
+            ("0", "the captures are the same"),
+            ("1", "they differ (or one could not be read)"),
+            ("2", "usage error"),
+        ],
+        files: &[],
+        see_also: &["goldcap-inspect(1)", "diff(1)"],
     },
     Page {
         command: "completions",

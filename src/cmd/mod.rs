@@ -8,6 +8,7 @@
 
 mod capture;
 mod dry_run;
+mod inspect;
 mod profile;
 mod scrub;
 mod token;
@@ -36,6 +37,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Config::Profile(cfg) => profile::run(&cfg),
         Config::Man(dir) => crate::cli::man::write_all(&dir).map(|_| ExitCode::Success),
         Config::Completions(shell) => completions(shell),
+        Config::Inspect { target, list, json } => inspect::run_inspect(&target, list, json),
+        Config::Diff { a, b, json } => inspect::run_diff(&a, &b, json),
     });
     match result {
         Ok(code) => code,

@@ -45,7 +45,7 @@ enum State {
 
 /// A reader that passes bytes through unchanged and fails on an oversized
 /// metadata header.
-pub(super) struct Guard<R> {
+pub(in crate::cmd) struct Guard<R> {
     inner: R,
     state: State,
     /// Bytes passed, for the offset in the message.
@@ -56,7 +56,7 @@ pub(super) struct Guard<R> {
 }
 
 impl<R> Guard<R> {
-    pub(super) fn new(inner: R) -> Guard<R> {
+    pub(in crate::cmd) fn new(inner: R) -> Guard<R> {
         Guard {
             inner,
             state: header(),

@@ -10,9 +10,9 @@
 //! unnoticed); this one lists every failure by path. It never writes
 //! anything.
 
-mod guard;
+pub(super) mod guard;
 mod identity;
-mod read;
+pub(super) mod read;
 mod shape;
 
 use super::{print_json, print_text};

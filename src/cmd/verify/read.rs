@@ -19,7 +19,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 /// The decompressed tar stream behind a buffered reader.
-pub(super) enum Decoder<R: BufRead> {
+pub(in crate::cmd) enum Decoder<R: BufRead> {
     Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
     Plain(R),
@@ -28,7 +28,7 @@ pub(super) enum Decoder<R: BufRead> {
 impl<R: BufRead> Decoder<R> {
     /// Recognises gzip and zstd by their magic numbers; anything else is
     /// read as plain tar.
-    pub(super) fn new(mut input: R) -> io::Result<Decoder<R>> {
+    pub(in crate::cmd) fn new(mut input: R) -> io::Result<Decoder<R>> {
         let magic = input
             .fill_buf()?
             .get(..4)
