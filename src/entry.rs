@@ -102,6 +102,23 @@ pub struct Synthetic {
     pub op: Option<String>,
 }
 
+impl Synthetic {
+    /// A directory goldcap adds where the root has none: root's, 0755,
+    /// never replacing one the root has, no scrub operation behind it.
+    pub fn dir(rel: Vec<u8>, mtime: i64) -> Self {
+        Self {
+            rel,
+            kind: SynthKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime,
+            replace: false,
+            op: None,
+        }
+    }
+}
+
 /// What the walk knows about an entry when it asks what to do with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {

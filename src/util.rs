@@ -43,6 +43,21 @@ impl StickyError {
     }
 }
 
+/// Copies the host's `/usr/lib/systemd/system` into `root`, so unit tests
+/// can run `systemd-analyze verify` on goldcap's units next to a real unit
+/// tree.
+#[cfg(test)]
+pub(crate) fn copy_host_units(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/systemd/system")
+        .arg(root.join("usr/lib/systemd"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a /usr/lib/systemd/system: {st}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

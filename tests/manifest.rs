@@ -274,3 +274,162 @@ fn rpm_database_is_listed_without_touching_it() {
         "rpm touched the source database"
     );
 }
+
+#[test]
+fn what_keeps_an_image_from_booting_is_said_on_stderr_and_in_the_manifest() {
+    // The sample root is a bootable system: nothing to say.
+    let env = Env::new();
+    let run = env.capture("good", &[]);
+    run.ok();
+    assert!(!run.stderr().contains("warning"), "{}", run.stderr());
+    assert_eq!(
+        run.manifest_json()["source"]["deploy_problems"],
+        serde_json::json!([])
+    );
+
+    // A container's root: no kernel, no boot loader, no fstab root entry.
+    let r = env.root();
+    for dir in ["boot", "usr/lib/grub", "usr/lib/shim"] {
+        let _ = std::fs::remove_dir_all(r.join(dir));
+    }
+    std::fs::create_dir(r.join("boot")).unwrap();
+    std::fs::write(r.join("etc/fstab"), "proc /proc proc defaults 0 0\n").unwrap();
+    std::fs::write(r.join(".dockerenv"), "").unwrap();
+    let run = env.capture("bad", &[]);
+    run.ok();
+    let err = run.stderr();
+    for said in [
+        "warning: no kernel in /boot",
+        "warning: no boot loader for BIOS or UEFI",
+        "warning: no root (/) entry in /etc/fstab",
+        "warning: /.dockerenv is in the root",
+    ] {
+        assert!(err.contains(said), "{said:?} missing from:\n{err}");
+    }
+    let listed = run.manifest_json()["source"]["deploy_problems"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
+    let text = run.manifest_text();
+    assert_eq!(text.matches("DEPLOY PROBLEM:").count(), 4, "{text}");
+}
+
+#[test]
+fn inspect_shows_the_summary_and_lists_entries_as_tar_does() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let o = goldcap(&[
+        std::ffi::OsStr::new("inspect"),
+        run.file(MANIFEST_JSON).as_os_str(),
+    ]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "os:  Debian GNU/Linux 12 (bookworm)",
+        "kernel:  6.1.0-13-amd64",
+        "packages:  6 (dpkg)",
+        "every identity operation on",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // --list: the same names, types and owners GNU tar lists.
+    let o = goldcap(&[
+        std::ffi::OsStr::new("inspect"),
+        std::ffi::OsStr::new("--list"),
+        std::ffi::OsStr::new("--json"),
+        run.artifact().as_os_str(),
+    ]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours: Vec<(String, String)> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["path"].as_str().unwrap().to_owned(),
+                format!("{}/{}", m["uid"], m["gid"]),
+            )
+        })
+        .collect();
+    let tar = sh(std::process::Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(run.artifact()));
+    let theirs: Vec<(String, String)> = tar
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f[5].trim_start_matches("./").trim_end_matches('/');
+            (
+                if name.is_empty() {
+                    ".".into()
+                } else {
+                    name.to_owned()
+                },
+                f[1].to_owned(),
+            )
+        })
+        .collect();
+    // Names with spaces or escapes are compared by count only.
+    assert_eq!(ours.len(), theirs.len());
+    let plain: Vec<_> = theirs.iter().filter(|(n, _)| !n.contains('\\')).collect();
+    for t in plain {
+        assert!(ours.contains(t), "{t:?} not listed by inspect");
+    }
+}
+
+#[test]
+fn diff_lists_exactly_the_upgraded_package_and_the_changed_file() {
+    let env = Env::new();
+    let before = env.capture("before", &[]);
+    before.ok();
+    let status = env.root().join("var/lib/dpkg/status");
+    let text = std::fs::read_to_string(&status).unwrap();
+    let upgraded = text.replacen("Version: 5.2.15-2+b2", "Version: 5.2.15-3", 1);
+    assert_ne!(text, upgraded, "the sample's bash version moved");
+    std::fs::write(&status, upgraded).unwrap();
+    let motd = env.root().join("etc/default/grub");
+    let mut issue = std::fs::read(&motd).unwrap();
+    issue.extend_from_slice(b"changed\n");
+    std::fs::write(&motd, issue).unwrap();
+    let after = env.capture("after", &[]);
+    after.ok();
+    let o = goldcap(&[
+        std::ffi::OsStr::new("diff"),
+        std::ffi::OsStr::new("--json"),
+        before.file(MANIFEST_JSON).as_os_str(),
+        after.file(MANIFEST_JSON).as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "they differ");
+    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        d["packages_upgraded"],
+        serde_json::json!([["bash", "5.2.15-2+b2", "5.2.15-3"]])
+    );
+    assert_eq!(d["packages_added"], serde_json::json!([]));
+    assert_eq!(d["packages_removed"], serde_json::json!([]));
+    assert_eq!(d["paths_added"], serde_json::json!([]));
+    assert_eq!(d["paths_removed"], serde_json::json!([]));
+    let changed: Vec<&str> = d["paths_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        vec!["etc/default/grub", "var/lib/dpkg/status"],
+        "{d}"
+    );
+    // The same capture twice: no difference, exit 0.
+    let o = goldcap(&[
+        std::ffi::OsStr::new("diff"),
+        after.artifact().as_os_str(),
+        after.file(MANIFEST_JSON).as_os_str(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

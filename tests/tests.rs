@@ -9,6 +9,7 @@ mod apply;
 mod boot;
 mod cli;
 mod config;
+mod drp_pack;
 mod fidelity;
 mod gzip_compat;
 mod hooks;

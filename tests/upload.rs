@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,8 +17,9 @@ const UPLOAD_TARBALL: &str = "images/debian-12-rootfs-20261122-101500-cf99cd80eb
 const UPLOAD_MANIFEST: &str = "images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.txt";
 const TOKEN: &str = "gc-test-token-5f1d2a9c0b7e4c31a8d6";
 
-/// A running DRP contract server; stopped on drop.
-struct Drp {
+/// A running DRP contract server; stopped on drop (also used by
+/// `drp_pack`).
+pub(crate) struct Drp {
     child: Child,
     _stdin: ChildStdin,
     port: u16,
@@ -29,7 +30,7 @@ struct Drp {
 impl Drp {
     /// Users: rocketskates (everything). Tokens: TOKEN (files, all actions,
     /// any path), plus `tokens` from the caller.
-    fn start(extra: Value) -> Drp {
+    pub(crate) fn start(extra: Value) -> Drp {
         Drp::start_with(extra, None)
     }
 
@@ -92,7 +93,7 @@ impl Drp {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
@@ -102,18 +103,18 @@ impl Drp {
     }
 
     /// A file in the server's store.
-    fn stored(&self, rel: &str) -> PathBuf {
+    pub(crate) fn stored(&self, rel: &str) -> PathBuf {
         self.dir.path().join("store").join(rel)
     }
 
     /// Every name under the store's images/ (dot files included).
-    fn images(&self) -> Vec<String> {
+    pub(crate) fn images(&self) -> Vec<String> {
         list_dir(&self.stored("images"))
     }
 
     /// Requests in the order they started (a stalled one is written
     /// when it ends).
-    fn log(&self) -> Vec<Value> {
+    pub(crate) fn log(&self) -> Vec<Value> {
         let mut log: Vec<Value> = std::fs::read_to_string(self.dir.path().join("log.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -750,7 +751,7 @@ fn drp_faults_are_retried_then_verified() {
     let err = r.stderr();
     assert!(err.contains("HTTP 500"), "{err}");
     assert!(
-        err.contains("no progress within --timeout") || err.contains("Broken pipe"),
+        err.contains("no progress within --timeout") || err.contains("broken pipe"),
         "{err}"
     );
     assert_eq!(md5sum(&drp.stored(UPLOAD_TARBALL)), md5sum(&cap.artifact()));
@@ -1072,6 +1073,57 @@ fn token_mints_a_files_only_token_for_exact_paths() {
         json!({"scope": "files", "action": "post,get", "specific": format!("/{UPLOAD_TARBALL},/{UPLOAD_MANIFEST}")})
     );
     assert_eq!(minted["ttl"], 600);
+    // A wrong password is said as such, not as a bad token.
+    let bad = run(
+        &os(&[
+            "token",
+            "--user",
+            "rocketskates",
+            "--paths",
+            &paths,
+            "--endpoint",
+            &drp.url(),
+        ]),
+        &[("RS_KEY", "rocketskates:wrong")],
+        &cap.out,
+    );
+    assert_eq!(bad.code(), 1);
+    assert!(
+        bad.stderr().contains("wrong user or password (RS_KEY)"),
+        "{}",
+        bad.stderr()
+    );
+    assert!(
+        !bad.stderr().contains("token was refused"),
+        "{}",
+        bad.stderr()
+    );
+    // --json: the same kind of token in an object that says what it is for.
+    let j = run(
+        &os(&[
+            "token",
+            "--user",
+            "rocketskates",
+            "--paths",
+            &paths,
+            "--endpoint",
+            &drp.url(),
+            "--json",
+        ]),
+        &[("RS_KEY", "rocketskates:r0cketsk8ts")],
+        &cap.out,
+    );
+    j.ok();
+    let v: Value = serde_json::from_str(&j.stdout()).unwrap();
+    assert!(v["token"].as_str().is_some_and(|t| t.len() > 20), "{v}");
+    assert_eq!(
+        (&v["user"], &v["ttl"], &v["paths"]),
+        (
+            &json!("rocketskates"),
+            &json!(3600),
+            &json!([UPLOAD_TARBALL, UPLOAD_MANIFEST])
+        )
+    );
     // It uploads exactly these two files, from a file (never argv) …
     let tf = env.path("token");
     std::fs::write(&tf, format!("{token}\n")).unwrap();
@@ -1327,7 +1379,7 @@ fn s3_upload_with_a_presigned_get_for_image_deploy() {
     let p = goldcap(&[
         "profile".as_ref(),
         cap.file(MANIFEST_JSON).as_os_str(),
-        "--endpoint".as_ref(),
+        "--image-base".as_ref(),
         url.as_ref(),
     ]);
     assert!(p.status.success());
@@ -1587,7 +1639,7 @@ fn profile_is_the_image_deploy_example_made_for_the_capture() {
     let p = goldcap(&[
         "profile".as_ref(),
         cap2.file(MANIFEST_JSON).as_os_str(),
-        "--endpoint".as_ref(),
+        "--image-base".as_ref(),
         "http://images.example:8091/files/images".as_ref(),
         "-o".as_ref(),
         file.as_os_str(),
@@ -2140,4 +2192,130 @@ fn an_image_that_keeps_identity_is_uploaded_only_when_allowed() {
     );
     assert!(stream.log().is_empty());
     assert!(!env.path("streamed").exists());
+}
+
+#[test]
+fn s3_credentials_come_from_aws_files_and_profiles_as_the_aws_tools_find_them() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    let s3 = S3::start(json!([]));
+    let (key, secret) = (
+        s3.info["key"].as_str().unwrap(),
+        s3.info["secret"].as_str().unwrap(),
+    );
+    let home = env.path("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    // The default profile holds wrong keys: AWS_PROFILE must be what counts.
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = WRONG\naws_secret_access_key = wrong\n\n\
+             [ci]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {0}\n\n[profile ci]\nregion = us-east-1\nendpoint_url = {0}\n",
+            s3.info["endpoint"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let upload = |prefix: &str, envs: &[(&str, &OsStr)]| {
+        let mut c = goldcap_cmd(&[
+            "upload".as_ref(),
+            cap.file(MANIFEST_JSON).as_os_str(),
+            "--to".as_ref(),
+            format!("s3://goldcap-test/{prefix}").as_ref(),
+            "-v".as_ref(),
+        ]);
+        c.env("HOME", &home);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        Run {
+            out: cap.out.clone(),
+            output: c.output().unwrap(),
+        }
+    };
+    let r = upload("profile", &[("AWS_PROFILE", OsStr::new("ci"))]);
+    r.ok();
+    assert!(
+        s3.keys().contains(&format!("profile/{ARTIFACT}")),
+        "{:?}",
+        s3.keys()
+    );
+    assert_token_absent(secret, &[&r], &[]);
+    // Without AWS_PROFILE, the default profile's (wrong) keys are used.
+    let r = upload("default", &[]);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("InvalidAccessKeyId") || r.stderr().contains("403"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!s3.keys().iter().any(|k| k.starts_with("default/")));
+    // An unknown profile names the files it looked in.
+    let r = upload("none", &[("AWS_PROFILE", OsStr::new("nope"))]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("\"nope\" is in neither"),
+        "{}",
+        r.stderr()
+    );
+
+    // The instance metadata service (IMDSv2), when nothing else has keys.
+    let mut imds = Command::new(venv_python())
+        .arg(project().join("tests/servers/imds_server.py"))
+        .args([key, secret, "imds-session-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(imds.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint: Value = serde_json::from_str(&line).unwrap();
+    let mut c = goldcap_cmd(&[
+        "upload".as_ref(),
+        cap.file(MANIFEST_JSON).as_os_str(),
+        "--to".as_ref(),
+        "s3://goldcap-test/imds".as_ref(),
+    ]);
+    c.env_remove("AWS_EC2_METADATA_DISABLED")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            endpoint["endpoint"].as_str().unwrap(),
+        )
+        .env("AWS_ENDPOINT_URL", s3.info["endpoint"].as_str().unwrap())
+        .env("AWS_REGION", "us-east-1");
+    let r = Run {
+        out: cap.out.clone(),
+        output: c.output().unwrap(),
+    };
+    drop(imds.stdin.take());
+    let log = imds.wait_with_output().unwrap();
+    let log: Vec<Value> = String::from_utf8_lossy(&log.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    r.ok();
+    assert!(
+        s3.keys().contains(&format!("imds/{ARTIFACT}")),
+        "{:?}",
+        s3.keys()
+    );
+    // A session token first, then every read with it (IMDSv2).
+    assert_eq!(log[0]["method"], "PUT", "{log:?}");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|e| e["method"] == "GET" && e["session"] == true),
+        "{log:?}"
+    );
+    assert_token_absent(secret, &[&r], &[]);
+    assert_token_absent("imds-session-token", &[&r], &[]);
 }

@@ -6,6 +6,7 @@
 //! with goldcap.
 
 use crate::common::*;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
@@ -335,4 +336,47 @@ open(sys.argv[1], "wb").write(gzip.compress(raw + h.tobuf(tarfile.USTAR_FORMAT) 
             "{format}: {out}"
         );
     }
+}
+
+#[test]
+fn the_summary_names_the_manifest_and_verify_takes_it() {
+    let env = Env::new();
+    let run = env.capture("out", &["-v"]);
+    run.ok();
+    let json = run.file(MANIFEST_JSON);
+    let err = run.stderr();
+    let shown = json.to_str().unwrap();
+    assert!(
+        err.contains(&format!("; MANIFEST {shown})")),
+        "the summary names the MANIFEST:\n{err}"
+    );
+    let next = err
+        .lines()
+        .find(|l| l.starts_with("goldcap: next: goldcap verify "))
+        .unwrap_or_else(|| panic!("no next step in:\n{err}"));
+    assert!(
+        next.contains(&format!("goldcap upload {shown} --to ")),
+        "{next}"
+    );
+
+    // The MANIFEST alone is enough: verify checks the artifact it names.
+    let o = goldcap(&[OsStr::new("verify"), OsStr::new("--json"), json.as_os_str()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["artifact"], run.artifact().to_str().unwrap(), "{v}");
+    let checks = v["checks"].as_array().unwrap();
+    for name in ["manifest", "size", "md5", "sha256", "curtin"] {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["ok"], true, "{c}");
+    }
+
+    // A JSON that is not a goldcap MANIFEST is a usage error that says so.
+    let bogus = env.path("x.json");
+    std::fs::write(&bogus, "{}").unwrap();
+    let o = goldcap(&[OsStr::new("verify"), bogus.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a goldcap JSON MANIFEST"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -9,24 +9,9 @@
 use crate::output::naming;
 use crate::prepare::firstboot::{Hostname, parse_hostname};
 use crate::prepare::inject::{InjectSpec, parse as parse_inject};
-use crate::report::exit::EXIT_STATUS_HELP;
 use crate::select::scrub::MachineIdMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-
-/// Environment of `upload`, `token` and `capture --upload` (man pages, --help).
-pub const UPLOAD_ENV_HELP: &str = "Environment:
-  RS_ENDPOINT        DRP endpoint when --to drp names none (else the first of RS_ENDPOINTS,
-                     else https://127.0.0.1:8092), as drpcli
-  RS_TOKEN           DRP token (inside a DRP task: the job's token); --token-file wins
-  RS_KEY             user:password for DRP when there is no token
-  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
-                     S3 credentials
-  AWS_REGION         S3 region (or AWS_DEFAULT_REGION; default us-east-1)
-  AWS_ENDPOINT_URL   S3-compatible endpoint, path-style (MinIO, Ceph RGW); or AWS_ENDPOINT_URL_S3
-Credentials are never taken from the command line and never printed.
-Exit status: 0 uploaded and verified; 1 the upload failed (the message says what is left on
-the target, if anything); 2 usage (bad target, missing credentials or files).";
 
 /// goldcap: turn a Linux system into a deployable gold image.
 #[derive(Debug, Parser)]
@@ -37,7 +22,6 @@ the target, if anything); 2 usage (bad target, missing credentials or files).";
     long_about = "goldcap captures a live root (/) or a chroot directory into one full-fidelity, \
                   curtin-ready tar archive with a MANIFEST, named for upload to Digital Rebar \
                   Provision, MAAS/curtin or Eikon.",
-    after_help = EXIT_STATUS_HELP,
     propagate_version = true
 )]
 pub struct Cli {
@@ -124,8 +108,7 @@ pub enum Command {
                       before a byte is sent, and hashed again as it is sent. A name the target already \
                       holds with the MANIFEST's sha256 is not sent again; other content there is \
                       replaced only with --force. Credentials come from the environment (RS_TOKEN, RS_KEY, AWS_*) or \
-                      --token-file, never from the command line.",
-        after_help = UPLOAD_ENV_HELP
+                      --token-file, never from the command line."
     )]
     Upload(Box<UploadCmdArgs>),
     /// Ask a DRP endpoint for a token that can upload given files and
@@ -135,20 +118,46 @@ pub enum Command {
                       given paths (as DRP matches claims), for TTL seconds, and print only the token. Hand it \
                       to a brownfield server as RS_TOKEN or --token-file: it can upload its image and manifest \
                       and read them back, nothing else. Authenticates with RS_KEY=user:pass, RS_TOKEN or \
-                      --token-file.",
-        after_help = UPLOAD_ENV_HELP
+                      --token-file."
     )]
     Token(Box<TokenArgs>),
-    /// Write the DRP image-deploy profile for a capture.
+    /// Write the DRP image-deploy (or Eikon) profile for a capture.
     #[command(
         long_about = "Write the Digital Rebar Provision profile that deploys a capture with image-deploy, \
                       as in the image-builder documentation: image-deploy/image-os linux, image-type tgz, \
-                      image-url {{.ProvisionerURL}}/files/<upload path> (or --endpoint: a base URL or a \
+                      image-url {{.ProvisionerURL}}/files/<upload path> (or --image-base: a base URL or a \
                       full, e.g. presigned, URL), and kexec-ok only when the captured kernel has \
-                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused: \
-                      image-deploy's curtin only streams gzip, bzip2 and xz."
+                      CONFIG_KEXEC and kexec-tools is installed. A .tar.zst capture is refused for \
+                      image-deploy (its curtin only streams gzip, bzip2 and xz); --deployer eikon writes \
+                      RackN Eikon's profile instead (eikon/image-type tar-zst or tgz, eikon/image-url)."
     )]
     Profile(Box<ProfileArgs>),
+    /// Show what a capture holds: its MANIFEST's summary, and with --list
+    /// its entries.
+    #[command(
+        long_about = "Show a capture's MANIFEST summary (OS, kernels, boot modes, packages, scrub, \
+                      warnings) and, with --list, the archive's entries as tar -tv does (type and mode, \
+                      owner, size, name, link target), read by goldcap's own reader: decompressed as it \
+                      streams, metadata headers bounded, nothing extracted."
+    )]
+    Inspect(Box<InspectArgs>),
+    /// Compare two captures: packages and paths added, removed, changed.
+    #[command(
+        long_about = "Compare two captures (artifacts or their JSON MANIFESTs): packages added, removed \
+                      and upgraded (from the MANIFESTs), and entries added, removed or changed in type, \
+                      mode, owner, size, link target or content (a sha256 of each member, computed as \
+                      the two archives stream). Exit status 0 when they are the same, 1 when they \
+                      differ, as diff(1)."
+    )]
+    Diff(Box<DiffArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(long_about = "Print the completion script for SHELL on stdout, e.g. \
+                      goldcap completions bash > /usr/share/bash-completion/completions/goldcap")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write the man pages (goldcap.1, goldcap-COMMAND.1) into a directory.
     #[command(hide = true)]
     Man {
@@ -160,6 +169,7 @@ pub enum Command {
 
 /// Identity-scrub options, shared by `capture` and `scrub`.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Scrub")]
 pub struct ScrubArgs {
     /// Scrub operations: defaults (the default), all, none, +ID, -ID, or a
     /// list of ids; comma-separated, repeatable, applied in order. A
@@ -203,9 +213,11 @@ pub struct ScrubCmdArgs {
     pub scrub: ScrubArgs,
 }
 
-/// Upload options, shared by `capture --upload`, `upload` and `token`.
+/// How goldcap talks to an endpoint, shared by `capture --upload`, `upload`
+/// and `token`.
 #[derive(Debug, Clone, Args)]
-pub struct UploadArgs {
+#[command(next_help_heading = "Connection")]
+pub struct ConnArgs {
     /// DRP token from this file (default: RS_TOKEN, or RS_KEY=user:pass).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -221,6 +233,12 @@ pub struct UploadArgs {
     /// Attempts per request on connection errors, timeouts and 5xx.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub attempts: u32,
+}
+
+/// S3-only upload options, for `capture --upload` and `upload`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "S3")]
+pub struct S3Args {
     /// S3 part size in MiB (default: 8, more for very large images).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..=5120))]
     pub part_size: Option<u64>,
@@ -228,6 +246,16 @@ pub struct UploadArgs {
     /// unauthenticated image-url).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604800))]
     pub presign_get: Option<u64>,
+}
+
+/// Upload options: the connection and, for S3, the parts and a presigned
+/// GET.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// `goldcap upload`.
@@ -277,7 +305,10 @@ pub struct TokenArgs {
     pub endpoint: Option<String>,
     /// Connection options.
     #[command(flatten)]
-    pub upload: UploadArgs,
+    pub conn: ConnArgs,
+    /// Print one JSON object (token, user, ttl, paths) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `goldcap profile`.
@@ -286,20 +317,64 @@ pub struct ProfileArgs {
     /// The capture's JSON MANIFEST.
     #[arg(value_name = "MANIFEST.json")]
     pub manifest: PathBuf,
-    /// Base URL the image is served from (default: DRP's own
-    /// {{.ProvisionerURL}}/files/).
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    /// Where the deployer fetches the image: a base URL (below DRP's
+    /// /files root the upload path follows, below any other the file
+    /// name), {{.ProvisionerURL}}/PATH, or the artifact's full (e.g.
+    /// presigned) URL; http(s) only. Default:
+    /// {{.ProvisionerURL}}/files/UPLOAD_PATH.
+    #[arg(long, value_name = "URL", alias = "endpoint")]
+    pub image_base: Option<String>,
     /// Write the profile here instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The deployer the profile is for.
+    #[arg(long, value_enum, default_value_t = DeployerArg::ImageDeploy)]
+    pub deployer: DeployerArg,
+}
+
+/// `goldcap profile --deployer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployerArg {
+    /// DRP image-deploy (curtin): .tgz only.
+    ImageDeploy,
+    /// RackN Eikon: .tgz (image type tgz) or .tar.zst (image type tar-zst).
+    Eikon,
+}
+
+/// `goldcap inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The artifact (.tgz, .tar.zst) or its JSON MANIFEST.
+    #[arg(value_name = "ARTIFACT|MANIFEST.json")]
+    pub target: PathBuf,
+    /// Also list the archive's entries.
+    #[arg(long, short)]
+    pub list: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `goldcap diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The older capture (artifact or JSON MANIFEST).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The newer capture.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `goldcap verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// The artifact (.tgz or .tar.zst).
-    #[arg(value_name = "ARTIFACT")]
+    /// The artifact (.tgz or .tar.zst), or its goldcap JSON MANIFEST (the
+    /// artifact it names, next to it, is verified against it).
+    #[arg(value_name = "ARTIFACT|MANIFEST.json")]
     pub artifact: PathBuf,
     /// Its MANIFEST (.json or .txt); default: the goldcap manifest next to
     /// it that names it.
@@ -367,7 +442,7 @@ pub enum FormatArg {
 /// The field docs are clap's help text, not rustdoc: brackets in them
 /// (`[capture]`, `SRC:DEST[:MODE]`) are what the user types, not links.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_STATUS_HELP, args_override_self = true)]
+#[command(args_override_self = true)]
 #[allow(rustdoc::broken_intra_doc_links)]
 pub struct CaptureArgs {
     /// Read settings from this TOML file (its [capture] table, keys named
@@ -385,11 +460,12 @@ pub struct CaptureArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Root to capture: / for the running system, or a chroot directory.
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    #[arg(help_heading = "Source", long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Where to write the artifact and MANIFEST (created if missing; never
     /// archived into itself).
     #[arg(
+        help_heading = "Output",
         short,
         long,
         value_name = "DIR",
@@ -398,82 +474,86 @@ pub struct CaptureArgs {
     )]
     pub output_dir: PathBuf,
     /// Compression: tgz (gzip, curtin/image-deploy) or tzst (zstd, Eikon).
-    #[arg(long, value_enum, default_value_t = FormatArg::Tgz, env = "GOLDCAP_FORMAT")]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = FormatArg::Tgz, env = "GOLDCAP_FORMAT")]
     pub format: FormatArg,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
-    #[arg(long, value_name = "N", env = "GOLDCAP_LEVEL")]
+    #[arg(help_heading = "Output", long, value_name = "N", env = "GOLDCAP_LEVEL")]
     pub level: Option<i32>,
     /// Compression threads, gzip and zstd alike (default: all cores, at most
     /// 4). The output is the same for any number.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256), env = "GOLDCAP_THREADS")]
+    #[arg(help_heading = "Output", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256), env = "GOLDCAP_THREADS")]
     pub threads: Option<u32>,
     /// OS name for {os}/$TAG (default: ID-VERSION_ID from the root's
     /// os-release, e.g. debian-12).
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = "Names", long, value_name = "NAME")]
     pub os: Option<String>,
     /// Upload path the names are recorded under (DRP
     /// image-builder/upload-path).
-    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH, env = "GOLDCAP_UPLOAD_PATH")]
+    #[arg(help_heading = "Names", long, value_name = "PATH", default_value = naming::DEFAULT_UPLOAD_PATH, env = "GOLDCAP_UPLOAD_PATH")]
     pub upload_path: String,
     /// Artifact name template: {os} {date} {ident}, or DRP's $TAG $DSTAMP
     /// $RS_IMAGE_IDENT. The extension is added.
-    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_ROOTFS_TEMPLATE)]
+    #[arg(help_heading = "Names", long, value_name = "TEMPLATE", default_value = naming::DEFAULT_ROOTFS_TEMPLATE)]
     pub rootfs_name: String,
     /// MANIFEST name template (same placeholders); .txt and .json are added.
-    #[arg(long, value_name = "TEMPLATE", default_value = naming::DEFAULT_MANIFEST_TEMPLATE)]
+    #[arg(help_heading = "Names", long, value_name = "TEMPLATE", default_value = naming::DEFAULT_MANIFEST_TEMPLATE)]
     pub manifest_name: String,
     /// Leave out paths matching a glob relative to the root (repeatable).
     /// `./etc/default/grub` and `/etc/x` are anchored at the root, `*.log`
     /// matches at any depth; `*` does not cross `/`, `**` does. A matching
     /// directory is left out with everything below it.
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(help_heading = "Source", long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Leave out the patterns listed in FILE, one per line (as --exclude;
     /// blank lines and lines starting with # are skipped).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Source", long, value_name = "FILE")]
     pub exclude_from: Vec<PathBuf>,
     /// Also cross into the filesystem mounted at PATH (inside the root;
     /// repeatable). /boot and /boot/efi are always crossed when they are
     /// mounts; pseudo filesystems (proc, tmpfs, ...) never are.
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Source", long, value_name = "PATH")]
     pub include_mount: Vec<String>,
     /// Image ident: 10 hex characters (default: random).
-    #[arg(long, value_name = "HEX10", value_parser = naming::parse_ident)]
+    #[arg(help_heading = "Names", long, value_name = "HEX10", value_parser = naming::parse_ident)]
     pub ident: Option<String>,
     /// Capture date for names and the MANIFEST, RFC 3339 (default: now).
     /// With --ident it makes output byte-identical across runs.
-    #[arg(long, value_name = "RFC3339", value_parser = naming::parse_date)]
+    #[arg(help_heading = "Names", long, value_name = "RFC3339", value_parser = naming::parse_date)]
     pub date: Option<chrono::DateTime<chrono::Utc>>,
     /// Replace existing files with the same names, and with --upload,
     /// objects of the same names on the target.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub force: bool,
     /// Run this hook before the capture reads the root (repeatable): an
     /// executable, a directory whose executables run in name order, or
     /// builtin:NAME (package-cache, policy-rc.d, initramfs). In a chroot a
     /// hook runs inside it, with /proc, /sys and /dev mounted for it alone;
     /// a failing hook stops the capture.
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Prepare (hooks, additions)", long, value_name = "PATH")]
     pub hook: Vec<PathBuf>,
     /// Run hooks on a live root (/): they change the running server.
-    #[arg(long)]
+    #[arg(help_heading = "Prepare (hooks, additions)", long)]
     pub live_hooks: bool,
     /// Add a file or directory tree from this host to the archive (never to
     /// the source): SRC:DEST[:MODE[:UID:GID]] (repeatable), e.g.
     /// hooks/curtin-hooks:/curtin/curtin-hooks:0755. Owner 0:0 unless
     /// given; MODE applies to regular files.
-    #[arg(long, value_name = "SRC:DEST", value_parser = parse_inject)]
+    #[arg(help_heading = "Prepare (hooks, additions)", long, value_name = "SRC:DEST", value_parser = parse_inject)]
     pub inject: Vec<InjectSpec>,
     /// Run SCRIPT once on each clone's first boot, after the network is up
     /// (repeatable, in order; systemd images). It starts with #! naming its
     /// interpreter in the image; output goes to the journal.
-    #[arg(long, value_name = "SCRIPT")]
+    #[arg(
+        help_heading = "Prepare (hooks, additions)",
+        long,
+        value_name = "SCRIPT"
+    )]
     pub firstboot: Vec<PathBuf>,
     /// The clones' hostname: a name written to /etc/hostname, or a template
     /// set on first boot before the network starts ({mac}, {mac6},
     /// {serial}, {machine-id}; systemd images), for fleets where no
     /// DHCP or cloud-init names the machine.
-    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    #[arg(help_heading = "Prepare (hooks, additions)", long, value_name = "NAME", value_parser = parse_hostname)]
     pub hostname: Option<Hostname>,
     /// Identity scrub in the stream.
     #[command(flatten)]
@@ -481,30 +561,46 @@ pub struct CaptureArgs {
     /// Upload while capturing: drp, drp:URL or s3://BUCKET/PREFIX stream the
     /// compressed bytes straight to the store (no local copy unless
     /// --keep-local); put:URL,URL uploads the finished file.
-    #[arg(long, value_name = "TARGET", value_parser = crate::upload::TargetParser, env = "GOLDCAP_UPLOAD")]
+    #[arg(help_heading = "Upload", long, value_name = "TARGET", value_parser = crate::upload::TargetParser, env = "GOLDCAP_UPLOAD")]
     pub upload: Option<crate::upload::Target>,
     /// With --upload to drp or s3, also keep the artifact in --output-dir.
-    #[arg(long, requires = "upload")]
+    #[arg(help_heading = "Upload", long, requires = "upload")]
     pub keep_local: bool,
     /// Capture without the privilege to read every file (not root and
     /// without CAP_DAC_READ_SEARCH): what cannot be read is left out and
     /// listed, and the MANIFEST and `goldcap verify` say the image is
     /// incomplete. Without it such a capture is refused before it starts.
-    #[arg(long)]
+    #[arg(help_heading = "Source", long)]
     pub allow_unreadable: bool,
     /// With --upload, upload even though identity operations were switched
     /// off or could not be met (the MANIFEST lists them).
-    #[arg(long, requires = "upload")]
+    #[arg(help_heading = "Upload", long, requires = "upload")]
     pub allow_identity: bool,
     /// Upload options.
     #[command(flatten)]
     pub upload_opts: UploadArgs,
     /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub json: bool,
 }
 
 impl Cli {
+    /// Whether the command prints JSON on stdout (`--json`), so that a
+    /// failure is a JSON object there too.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Capture(a) => a.json,
+            Command::Scrub(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Upload(a) => a.json,
+            Command::Token(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Apply(a) => a.json,
+            Command::Diff(a) => a.json,
+            Command::Profile(_) | Command::Completions { .. } | Command::Man { .. } => false,
+        }
+    }
+
     /// -1 quiet, 0 normal, ≥1 verbose.
     pub fn verbosity(&self) -> i8 {
         if self.quiet {

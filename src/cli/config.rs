@@ -10,8 +10,8 @@
 //! directory; every failure is a usage error (exit status 2).
 
 use crate::cli::{
-    ApplyArgs, CaptureArgs, Cli, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs,
-    TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
+    ApplyArgs, CaptureArgs, Cli, Command, ConnArgs, DeployerArg, FormatArg, ProfileArgs, ScrubArgs,
+    ScrubCmdArgs, TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
 };
 use crate::entry::{Candidate, Decide, Decision, FileKind, MountKind};
 use crate::entry::{SynthKind, Synthetic};
@@ -48,20 +48,50 @@ pub enum Config {
     Profile(Box<ProfileConfig>),
     /// `goldcap man`: the directory to write the pages into.
     Man(PathBuf),
+    /// `goldcap inspect TARGET [--list]`.
+    Inspect {
+        target: PathBuf,
+        list: bool,
+        json: bool,
+    },
+    /// `goldcap diff A B`.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        json: bool,
+    },
+    /// `goldcap completions SHELL`.
+    Completions(clap_complete::Shell),
 }
 
 impl Config {
     /// Validates the command line.
     pub fn from_cli(cli: &Cli) -> Result<Config> {
+        if cli.verbose > 1 {
+            return Err(Error::usage(
+                "-v given more than once: goldcap has one level of detail (-v)",
+            ));
+        }
         Ok(match &cli.command {
             Command::Capture(a) => Config::Capture(Box::new(CaptureConfig::from_args(a)?)),
             Command::Scrub(a) => Config::Scrub(ScrubConfig::from_args(a)?),
-            Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)),
+            Command::Verify(a) => Config::Verify(VerifyConfig::from_args(a)?),
             Command::Apply(a) => Config::Apply(ApplyConfig::from_args(a)?),
             Command::Upload(a) => Config::Upload(Box::new(UploadConfig::from_args(a)?)),
             Command::Token(a) => Config::Token(TokenConfig::from_args(a)?),
             Command::Profile(a) => Config::Profile(Box::new(ProfileConfig::from_args(a)?)),
             Command::Man { output_dir } => Config::Man(output_dir.clone()),
+            Command::Completions { shell } => Config::Completions(*shell),
+            Command::Inspect(a) => Config::Inspect {
+                target: a.target.clone(),
+                list: a.list,
+                json: a.json,
+            },
+            Command::Diff(a) => Config::Diff {
+                a: a.a.clone(),
+                b: a.b.clone(),
+                json: a.json,
+            },
         })
     }
 }
@@ -881,12 +911,23 @@ pub struct VerifyConfig {
 }
 
 impl VerifyConfig {
-    fn from_args(args: &VerifyArgs) -> VerifyConfig {
-        VerifyConfig {
-            artifact: args.artifact.clone(),
-            manifest: args.manifest.clone(),
+    /// A `.json` named without `--manifest` is the MANIFEST: the artifact
+    /// is the one it names in its own directory (a plain name, a regular
+    /// file, as `upload` takes it).
+    fn from_args(args: &VerifyArgs) -> Result<VerifyConfig> {
+        let given_manifest =
+            args.manifest.is_none() && args.artifact.extension().is_some_and(|e| e == "json");
+        let (artifact, manifest) = if given_manifest {
+            let files = Files::from_manifest(&args.artifact)?;
+            (files.artifact, Some(args.artifact.clone()))
+        } else {
+            (args.artifact.clone(), args.manifest.clone())
+        };
+        Ok(VerifyConfig {
+            artifact,
+            manifest,
             json: args.json,
-        }
+        })
     }
 }
 
@@ -940,13 +981,22 @@ impl ApplyConfig {
 /// Upload options from their flags.
 pub fn upload_options(args: &UploadArgs) -> Options {
     Options {
+        part_size: args.s3.part_size.map(|m| m << 20),
+        presign_get: args.s3.presign_get.map(Duration::from_secs),
+        ..connection_options(&args.conn)
+    }
+}
+
+/// Connection options from their flags (no S3 options).
+pub fn connection_options(args: &ConnArgs) -> Options {
+    Options {
         token_file: args.token_file.clone(),
         ca_cert: args.ca_cert.clone(),
         insecure: args.insecure,
         timeout: Duration::from_secs(args.timeout),
         attempts: args.attempts,
-        part_size: args.part_size.map(|m| m << 20),
-        presign_get: args.presign_get.map(Duration::from_secs),
+        part_size: None,
+        presign_get: None,
         force: false,
     }
 }
@@ -999,6 +1049,7 @@ impl UploadConfig {
 
 /// `goldcap token`.
 pub struct TokenConfig {
+    pub json: bool,
     pub user: String,
     pub ttl: u64,
     /// Files paths the token may post and get (at least one).
@@ -1021,11 +1072,12 @@ impl TokenConfig {
             ));
         }
         Ok(TokenConfig {
+            json: args.json,
             user: args.user.clone(),
             ttl: args.ttl,
             paths,
             endpoint: args.endpoint.clone(),
-            opts: upload_options(&args.upload),
+            opts: connection_options(&args.conn),
         })
     }
 }
@@ -1039,6 +1091,8 @@ pub struct ProfileConfig {
     pub endpoint: Option<String>,
     /// Where to write the profile (stdout when `None`).
     pub output: Option<PathBuf>,
+    /// image-deploy or Eikon.
+    pub deployer: DeployerArg,
 }
 
 impl ProfileConfig {
@@ -1049,8 +1103,9 @@ impl ProfileConfig {
         Ok(ProfileConfig {
             manifest_path: path.clone(),
             manifest,
-            endpoint: args.endpoint.clone(),
+            endpoint: args.image_base.clone(),
             output: args.output.clone(),
+            deployer: args.deployer,
         })
     }
 }

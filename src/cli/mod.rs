@@ -7,6 +7,7 @@
 
 mod args;
 pub(crate) mod config;
+pub(crate) mod docs;
 mod file;
 pub(crate) mod man;
 
@@ -16,8 +17,8 @@ pub use args::Cli;
 /// `capture` put in front of the typed ones; exits with status 2 on an
 /// error, as clap does.
 pub fn parse() -> Cli {
-    use clap::{CommandFactory, FromArgMatches};
-    let mut cmd = Cli::command();
+    use clap::FromArgMatches;
+    let mut cmd = docs::command();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let capture = cmd.find_subcommand("capture").cloned();
     let args = match capture.map(|c| file::expand(args.clone(), &c)) {
@@ -34,6 +35,6 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 pub(crate) use args::{
-    ApplyArgs, CaptureArgs, Command, FormatArg, ProfileArgs, ScrubArgs, ScrubCmdArgs, TokenArgs,
-    UploadArgs, UploadCmdArgs, VerifyArgs,
+    ApplyArgs, CaptureArgs, Command, ConnArgs, DeployerArg, FormatArg, ProfileArgs, ScrubArgs,
+    ScrubCmdArgs, TokenArgs, UploadArgs, UploadCmdArgs, VerifyArgs,
 };

@@ -22,7 +22,7 @@
 use super::{print_text, show, warnings_status, warnings_tail};
 use crate::archive::{Ctx, Kind, Owners, TarWriter, archive_name};
 use crate::cli::config::CaptureConfig;
-use crate::entry::{FileKind, Reason, SynthKind, Synthetic};
+use crate::entry::{FileKind, Reason, Synthetic};
 use crate::output::atomic::{AtomicFile, sync_dir};
 use crate::output::compress::Compressor;
 use crate::output::digest::Digests;
@@ -41,6 +41,7 @@ use crate::report::{Effect, Report};
 use crate::select::scrub::Plan;
 use crate::signals::Cancel;
 use crate::source::facts::Facts;
+use crate::source::precount;
 use crate::source::prefetch::Lookahead;
 use crate::source::rootfs::RootFs;
 use crate::source::walk::{Event, Walker};
@@ -85,6 +86,9 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
     }
     .run(&mut ui)?;
     ui.say(&summary(cfg, &out));
+    if let Some(next) = next_step(&out) {
+        ui.hint(&next);
+    }
     if cfg.json {
         print_result(&out)?;
     } else if let Some(url) = out.uploaded.as_ref().and_then(|u| u.presigned_get.as_ref()) {
@@ -98,7 +102,7 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
 fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
     let d = &out.data;
     format!(
-        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}) in {:.1}s{}{}",
+        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}; MANIFEST {}) in {:.1}s{}{}",
         d.stats.entries,
         human(d.stats.content_bytes),
         show(&cfg.root),
@@ -110,6 +114,7 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
         },
         human(d.digests.size),
         d.digests.md5,
+        show(&out.manifest_json),
         out.elapsed.as_secs_f64(),
         if d.scrub.item_count > 0 {
             format!(
@@ -125,6 +130,22 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
         [] => String::new(),
         off => format!("; IDENTITY KEPT by {}", off.join(", ")),
     }
+}
+
+/// The command a person runs next, with the MANIFEST this run wrote:
+/// `profile` after an upload, otherwise `verify` and `upload`. `None` when
+/// a path cannot be pasted as shell text.
+fn next_step(out: &Outcome) -> Option<String> {
+    let manifest = crate::report::escape::shell_word(out.manifest_json.as_os_str().as_bytes())?;
+    Some(match (&out.uploaded, &out.artifact) {
+        (Some(_), _) => {
+            format!("goldcap: next: goldcap profile {manifest}  (the DRP profile that deploys it)")
+        }
+        (None, Some(_)) => format!(
+            "goldcap: next: goldcap verify {manifest}; goldcap upload {manifest} --to drp|s3://BUCKET|put:URL"
+        ),
+        (None, None) => return None,
+    })
 }
 
 /// The operations through which a plan leaves identity in place, listed;
@@ -283,6 +304,9 @@ impl CaptureRun<'_> {
         self.remove_stale(ui);
         let rootfs = RootFs::new(&cfg.root);
         let facts = Facts::gather(&rootfs, cfg.os_release.clone());
+        for p in &facts.deploy_problems {
+            ui.warn(p);
+        }
         let output = self.open()?;
         let (mut output, paths, data) = self.archive(output, &rootfs, facts, ui)?;
         let (text, json) = self.manifest(&data, &paths)?;
@@ -474,10 +498,26 @@ impl CaptureRun<'_> {
             cancel: self.cancel,
             ui,
         };
-        for event in events {
-            self.cancel.check()?;
-            archiver.event(event)?;
-        }
+        // On a terminal, the bar's total is counted beside the capture
+        // (what the walk will read, not the filesystem's usage).
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let counted = std::thread::scope(|s| -> Result<()> {
+            if let Some(total) = archiver.ui.total_handle() {
+                let (root, policy, stop) = (&cfg.root, &cfg.policy, &stop);
+                s.spawn(move || {
+                    if let Some(n) = precount::content_bytes(root, policy, stop) {
+                        total.set(n);
+                    }
+                });
+            }
+            let result = events.into_iter().try_for_each(|event| {
+                self.cancel.check()?;
+                archiver.event(event)
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        });
+        counted?;
         let tar = archiver.tar;
         report.stats.tar_bytes = tar.bytes_written() + 1024;
         crate::testhook::count("direct_reads", tar.direct_reads());
@@ -699,7 +739,7 @@ impl CaptureRun<'_> {
         // Unwrap expectation: called only with an upload target.
         let (target, opts) = cfg.upload.as_ref().expect("upload target");
         let Some(artifact) = streamed else {
-            ui.start_progress(Some(files.size), "uploading");
+            ui.start_transfer(files.size, "uploading");
             let r = upload::upload_files(target, opts, files, ui, self.cancel);
             ui.finish_progress();
             return r.map_err(|e| {
@@ -895,16 +935,7 @@ impl Write for Output {
 /// the scrub plan's entries (the SSH regenerator, `add` rules), and the
 /// user's additions with the directories above them.
 pub(super) fn synthetic_entries(cfg: &CaptureConfig, plan: Option<&Plan>) -> Vec<Synthetic> {
-    let curtin = Synthetic {
-        rel: b"curtin".to_vec(),
-        kind: SynthKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: cfg.date.timestamp(),
-        replace: false,
-        op: None,
-    };
+    let curtin = Synthetic::dir(b"curtin".to_vec(), cfg.date.timestamp());
     let mut synthetic = vec![curtin];
     synthetic.extend(plan.iter().flat_map(|p| p.synthetic.iter().cloned()));
     let added = &cfg.added.entries;
@@ -922,16 +953,7 @@ pub(super) fn synthetic_entries(cfg: &CaptureConfig, plan: Option<&Plan>) -> Vec
             let parent = a.rel[..end].to_vec();
             end += 1;
             if have.insert(parent.clone()) {
-                synthetic.push(Synthetic {
-                    rel: parent,
-                    kind: SynthKind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: cfg.date.timestamp(),
-                    replace: false,
-                    op: None,
-                });
+                synthetic.push(Synthetic::dir(parent, cfg.date.timestamp()));
             }
         }
     }

@@ -9,6 +9,7 @@
 mod apply;
 mod capture;
 mod dry_run;
+mod inspect;
 mod profile;
 mod scrub;
 mod token;
@@ -37,14 +38,47 @@ pub fn run(cli: Cli) -> ExitCode {
         Config::Token(cfg) => token::run(&cfg),
         Config::Profile(cfg) => profile::run(&cfg),
         Config::Man(dir) => crate::cli::man::write_all(&dir).map(|_| ExitCode::Success),
+        Config::Completions(shell) => completions(shell),
+        Config::Inspect { target, list, json } => inspect::run_inspect(&target, list, json),
+        Config::Diff { a, b, json } => inspect::run_diff(&a, &b, json),
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             crate::report::ui::eprint_line(&format!("goldcap: error: {e}"));
-            e.exit_code()
+            let code = e.exit_code();
+            if cli.json() {
+                // Whoever reads stdout as JSON gets an object on failure
+                // too; the message is on stderr as well.
+                let _ = print_json(&JsonError {
+                    error: e.to_string(),
+                    exit: code.code(),
+                });
+            }
+            code
         }
     }
+}
+
+/// What `--json` prints on stdout when a command fails.
+#[derive(Serialize)]
+struct JsonError {
+    error: String,
+    exit: i32,
+}
+
+/// Prints the completion script for `shell` on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::docs::command(),
+        "goldcap",
+        &mut script,
+    );
+    let mut stdout = std::io::stdout().lock();
+    stdout_result(stdout.write_all(&script).and_then(|_| stdout.flush()))?;
+    Ok(ExitCode::Success)
 }
 
 /// A host path for messages, escaped.

@@ -1,15 +1,22 @@
 //! `goldcap profile`: the DRP image-deploy profile for a capture, as the
-//! image-builder documentation's example, made for you.
+//! image-builder documentation's example, made for you, or RackN Eikon's.
 //!
 //! After the pipeline: reads the JSON MANIFEST and writes YAML with
 //! `image-deploy/image-os: linux`, `image-deploy/image-type: tgz`,
 //! `image-deploy/image-url` (DRP's own `{{.ProvisionerURL}}/files/<upload
 //! path>`, or a given base URL) and `kexec-ok: true` only when the captured
-//! kernel and kexec-tools support it. A `.tar.zst` artifact is refused:
-//! image-deploy's curtin cannot stream zstd. Pure apart from reading the
-//! manifest.
+//! kernel and kexec-tools support it. A `.tar.zst` artifact is refused for
+//! image-deploy: its curtin cannot stream zstd. With `--deployer eikon` the
+//! params are Eikon's, `eikon/image-type` (`tgz`, or `tar-zst` for a
+//! `.tar.zst`) and `eikon/image-url`; their names and values are from
+//! RackN's parameter reference,
+//! <https://docs.rackn.io/stable/resources/objects/params/eikon-image-type>
+//! and `…/params/eikon-image-url` (which says the URL may use
+//! `{{ .ProvisionerURL }}`). Pure apart from reading the manifest; it never
+//! writes a MANIFEST value it has not checked into the YAML.
 
 use super::print_text;
+use crate::cli::DeployerArg;
 use crate::cli::config::ProfileConfig;
 use crate::output::atomic::AtomicFile;
 use crate::output::manifest::read::Summary;
@@ -21,7 +28,7 @@ use std::path::Path;
 
 /// Runs `goldcap profile`: the YAML on stdout or into `--output`.
 pub(super) fn run(cfg: &ProfileConfig) -> Result<ExitCode> {
-    let yaml = render(&cfg.manifest, cfg.endpoint.as_deref())
+    let yaml = render(&cfg.manifest, cfg.endpoint.as_deref(), cfg.deployer)
         .map_err(|e| Error::usage(format!("{}: {e}", cfg.manifest_path.display())))?;
     match &cfg.output {
         Some(p) => write_profile(p, &yaml)?,
@@ -73,39 +80,111 @@ fn value<'a>(m: &'a Summary, v: &'a Option<String>, name: &str) -> Result<&'a st
     Ok(v)
 }
 
+/// The image type the deployer is told: image-deploy's
+/// `image-deploy/image-type` or Eikon's `eikon/image-type`.
+fn image_type(m: &Summary, filename: &str, deployer: DeployerArg) -> Result<&'static str> {
+    match (deployer, m.format.as_deref()) {
+        (_, Some("tgz")) => Ok("tgz"),
+        (DeployerArg::Eikon, Some("tzst")) => Ok("tar-zst"),
+        (DeployerArg::ImageDeploy, Some("tzst")) => Err(Error::usage(format!(
+            "{filename}: image-deploy cannot deploy a .tar.zst (curtin only streams gzip, bzip2 and xz); \
+             capture with --format tgz, or deploy with RackN Eikon (--deployer eikon: image type tar-zst)"
+        ))),
+        (_, f) => Err(Error::usage(format!(
+            "{filename}: unknown format {:?} in the MANIFEST (goldcap writes tgz or tzst)",
+            f.unwrap_or("")
+        ))),
+    }
+}
+
+/// DRP's template for its own address, as the profile may use it.
+const PROVISIONER_URL: &str = "{{.ProvisionerURL}}";
+
+/// Where the deployer fetches the artifact:
+/// * no `--endpoint`: `{{.ProvisionerURL}}/files/<upload path>`;
+/// * a base ending in DRP's `/files` root (`{{.ProvisionerURL}}/files/`,
+///   `https://drp:8090/files`): the upload path below it;
+/// * any other http(s) base: the file name below it;
+/// * a URL whose path already ends in the file name (a presigned GET with
+///   its query string): as given.
+///
+/// Only http and https are accepted (what image-deploy and Eikon fetch);
+/// a base with a query string that does not name the file is refused,
+/// since appending to a signed URL breaks its signature.
+fn image_url(endpoint: Option<&str>, upload_path: &str, filename: &str) -> Result<String> {
+    let Some(e) = endpoint else {
+        return Ok(format!("{PROVISIONER_URL}/files/{upload_path}"));
+    };
+    let bad = |why: String| Error::usage(format!("--endpoint {:?}: {why}", e));
+    if e.chars().any(char::is_control) {
+        return Err(bad("holds control characters".into()));
+    }
+    // DRP expands its own address when it renders the profile: the rest
+    // is a path.
+    if let Some(rest) = e.strip_prefix(PROVISIONER_URL) {
+        if rest.contains(['?', '#'])
+            || rest.contains("{{")
+            || !rest.starts_with(['/']) && !rest.is_empty()
+        {
+            return Err(bad(format!(
+                "after {PROVISIONER_URL} only a path may follow (e.g. {PROVISIONER_URL}/files/)"
+            )));
+        }
+        let base = rest.trim_end_matches('/');
+        return Ok(if base.ends_with(&format!("/{filename}")) {
+            format!("{PROVISIONER_URL}{base}")
+        } else if base.ends_with("/files") {
+            format!("{PROVISIONER_URL}{base}/{upload_path}")
+        } else {
+            format!("{PROVISIONER_URL}{base}/{filename}")
+        });
+    }
+    let mut url = url::Url::parse(e).map_err(|why| bad(format!("not a URL: {why}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?}: image-deploy and Eikon fetch http or https",
+            url.scheme()
+        )));
+    }
+    if url
+        .path()
+        .trim_end_matches('/')
+        .ends_with(&format!("/{filename}"))
+    {
+        return Ok(url.into());
+    }
+    if url.query().is_some() {
+        return Err(bad(format!(
+            "a URL with a query string must name {filename} itself (give the artifact's presigned URL)"
+        )));
+    }
+    let files_root = url.path().trim_end_matches('/').ends_with("/files");
+    let below = if files_root { upload_path } else { filename };
+    url.path_segments_mut()
+        .map_err(|_| bad("cannot hold a path".into()))?
+        .pop_if_empty()
+        .extend(below.split('/'));
+    Ok(url.into())
+}
+
 /// The profile YAML for a manifest. `endpoint`: base URL the artifact is
 /// served from (its file name is appended), or a full URL ending in it.
-fn render(m: &Summary, endpoint: Option<&str>) -> Result<String> {
+fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<String> {
     if !m.is_goldcap() {
         return Err(Error::usage("not a goldcap JSON MANIFEST"));
     }
     m.check().map_err(Error::usage)?;
     let filename = value(m, &m.filename, "filename")?;
-    if m.format.as_deref() != Some("tgz") {
-        return Err(Error::usage(format!(
-            "{filename}: image-deploy cannot deploy a .tar.zst (curtin only streams gzip, bzip2 and xz); \
-             capture with --format tgz, or deploy with RackN Eikon (image type tar-zst)"
-        )));
-    }
-    let url = match endpoint {
-        // A full URL, presigned ones included (their query string follows
-        // the file name).
-        Some(e)
-            if e.split('?')
-                .next()
-                .unwrap_or(e)
-                .trim_end_matches('/')
-                .ends_with(filename) =>
-        {
-            e.to_owned()
-        }
-        Some(e) => format!("{}/{filename}", e.trim_end_matches('/')),
-        None => format!(
-            "{{{{.ProvisionerURL}}}}/files/{}",
-            value(m, &m.upload_tarball, "upload_tarball")?
-        ),
-    };
-    let name = filename.trim_end_matches(".tgz");
+    let kind = image_type(m, filename, deployer)?;
+    let url = image_url(
+        endpoint,
+        value(m, &m.upload_tarball, "upload_tarball")?,
+        filename,
+    )?;
+    let name = filename
+        .strip_suffix(".tgz")
+        .or_else(|| filename.strip_suffix(".tar.zst"))
+        .unwrap_or(filename);
     let os = m
         .source
         .os
@@ -132,11 +211,22 @@ fn render(m: &Summary, endpoint: Option<&str>) -> Result<String> {
     y.push_str(&format!(
         "  Image {filename} (md5 {md5}, sha256 {sha256}).\n"
     ));
-    y.push_str("  Attach to a machine and run an image-deploy workflow.\n");
-    y.push_str("Params:\n");
-    y.push_str("  image-deploy/image-os: linux\n");
-    y.push_str("  image-deploy/image-type: tgz\n");
-    y.push_str(&format!("  image-deploy/image-url: {}\n", quote(&url)));
+    let url = quote(&url);
+    match deployer {
+        DeployerArg::ImageDeploy => {
+            y.push_str("  Attach to a machine and run an image-deploy workflow.\n");
+            y.push_str("Params:\n");
+            y.push_str("  image-deploy/image-os: linux\n");
+            y.push_str(&format!("  image-deploy/image-type: {kind}\n"));
+            y.push_str(&format!("  image-deploy/image-url: {url}\n"));
+        }
+        DeployerArg::Eikon => {
+            y.push_str("  Attach to a machine and run the eikon-image-deploy pipeline.\n");
+            y.push_str("Params:\n");
+            y.push_str(&format!("  eikon/image-type: {kind}\n"));
+            y.push_str(&format!("  eikon/image-url: {url}\n"));
+        }
+    }
     if kexec {
         y.push_str("  kexec-ok: true\n");
     }
@@ -149,6 +239,8 @@ mod tests {
     use super::*;
     use crate::output::manifest::read::parse_json;
     use serde_json::json;
+
+    const ID: DeployerArg = DeployerArg::ImageDeploy;
 
     fn manifest(format: &str, kexec: bool) -> Summary {
         let v = json!({
@@ -164,7 +256,7 @@ mod tests {
 
     #[test]
     fn profile_table() {
-        let y = render(&manifest("tgz", true), None).unwrap();
+        let y = render(&manifest("tgz", true), None, ID).unwrap();
         assert!(y.contains("  image-deploy/image-url: \"{{.ProvisionerURL}}/files/images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz\"\n"), "{y}");
         assert!(
             y.contains("  image-deploy/image-type: tgz\n  image-deploy/image-url")
@@ -175,14 +267,81 @@ mod tests {
             y.starts_with("---\nName: \"debian-12-rootfs-20261122-101500-cf99cd80eb\"\n"),
             "{y}"
         );
-        let y = render(&manifest("tgz", false), Some("https://s3.example/gold/")).unwrap();
+        let y = render(
+            &manifest("tgz", false),
+            Some("https://s3.example/gold/"),
+            ID,
+        )
+        .unwrap();
         assert!(y.contains("image-url: \"https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz\""), "{y}");
         assert!(!y.contains("kexec-ok"), "{y}");
         let signed = "https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz?X-Amz-Signature=ab";
-        let y = render(&manifest("tgz", false), Some(signed)).unwrap();
+        let y = render(&manifest("tgz", false), Some(signed), ID).unwrap();
         assert!(y.contains(&format!("image-url: \"{signed}\"\n")), "{y}");
-        let e = render(&manifest("tzst", false), None).unwrap_err();
+        let e = render(&manifest("tzst", false), None, ID).unwrap_err();
         assert!(e.to_string().contains("cannot deploy a .tar.zst"), "{e}");
+    }
+
+    #[test]
+    fn image_url_table() {
+        let up = "images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz";
+        let f = "debian-12-rootfs-20261122-101500-cf99cd80eb.tgz";
+        let ok = [
+            (None, format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/files/"), format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/files"), format!("{{{{.ProvisionerURL}}}}/files/{up}")),
+            (Some("{{.ProvisionerURL}}/mirror/"), format!("{{{{.ProvisionerURL}}}}/mirror/{f}")),
+            (Some("https://drp.example:8090/files/"), format!("https://drp.example:8090/files/{up}")),
+            (Some("https://s3.example/gold/"), format!("https://s3.example/gold/{f}")),
+            (Some("https://s3.example/gold"), format!("https://s3.example/gold/{f}")),
+            (Some("http://10.0.0.1"), format!("http://10.0.0.1/{f}")),
+            (
+                Some("https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz?X-Amz-Signature=ab&X-Amz-Expires=60"),
+                "https://s3.example/gold/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz?X-Amz-Signature=ab&X-Amz-Expires=60".into(),
+            ),
+        ];
+        for (endpoint, want) in ok {
+            assert_eq!(image_url(endpoint, up, f).unwrap(), want, "{endpoint:?}");
+        }
+        for (endpoint, why) in [
+            ("ftp://mirror/images/", "scheme \"ftp\""),
+            ("file:///srv/images/", "scheme \"file\""),
+            (
+                "https://s3.example/gold/?X-Amz-Signature=ab",
+                "query string",
+            ),
+            ("not a url", "not a URL"),
+            ("{{.ProvisionerURL}}?x=1", "only a path"),
+            ("{{.ProvisionerURL}}/files/{{.Machine.Name}}", "only a path"),
+            ("https://x/\n", "control characters"),
+        ] {
+            let e = image_url(Some(endpoint), up, f).unwrap_err().to_string();
+            assert!(e.contains(why), "{endpoint}: {e}");
+        }
+    }
+
+    #[test]
+    fn eikon_profile_names_its_image_type() {
+        let eikon = DeployerArg::Eikon;
+        let mut m = manifest("tzst", true);
+        m.filename = Some("debian-12-rootfs-20261122-101500-cf99cd80eb.tar.zst".into());
+        m.upload_tarball =
+            Some("images/debian-12-rootfs-20261122-101500-cf99cd80eb.tar.zst".into());
+        let y = render(&m, None, eikon).unwrap();
+        assert!(
+            y.starts_with("---\nName: \"debian-12-rootfs-20261122-101500-cf99cd80eb\"\n"),
+            "{y}"
+        );
+        assert!(y.contains("  eikon/image-type: tar-zst\n  eikon/image-url: \"{{.ProvisionerURL}}/files/images/debian-12-rootfs-20261122-101500-cf99cd80eb.tar.zst\"\n"), "{y}");
+        assert!(!y.contains("image-deploy/"), "{y}");
+        assert!(y.contains("eikon-image-deploy"), "{y}");
+        let y = render(&manifest("tgz", false), None, eikon).unwrap();
+        assert!(y.contains("  eikon/image-type: tgz\n"), "{y}");
+        let e = render(&manifest("zip", false), None, eikon).unwrap_err();
+        assert!(e.to_string().contains("unknown format"), "{e}");
+        // A hostile value is refused for Eikon as for image-deploy.
+        m.ident = Some("a\nEvil: true".into());
+        assert!(render(&m, None, eikon).is_err());
     }
 
     #[test]
@@ -201,7 +360,7 @@ mod tests {
                 "upload_tarball" => m.upload_tarball = Some(value.into()),
                 _ => m.ident = Some(value.into()),
             }
-            let e = render(&m, None).unwrap_err();
+            let e = render(&m, None, ID).unwrap_err();
             assert_eq!(
                 e.exit_code(),
                 crate::report::exit::ExitCode::Usage,
@@ -211,7 +370,7 @@ mod tests {
         // Quotes and backslashes in a value stay inside its scalar.
         let mut m = manifest("tgz", false);
         m.source.os.as_mut().unwrap().pretty_name = Some("Evil\" \\ OS\u{7}".into());
-        let y = render(&m, None).unwrap();
+        let y = render(&m, None, ID).unwrap();
         assert!(
             y.contains("Description: \"Deploy Evil\\\" \\\\ OS\\u0007 gold image"),
             "{y}"
@@ -231,12 +390,14 @@ mod tests {
             let Ok(m) = parse_json(&input[..]) else {
                 continue;
             };
-            if let Ok(y) = render(&m, None) {
-                rendered += 1;
-                // ---, Name, Description, Documentation, Params, Meta.
-                assert_eq!(y.lines().filter(|l| !l.starts_with(' ')).count(), 6, "{y}");
-                let url = y.lines().find(|l| l.contains("image-url:")).unwrap();
-                assert_eq!(url.matches("{{").count(), 1, "{url}");
+            for deployer in [ID, DeployerArg::Eikon] {
+                if let Ok(y) = render(&m, None, deployer) {
+                    rendered += 1;
+                    // ---, Name, Description, Documentation, Params, Meta.
+                    assert_eq!(y.lines().filter(|l| !l.starts_with(' ')).count(), 6, "{y}");
+                    let url = y.lines().find(|l| l.contains("image-url:")).unwrap();
+                    assert_eq!(url.matches("{{").count(), 1, "{url}");
+                }
             }
         }
         assert!(rendered > 50, "{rendered} rendered");

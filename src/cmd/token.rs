@@ -5,7 +5,7 @@
 //! output, on stdout, for `RS_TOKEN=$(goldcap token …)`; it must never go
 //! anywhere else.
 
-use super::print_text;
+use super::{print_json, print_text};
 use crate::cli::config::TokenConfig;
 use crate::report::error::Result;
 use crate::report::exit::ExitCode;
@@ -18,6 +18,15 @@ pub(super) fn run(cfg: &TokenConfig) -> Result<ExitCode> {
     let cancel = Cancel::install().context("cannot install signal handlers")?;
     let client = drp::Client::new(cfg.endpoint.as_deref(), &cfg.opts)?;
     let token = client.token(&cfg.user, cfg.ttl, &cfg.paths, &cancel)?;
-    print_text(&format!("{token}\n"))?;
+    if cfg.json {
+        print_json(&serde_json::json!({
+            "token": token,
+            "user": cfg.user,
+            "ttl": cfg.ttl,
+            "paths": cfg.paths,
+        }))?;
+    } else {
+        print_text(&format!("{token}\n"))?;
+    }
     Ok(ExitCode::Success)
 }

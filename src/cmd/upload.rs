@@ -30,7 +30,7 @@ pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
     ));
     let started = std::time::Instant::now();
     check_local(files, &mut ui, &cancel)?;
-    ui.start_progress(Some(files.size), "uploading");
+    ui.start_transfer(files.size, "uploading");
     let result = crate::upload::upload_files(&cfg.target, &cfg.opts, files, &ui, &cancel);
     ui.finish_progress();
     let up = result?;
@@ -72,7 +72,7 @@ pub(super) fn run(cfg: &UploadConfig, verbosity: i8) -> Result<ExitCode> {
 /// damaged or replaced local file must never overwrite a good copy on the
 /// store. Read once, hashed as it is read.
 fn check_local(files: &Files, ui: &mut Ui, cancel: &Cancel) -> Result<()> {
-    ui.start_progress(Some(files.size), "checking");
+    ui.start_transfer(files.size, "checking");
     let result = (|| -> std::io::Result<Digests> {
         let f = std::fs::File::open(&files.artifact)?;
         let mut r = HashingReader::new(f).with_progress(ui);

@@ -322,14 +322,7 @@ mod tests {
         use std::process::Command;
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg("/usr/lib/systemd/system")
-            .arg(r.join("usr/lib/systemd"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        crate::util::copy_host_units(r);
         let script = t.path().join("x.sh");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         let mut entries = firstboot_entries(&[script], 0).unwrap();

@@ -53,8 +53,49 @@ fn push_octal(out: &mut String, b: u8) {
     out.push(char::from(b'0' + (b & 7)));
 }
 
+/// A path as one word of a shell command line the user can paste: as is
+/// when it holds only safe characters, otherwise single-quoted. `None`
+/// when it cannot be pasted as text (control characters, bytes that are
+/// not UTF-8), so a hint is better left out than wrong.
+pub fn shell_word(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@=%".contains(c);
+    Some(if !text.is_empty() && text.chars().all(safe) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shell_words_paste_back_as_the_same_path() {
+        use super::shell_word;
+        assert_eq!(
+            shell_word(b"/var/lib/a-1.tgz").as_deref(),
+            Some("/var/lib/a-1.tgz")
+        );
+        assert_eq!(shell_word(b"/tmp/a b").as_deref(), Some("'/tmp/a b'"));
+        assert_eq!(shell_word(b"it's").as_deref(), Some("'it'\\''s'"));
+        assert_eq!(shell_word(b"$(x)").as_deref(), Some("'$(x)'"));
+        assert_eq!(shell_word(b"a\nb"), None);
+        assert_eq!(shell_word(b"\xff"), None);
+        // What the shell makes of the quoted word is the path again.
+        for p in ["/tmp/a b", "it's", "$(x) `y` *", "x\\y"] {
+            let w = shell_word(p.as_bytes()).unwrap();
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {w}"))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(o.stdout).unwrap(), p);
+        }
+    }
+
     use super::*;
 
     /// Reverses [`escape`]. Returns `None` for text that `escape` cannot have

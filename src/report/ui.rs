@@ -18,11 +18,28 @@ pub fn eprint_line(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
+/// Gives a running progress bar its total (from another thread).
+#[derive(Clone)]
+pub struct Total {
+    bar: ProgressBar,
+    style: ProgressStyle,
+}
+
+impl Total {
+    /// Sets the estimated total: the bar and its ETA appear.
+    pub fn set(&self, total: u64) {
+        self.bar
+            .set_length(total.max(self.bar.position() + self.bar.position() / 20));
+        self.bar.set_style(self.style.clone());
+    }
+}
+
 /// Verbosity and the optional progress bar.
 pub struct Ui {
     verbosity: i8,
     interactive: bool,
     bar: Option<ProgressBar>,
+    total: Option<Total>,
     entries: Arc<AtomicU64>,
 }
 
@@ -34,6 +51,7 @@ impl Ui {
             verbosity,
             interactive,
             bar: None,
+            total: None,
             entries: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -59,6 +77,14 @@ impl Ui {
         }
     }
 
+    /// A suggestion for a person (the next command): printed on a terminal
+    /// or with `-v`, never into a log a script reads.
+    pub fn hint(&self, msg: &str) {
+        if self.verbosity >= 1 || (self.interactive && self.verbosity >= 0) {
+            self.print(msg);
+        }
+    }
+
     /// A line that is always printed unless quiet (the summary).
     pub fn say(&self, msg: &str) {
         if self.verbosity >= 0 {
@@ -76,23 +102,54 @@ impl Ui {
         let key = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
             let _ = write!(w, "{}", entries.load(Ordering::Relaxed));
         };
-        let template = if total.is_some() {
-            format!(
-                "{{spinner}} {what} [{{wide_bar}}] {{bytes}}/~{{total_bytes}}, {{entries}} entries, {{binary_bytes_per_sec}}, ETA {{eta}}"
-            )
-        } else {
-            format!(
-                "{{spinner}} {what} {{bytes}}, {{entries}} entries, {{binary_bytes_per_sec}}, {{elapsed}}"
-            )
+        let estimate = format!(
+            "{{spinner}} {what} [{{wide_bar}}] {{bytes}}/~{{total_bytes}}, {{entries}} entries, {{binary_bytes_per_sec}}, ETA {{eta}}"
+        );
+        let spinner = format!(
+            "{{spinner}} {what} {{bytes}}, {{entries}} entries, {{binary_bytes_per_sec}}, {{elapsed}}"
+        );
+        let style = |template: &str| {
+            // Unwrap expectation: the templates are constants and valid.
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .with_key("entries", key.clone())
         };
-        // Unwrap expectation: the template is a constant and valid.
-        let style = ProgressStyle::with_template(&template)
-            .expect("valid template")
-            .with_key("entries", key);
+        let (with_total, without) = (style(&estimate), style(&spinner));
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(8))
+            .with_style(if total.is_some() {
+                with_total.clone()
+            } else {
+                without
+            });
+        bar.enable_steady_tick(Duration::from_millis(250));
+        self.total = Some(Total {
+            bar: bar.clone(),
+            style: with_total,
+        });
+        self.bar = Some(bar);
+    }
+
+    /// A bar for a transfer of a known size (an upload, a check): exact
+    /// bytes against exact size, no entries.
+    pub fn start_transfer(&mut self, size: u64, what: &str) {
+        if !self.interactive || self.verbosity < 0 {
+            return;
+        }
+        let template = format!(
+            "{{spinner}} {what} [{{wide_bar}}] {{bytes}}/{{total_bytes}}, {{binary_bytes_per_sec}}, ETA {{eta}}"
+        );
+        // Unwrap expectation: the template is a constant and valid.
+        let style = ProgressStyle::with_template(&template).expect("valid template");
+        let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr_with_hz(8))
             .with_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         self.bar = Some(bar);
+    }
+
+    /// A handle another thread can give the bar its total through, once
+    /// counted; `None` without a bar.
+    pub fn total_handle(&self) -> Option<Total> {
+        self.total.clone()
     }
 
     /// Content bytes read.
@@ -114,6 +171,7 @@ impl Ui {
 
     /// Removes the progress bar.
     pub fn finish_progress(&mut self) {
+        self.total = None;
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -33,6 +33,10 @@ pub struct Facts {
     pub packages: Packages,
     /// Whether the image can be kexec'ed into (DRP's `kexec-ok`).
     pub kexec: Kexec,
+    /// What would keep the image from deploying or booting as a machine
+    /// (no kernel, no boot loader, no root in fstab, a container's root):
+    /// said on stderr at capture, not only here.
+    pub deploy_problems: Vec<String>,
 }
 
 /// kexec support: a kernel built with it, and kexec-tools installed.
@@ -155,14 +159,82 @@ impl Facts {
     /// a note.
     pub fn gather(root: &RootFs, os: Option<OsRelease>) -> Facts {
         let kernels = kernels(root);
+        let boot = boot_support(root);
+        let fstab = root.read("/etc/fstab", FSTAB_LIMIT).ok().flatten();
+        let markers: Vec<&str> = CONTAINER_MARKERS
+            .iter()
+            .copied()
+            .filter(|m| root.exists(m))
+            .collect();
         Facts {
             os,
             kexec: kexec(root, &kernels),
+            deploy_problems: deploy_problems(&kernels, &boot, fstab.as_deref(), &markers),
             kernels,
-            boot: boot_support(root),
+            boot,
             packages: packages(root),
         }
     }
+}
+
+/// The most of `/etc/fstab` read.
+const FSTAB_LIMIT: u64 = 1024 * 1024;
+
+/// Files that only a container's root has (Docker, Podman).
+const CONTAINER_MARKERS: [&str; 2] = ["/.dockerenv", "/run/.containerenv"];
+
+/// What would keep an image with these facts from deploying or booting as
+/// a machine; empty when nothing does. `fstab` is `/etc/fstab`'s content,
+/// `None` when the root has none; `markers` the container markers found.
+pub fn deploy_problems(
+    kernels: &[Kernel],
+    boot: &BootSupport,
+    fstab: Option<&[u8]>,
+    markers: &[&str],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if !kernels.iter().any(|k| k.image) {
+        out.push(
+            "no kernel in /boot (vmlinuz-*, Image-*): the image cannot boot unless the deploy adds one"
+                .to_owned(),
+        );
+    }
+    if !(boot.bios_grub || boot.efi_grub || boot.efi_shim) {
+        out.push(
+            "no boot loader for BIOS or UEFI (GRUB modules, grub*.efi, shim): curtin cannot install one from this image"
+                .to_owned(),
+        );
+    }
+    match fstab {
+        None => out.push(
+            "no /etc/fstab: curtin and image-deploy write one, any other deploy must".to_owned(),
+        ),
+        Some(text) if !fstab_has_root(text) => out.push(
+            "no root (/) entry in /etc/fstab: curtin and image-deploy write one, any other deploy must"
+                .to_owned(),
+        ),
+        Some(_) => {}
+    }
+    for m in markers {
+        out.push(format!(
+            "{m} is in the root: this is a container's root, not a bootable system"
+        ));
+    }
+    out
+}
+
+/// Whether an fstab mounts something on `/` (comments and blank lines
+/// skipped; fields separated by blanks).
+pub fn fstab_has_root(text: &[u8]) -> bool {
+    text.split(|&b| b == b'\n').any(|line| {
+        let mut fields = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
+        match (fields.next(), fields.next()) {
+            (Some(spec), Some(dir)) => !spec.starts_with(b"#") && dir == b"/",
+            _ => false,
+        }
+    })
 }
 
 /// Reads `/etc/os-release`, falling back to `/usr/lib/os-release`.
@@ -456,6 +528,67 @@ pub fn parse_rpm_query(text: &str) -> Vec<Package> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fstab_root_table() {
+        for (text, want) in [
+            ("UUID=abc / ext4 errors=remount-ro 0 1\n", true),
+            ("# comment\n\n/dev/sda1\t/\text4\tdefaults\t0 1", true),
+            ("  LABEL=root   /   xfs defaults 0 0\n", true),
+            ("#UUID=abc / ext4 defaults 0 1\n", false),
+            ("UUID=abc /boot ext4 defaults 0 2\n", false),
+            (
+                "proc /proc proc defaults 0 0\n/dev/sda2 /home ext4 0 2\n",
+                false,
+            ),
+            ("/", false),
+            ("", false),
+        ] {
+            assert_eq!(fstab_has_root(text.as_bytes()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn deploy_problems_table() {
+        let kernel = Kernel {
+            version: "6.1.0".into(),
+            image: true,
+            initramfs: true,
+            modules: true,
+        };
+        let modules_only = Kernel {
+            image: false,
+            ..kernel.clone()
+        };
+        let grub = BootSupport {
+            efi_grub: true,
+            ..BootSupport::default()
+        };
+        let fstab = Some(&b"UUID=x / ext4 defaults 0 1\n"[..]);
+        let ok = [kernel];
+        let no_image = [modules_only];
+        let none = BootSupport::default();
+        let check = |kernels: &[Kernel], boot, fstab, markers: &[&str], want: &[&str]| {
+            let got = deploy_problems(kernels, boot, fstab, markers);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!(g.starts_with(w), "{g:?} should start with {w:?}");
+            }
+        };
+        check(&ok, &grub, fstab, &[], &[]);
+        check(&no_image, &grub, fstab, &[], &["no kernel in /boot"]);
+        check(&[], &none, fstab, &[], &["no kernel", "no boot loader"]);
+        check(&ok, &grub, None, &[], &["no /etc/fstab"]);
+        let proc_only = Some(&b"proc /proc proc 0 0\n"[..]);
+        check(&ok, &grub, proc_only, &[], &["no root (/) entry"]);
+        check(
+            &ok,
+            &grub,
+            fstab,
+            &["/.dockerenv"],
+            &["/.dockerenv is in the root"],
+        );
+    }
 
     #[test]
     fn os_release_table() {

@@ -12,6 +12,7 @@
 pub mod facts;
 pub mod fsx;
 pub mod mounts;
+pub mod precount;
 pub mod prefetch;
 pub mod rootfs;
 pub mod walk;

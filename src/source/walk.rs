@@ -621,16 +621,7 @@ mod tests {
     }
 
     fn curtin() -> Synthetic {
-        Synthetic {
-            rel: b"curtin".to_vec(),
-            kind: SynthKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            replace: false,
-            op: None,
-        }
+        Synthetic::dir(b"curtin".to_vec(), 0)
     }
 
     fn file(rel: &str, replace: bool) -> Synthetic {

@@ -44,6 +44,11 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    /// RS_KEY's user:password rather than a token.
+    fn is_password(&self) -> bool {
+        matches!(self, Auth::Basic(_))
+    }
+
     fn header(&self) -> String {
         use base64::Engine;
         match self {
@@ -116,15 +121,20 @@ pub fn encode_query(v: &str) -> String {
         .collect()
 }
 
-/// DRP's error JSON as a sentence. `path` is the files path.
-pub fn error_message(status: u16, body: &str, action: &str, path: &str) -> String {
+/// DRP's error JSON as a sentence. `path` is the files path; `password`:
+/// the request logged in with RS_KEY's user:password, not a token.
+pub fn error_message(status: u16, body: &str, action: &str, path: &str, password: bool) -> String {
     let claim = format!("files {action} /{}", path.trim_start_matches('/'));
     if status == 401 {
         return "the endpoint wants credentials (set RS_TOKEN, RS_KEY=user:pass or --token-file)"
             .into();
     }
     if status == 403 && body.is_empty() {
-        return "the token was refused: it is invalid or has expired".into();
+        return if password {
+            "the login was refused: wrong user or password (RS_KEY)".into()
+        } else {
+            "the token was refused: it is invalid or has expired".into()
+        };
     }
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let messages: Vec<String> = json
@@ -167,6 +177,9 @@ pub fn error_message(status: u16, body: &str, action: &str, path: &str) -> Strin
 /// A DRP endpoint with credentials.
 pub struct Client {
     endpoint: String,
+    /// The endpoint for messages, with where it came from:
+    /// `https://drp:8092 (RS_ENDPOINT)`.
+    at: String,
     auth: Auth,
     agent: ureq::Agent,
     attempts: u32,
@@ -195,30 +208,31 @@ fn head_timeout(timeout: std::time::Duration, size: Option<u64>) -> std::time::D
 
 /// The endpoint: the given one, `RS_ENDPOINT`, or the first of
 /// `RS_ENDPOINTS`, or drpcli's default.
-pub fn endpoint(given: Option<&str>) -> String {
-    let from_env = || {
-        std::env::var("RS_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .or_else(|| {
-                std::env::var("RS_ENDPOINTS")
-                    .ok()
-                    .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-            })
+/// Also where it came from, for messages: `given`, or the variable it was
+/// read from, or `default`.
+fn endpoint_from(given: Option<&str>) -> (String, &'static str) {
+    let var = |name: &str| std::env::var(name).ok().filter(|e| !e.is_empty());
+    let (url, from) = if let Some(g) = given {
+        (g.to_owned(), "given")
+    } else if let Some(e) = var("RS_ENDPOINT") {
+        (e, "RS_ENDPOINT")
+    } else if let Some(e) =
+        var("RS_ENDPOINTS").and_then(|l| l.split_whitespace().next().map(str::to_owned))
+    {
+        (e, "RS_ENDPOINTS")
+    } else {
+        (DEFAULT_ENDPOINT.to_owned(), "default")
     };
-    given
-        .map(str::to_owned)
-        .or_else(from_env)
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
-        .trim_end_matches('/')
-        .to_owned()
+    (url.trim_end_matches('/').to_owned(), from)
 }
 
 impl Client {
     /// A client for `endpoint` (or `RS_ENDPOINT`, or the default).
     pub fn new(given: Option<&str>, opts: &Options) -> Result<Client> {
+        let (endpoint, from) = endpoint_from(given);
         Ok(Client {
-            endpoint: endpoint(given),
+            at: format!("{} ({from})", redact(&endpoint)),
+            endpoint,
             auth: credentials(opts)?,
             agent: agent(opts)?,
             attempts: opts.attempts,
@@ -236,36 +250,46 @@ impl Client {
     /// answer grows with `size` (unknown: a file that may be large).
     pub fn sha256(&self, path: &str, size: Option<u64>, cancel: &Cancel) -> Result<Option<String>> {
         let wait = head_timeout(self.timeout, size);
-        retry(&format!("HEAD /{path}"), self.attempts, cancel, || {
-            let resp = self
-                .agent
-                .head(&self.url(path))
-                .header("Authorization", self.auth.header())
-                .config()
-                .timeout_per_read(Some(wait))
-                .build()
-                .call()?;
-            let status = resp.status().as_u16();
-            match status {
-                200 => Ok(resp
-                    .headers()
-                    .get("X-DRP-SHA256SUM")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .or(Some(String::new()))),
-                404 => Ok(None),
-                // A HEAD answer has no body to tell the two apart.
-                403 => Err(Attempt::Fatal(format!(
-                    "permission denied: the credentials are invalid or expired, or lack the claim `files get /{}` \
+        retry(
+            &format!("HEAD /{path} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let resp = self
+                    .agent
+                    .head(&self.url(path))
+                    .header("Authorization", self.auth.header())
+                    .config()
+                    .timeout_per_read(Some(wait))
+                    .build()
+                    .call()?;
+                let status = resp.status().as_u16();
+                match status {
+                    200 => Ok(resp
+                        .headers()
+                        .get("X-DRP-SHA256SUM")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .or(Some(String::new()))),
+                    404 => Ok(None),
+                    // A HEAD answer has no body to tell the two apart.
+                    403 => Err(Attempt::Fatal(format!(
+                        "permission denied: {}, or the credentials lack the claim `files get /{}` \
                      (goldcap reads every upload back with HEAD, so it needs files post and get)",
-                    path.trim_start_matches('/')
-                ))),
-                _ => Err(status_attempt(
-                    status,
-                    error_message(status, "", "get", path),
-                )),
-            }
-        })
+                        if self.auth.is_password() {
+                            "wrong user or password (RS_KEY)"
+                        } else {
+                            "the token is invalid or expired"
+                        },
+                        path.trim_start_matches('/')
+                    ))),
+                    _ => Err(status_attempt(
+                        status,
+                        error_message(status, "", "get", path, self.auth.is_password()),
+                    )),
+                }
+            },
+        )
     }
 
     /// Reads the stored file's sha256 back after an upload of `size` bytes.
@@ -325,19 +349,24 @@ impl Client {
         // hold its `.part` for a while and answer 409 "File already
         // uploading": that is our own upload, so it is worth waiting for.
         let mut failed_before = false;
-        let (md5, sha256) = retry(&format!("POST /{path}"), self.attempts, cancel, || {
-            let outcome = self.post_once(path, file, size, ui);
-            match &outcome {
-                Err(Attempt::Fatal(m)) if failed_before && m.starts_with("HTTP 409") => {
-                    return Err(Attempt::Retry(format!(
-                        "{m} (the server still holds goldcap's previous attempt)"
-                    )));
+        let (md5, sha256) = retry(
+            &format!("POST /{path} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let outcome = self.post_once(path, file, size, ui);
+                match &outcome {
+                    Err(Attempt::Fatal(m)) if failed_before && m.starts_with("HTTP 409") => {
+                        return Err(Attempt::Retry(format!(
+                            "{m} (the server still holds goldcap's previous attempt)"
+                        )));
+                    }
+                    Err(_) => failed_before = true,
+                    Ok(_) => {}
                 }
-                Err(_) => failed_before = true,
-                Ok(_) => {}
-            }
-            outcome
-        })?;
+                outcome
+            },
+        )?;
         if let Some((esize, emd5, esha)) = expect
             && (esize != size || emd5 != md5 || esha != sha256)
         {
@@ -384,7 +413,7 @@ impl Client {
         if status != 201 {
             return Err(status_attempt(
                 status,
-                error_message(status, &body, "post", path),
+                error_message(status, &body, "post", path, self.auth.is_password()),
             ));
         }
         check_created(&body, path, r.hasher().size())?;
@@ -486,22 +515,27 @@ impl Client {
         // A clean-up runs to its end even after a signal (a second signal
         // still ends goldcap at once).
         let never = Cancel::never();
-        let result = retry(&format!("DELETE /{path}"), self.attempts, &never, || {
-            let mut resp = self
-                .agent
-                .delete(&self.url(path))
-                .header("Authorization", self.auth.header())
-                .call()?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            match status {
-                200 | 204 | 404 => Ok(()),
-                _ => Err(status_attempt(
-                    status,
-                    error_message(status, &body, "delete", path),
-                )),
-            }
-        });
+        let result = retry(
+            &format!("DELETE /{path} on {}", self.at),
+            self.attempts,
+            &never,
+            || {
+                let mut resp = self
+                    .agent
+                    .delete(&self.url(path))
+                    .header("Authorization", self.auth.header())
+                    .call()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                match status {
+                    200 | 204 | 404 => Ok(()),
+                    _ => Err(status_attempt(
+                        status,
+                        error_message(status, &body, "delete", path, self.auth.is_password()),
+                    )),
+                }
+            },
+        );
         result
             .err()
             .map(|e| format!("/{path} is left on the endpoint ({e})"))
@@ -526,28 +560,39 @@ impl Client {
             encode_query("post,get"),
             encode_query(&specific)
         );
-        retry(&format!("token for {user}"), self.attempts, cancel, || {
-            let mut resp = self
-                .agent
-                .get(&url)
-                .header("Authorization", self.auth.header())
-                .header("Accept", "application/json")
-                .call()?;
-            let status = resp.status().as_u16();
-            let body = body_text(&mut resp);
-            if status != 200 {
-                return Err(status_attempt(
-                    status,
-                    error_message(status, &body, "token", &format!("users/{user}")),
-                ));
-            }
-            let v: serde_json::Value = serde_json::from_str(&body)
-                .map_err(|_| Attempt::Fatal("the endpoint's answer has no Token".into()))?;
-            v["Token"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| Attempt::Fatal("the endpoint's answer has no Token".into()))
-        })
+        retry(
+            &format!("token for {user} on {}", self.at),
+            self.attempts,
+            cancel,
+            || {
+                let mut resp = self
+                    .agent
+                    .get(&url)
+                    .header("Authorization", self.auth.header())
+                    .header("Accept", "application/json")
+                    .call()?;
+                let status = resp.status().as_u16();
+                let body = body_text(&mut resp);
+                if status != 200 {
+                    return Err(status_attempt(
+                        status,
+                        error_message(
+                            status,
+                            &body,
+                            "token",
+                            &format!("users/{user}"),
+                            self.auth.is_password(),
+                        ),
+                    ));
+                }
+                let v: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|_| Attempt::Fatal("the endpoint's answer has no Token".into()))?;
+                v["Token"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Attempt::Fatal("the endpoint's answer has no Token".into()))
+            },
+        )
     }
 
     /// Starts a streamed (chunked) upload of the artifact to `path`.
@@ -566,6 +611,7 @@ impl Client {
         };
         let (agent, url, auth) = (self.agent.clone(), self.url(path), self.auth.header());
         let (path_owned, attempts, thread_cancel) = (path.to_owned(), self.attempts, *cancel);
+        let at = self.at.clone();
         let thread = std::thread::spawn(move || -> std::result::Result<(u64, String), String> {
             // Until DRP has taken a byte of the body, a refusal (5xx, a
             // dropped connection) can be retried with the same stream;
@@ -573,7 +619,7 @@ impl Client {
             let gone = "; a streamed upload cannot be resent once data has gone \
                         (capture with --keep-local, or capture first and use `goldcap upload`, which retries)";
             retry(
-                &format!("DRP POST /{path_owned}"),
+                &format!("DRP POST /{path_owned} on {at}"),
                 attempts,
                 &thread_cancel,
                 || {
@@ -597,7 +643,13 @@ impl Client {
                     let status = resp.status().as_u16();
                     let text = body_text(&mut resp);
                     if status != 201 {
-                        let msg = error_message(status, &text, "post", &path_owned);
+                        let msg = error_message(
+                            status,
+                            &text,
+                            "post",
+                            &path_owned,
+                            auth.starts_with("Basic "),
+                        );
                         // Once data has gone, nothing can be retried: a
                         // new request would carry only what is left.
                         return Err(if started {
@@ -784,13 +836,16 @@ mod tests {
 
     #[test]
     fn messages_table() {
-        assert!(error_message(401, "", "post", "images/a.tgz").contains("set RS_TOKEN"));
+        assert!(error_message(401, "", "post", "images/a.tgz", false).contains("set RS_TOKEN"));
         assert_eq!(
-            error_message(403, "", "post", "images/a.tgz"),
+            error_message(403, "", "post", "images/a.tgz", false),
             "the token was refused: it is invalid or has expired"
         );
+        // A password login is not talked about as a token.
+        let m = error_message(403, "", "post", "images/a.tgz", true);
+        assert_eq!(m, "the login was refused: wrong user or password (RS_KEY)");
         let auth = r#"{"Type":"AUTH","Code":403,"Messages":["Cannot access /api/v3/files/images/a.tgz","Requires: files post /images/a.tgz"]}"#;
-        let m = error_message(403, auth, "post", "images/a.tgz");
+        let m = error_message(403, auth, "post", "images/a.tgz", false);
         assert!(
             m.starts_with(
                 "permission denied: the credentials lack the claim `files post /images/a.tgz`"
@@ -799,11 +854,11 @@ mod tests {
         );
         let busy = r#"{"Model":"files","Key":"/images/a.tgz","Type":"POST","Messages":["File already uploading"],"Code":409}"#;
         assert_eq!(
-            error_message(409, busy, "post", "images/a.tgz"),
+            error_message(409, busy, "post", "images/a.tgz", false),
             "HTTP 409: POST: files/images/a.tgz: File already uploading"
         );
         assert_eq!(
-            error_message(502, "bad gateway", "post", "x"),
+            error_message(502, "bad gateway", "post", "x", false),
             "HTTP 502: bad gateway"
         );
     }

@@ -44,7 +44,17 @@ impl From<ureq::Error> for Attempt {
     fn from(e: ureq::Error) -> Self {
         // Transport problems: connection refused or reset, timeouts, TLS
         // handshakes cut short. A certificate that does not verify is final.
-        let msg = redact_error(&e.to_string());
+        let msg = match &e {
+            // "io: Connection refused (os error 111)" → "connection refused".
+            ureq::Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
+                let r = crate::util::io_reason(io);
+                let mut c = r.chars();
+                c.next()
+                    .map(|f| f.to_lowercase().chain(c).collect())
+                    .unwrap_or(r)
+            }
+            _ => redact_error(&e.to_string()),
+        };
         match e {
             ureq::Error::Timeout(_) => {
                 Attempt::Retry(format!("{msg} (no progress within --timeout)"))
@@ -117,7 +127,9 @@ pub fn retry<T>(
             }
         }
     }
-    Err(anyhow::anyhow!("{what}: {last} (gave up after {attempts} attempts)").into())
+    let attempts = attempts.max(1);
+    let plural = if attempts == 1 { "attempt" } else { "attempts" };
+    Err(anyhow::anyhow!("{what}: {last} (gave up after {attempts} {plural})").into())
 }
 
 /// The HTTP agent: TLS verified against the platform's roots (plus

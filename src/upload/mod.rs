@@ -17,6 +17,7 @@
 //! manifest or `--json` output contains them ([`http::redact`] strips presigned
 //! query strings from every URL shown).
 
+mod aws;
 pub mod drp;
 pub mod http;
 mod put;

@@ -1,10 +1,9 @@
 //! S3 and S3-compatible stores (MinIO, Ceph RGW): multipart uploads signed
 //! with SigV4 by `rusty-s3` (sans-IO: it signs, `ureq` sends).
 //!
-//! Credentials and endpoint come from the standard AWS environment:
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-//! `AWS_REGION` (or `AWS_DEFAULT_REGION`, default `us-east-1`),
-//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`). A custom endpoint uses
+//! Credentials, region and endpoint are found as the AWS tools find them
+//! (`super::aws`: the environment, `~/.aws/credentials` and `config` with
+//! `AWS_PROFILE`, the instance metadata service). A custom endpoint uses
 //! path-style addressing (MinIO, Ceph), AWS itself virtual-host style.
 //!
 //! The artifact goes up in parts from a bounded buffer: while one part is
@@ -65,6 +64,8 @@ pub fn part_size(given: Option<u64>, estimate: Option<u64>) -> u64 {
 #[derive(Clone)]
 pub struct Client {
     bucket: Bucket,
+    /// The endpoint, for messages.
+    at: String,
     creds: Credentials,
     prefix: String,
     agent: ureq::Agent,
@@ -92,23 +93,14 @@ enum Held {
 impl Client {
     /// A client for `bucket`, keys under `prefix`.
     pub fn new(bucket: &str, prefix: &str, opts: &Options) -> Result<Client> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-        else {
-            return Err(Error::usage(
-                "S3 credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)",
-            ));
+        let aws = super::aws::from_environment()?;
+        let creds = match aws.token {
+            Some(t) => Credentials::new_with_token(aws.key, aws.secret, t),
+            None => Credentials::new(aws.key, aws.secret),
         };
-        let creds = match env("AWS_SESSION_TOKEN") {
-            Some(t) => Credentials::new_with_token(key, secret, t),
-            None => Credentials::new(key, secret),
-        };
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
-        let custom = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
-        let (endpoint, style) = match &custom {
-            Some(e) => (e.clone(), UrlStyle::Path),
+        let region = aws.region;
+        let (endpoint, style) = match aws.endpoint {
+            Some(e) => (e, UrlStyle::Path),
             None => (
                 format!("https://s3.{region}.amazonaws.com"),
                 UrlStyle::VirtualHost,
@@ -120,6 +112,7 @@ impl Client {
         let bucket = Bucket::new(url, style, bucket.to_owned(), region)
             .map_err(|e| Error::usage(format!("s3://{bucket}: {e}")))?;
         Ok(Client {
+            at: super::http::redact(&endpoint),
             bucket,
             creds,
             prefix: prefix.to_owned(),
@@ -157,7 +150,7 @@ impl Client {
             .with_context(|| format!("cannot read {}", path.display()))?
             .len();
         let verified = retry(
-            &format!("PUT s3://{}/{key}", self.bucket.name()),
+            &format!("PUT s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             cancel,
             || {
@@ -297,7 +290,7 @@ impl Client {
     fn held(&self, name: &str, cancel: &Cancel) -> Result<Held> {
         let key = self.key(name);
         retry(
-            &format!("HEAD s3://{}/{key}", self.bucket.name()),
+            &format!("HEAD s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             cancel,
             || {
@@ -380,7 +373,7 @@ impl Client {
         // A clean-up runs to its end even after a signal (a second signal
         // still ends goldcap at once).
         retry(
-            &format!("DELETE s3://{}/{key}", self.bucket.name()),
+            &format!("DELETE s3://{}/{key} on {}", self.bucket.name(), self.at),
             self.attempts,
             &Cancel::never(),
             || {
@@ -424,7 +417,11 @@ impl Client {
     ) -> Result<Multipart> {
         let key = self.key(name);
         let id = retry(
-            &format!("create upload s3://{}/{key}", self.bucket.name()),
+            &format!(
+                "create upload s3://{}/{key} on {}",
+                self.bucket.name(),
+                self.at
+            ),
             self.attempts,
             cancel,
             || {
@@ -494,7 +491,11 @@ impl Client {
         let md5_hex = hex(md5);
         let content_md5 = base64::engine::general_purpose::STANDARD.encode(md5);
         retry(
-            &format!("part {n} of s3://{}/{key}", self.bucket.name()),
+            &format!(
+                "part {n} of s3://{}/{key} on {}",
+                self.bucket.name(),
+                self.at
+            ),
             self.attempts,
             cancel,
             || {
@@ -519,7 +520,7 @@ impl Client {
 
     fn abort_upload(&self, key: &str, id: &str) -> Option<String> {
         let never = Cancel::never();
-        retry(&format!("abort upload s3://{}/{key}", self.bucket.name()), self.attempts, &never, || {
+        retry(&format!("abort upload s3://{}/{key} on {}", self.bucket.name(), self.at), self.attempts, &never, || {
             let url = self.bucket.abort_multipart_upload(Some(&self.creds), key, id).sign(SIGN_FOR);
             let mut resp = self.agent.delete(url.as_str()).call()?;
             answer(&mut resp, true).map(drop)
@@ -728,7 +729,7 @@ impl Multipart {
             .collect();
         let mut tried = false;
         retry(
-            &format!("complete s3://{}/{}", c.bucket.name(), self.key),
+            &format!("complete s3://{}/{} on {}", c.bucket.name(), self.key, c.at),
             c.attempts,
             cancel,
             || {
@@ -780,7 +781,7 @@ impl Multipart {
         let c = &self.client;
         let name = self.key.rsplit('/').next().unwrap_or(&self.key).to_owned();
         let head = retry(
-            &format!("HEAD s3://{}/{}", c.bucket.name(), self.key),
+            &format!("HEAD s3://{}/{} on {}", c.bucket.name(), self.key, c.at),
             c.attempts,
             cancel,
             || {

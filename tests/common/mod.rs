@@ -255,9 +255,12 @@ pub fn goldcap<S: AsRef<OsStr>>(args: &[S]) -> Output {
 
 pub fn goldcap_cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_goldcap"));
+    // No HOME (no ~/.aws of the host) and no instance metadata service:
+    // S3 tests name their credentials.
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("LC_ALL", "C")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .args(args);
     c
 }

@@ -80,6 +80,8 @@ pub struct Check {
 /// The result of verifying one artifact.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
+    /// Every check passed.
+    pub ok: bool,
     pub artifact: String,
     /// The manifest used, if any.
     pub manifest: Option<String>,
@@ -236,6 +238,7 @@ fn verify(artifact: &Path, given: Option<&Path>) -> Result<Verification> {
     checks.extend(read.shape);
     checks.extend(identity_checks(&found));
     Ok(Verification {
+        ok: checks.iter().all(|c| c.ok),
         artifact: escape(artifact.as_os_str().as_encoded_bytes()),
         manifest: found_manifest.map(|(p, _)| escape(p.as_os_str().as_encoded_bytes())),
         checks,

@@ -471,6 +471,9 @@ impl Manifest {
                 yn(b.efi_shim)
             ),
         )?;
+        for p in &s.facts.deploy_problems {
+            label(out, "DEPLOY PROBLEM", p)?;
+        }
         self.write_counts(out)
     }
 

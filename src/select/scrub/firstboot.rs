@@ -476,14 +476,7 @@ mod systemd_tests {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
         let sys = r.join("usr/lib/systemd/system");
-        fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg("/usr/lib/systemd/system")
-            .arg(r.join("usr/lib/systemd"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        crate::util::copy_host_units(r);
         let etc = r.join("etc/systemd/system");
         fs::create_dir_all(&etc).unwrap();
         fs::create_dir_all(r.join(SCRIPT_DIR.trim_start_matches('/'))).unwrap();

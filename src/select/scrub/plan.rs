@@ -19,7 +19,7 @@ use super::rule::{Action, MachineIdMode, Rule, Vars, compile_rule, glob};
 use super::spec::{Category, Only, OperationSpec, RuleSpec, ScrubError, When};
 use super::traits::RootTraits;
 use super::{firstboot, hostnames, sources, ssh};
-use crate::entry::{FileKind, SynthKind, Synthetic};
+use crate::entry::{FileKind, Synthetic};
 use crate::source::facts::OsRelease;
 use crate::source::fsx;
 use crate::source::rootfs::RootFs;
@@ -641,14 +641,8 @@ fn with_parents(synthetic: &mut Vec<Synthetic>, mtime: i64) {
                 .find(|s| s.rel.starts_with(&d))
                 .and_then(|s| s.op.clone());
             synthetic.push(Synthetic {
-                rel: d,
-                kind: SynthKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime,
-                replace: false,
                 op,
+                ..Synthetic::dir(d, mtime)
             });
         }
     }
