@@ -420,6 +420,28 @@ fn diff_lists_exactly_the_upgraded_package_and_the_changed_file() {
         vec!["etc/default/grub", "var/lib/dpkg/status"],
         "{d}"
     );
+    // Without MANIFESTs the archives themselves are compared: the same.
+    let bare = env.path("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let (a, b) = (bare.join("a.tgz"), bare.join("b.tgz"));
+    std::fs::copy(before.artifact(), &a).unwrap();
+    std::fs::copy(after.artifact(), &b).unwrap();
+    let o = goldcap(&[
+        std::ffi::OsStr::new("diff"),
+        std::ffi::OsStr::new("--json"),
+        a.as_os_str(),
+        b.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let bare: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changed_bare: Vec<&str> = bare["paths_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed_bare, changed, "{bare}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("packages not compared"));
     // The same capture twice: no difference, exit 0.
     let o = goldcap(&[
         std::ffi::OsStr::new("diff"),
@@ -432,4 +454,69 @@ fn diff_lists_exactly_the_upgraded_package_and_the_changed_file() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+}
+
+#[test]
+fn json_manifest_records_each_entry_with_the_digest_of_what_was_archived() {
+    let env = Env::new();
+    let run = env.capture("out", &[]);
+    run.ok();
+    let j = run.manifest_json();
+    assert_eq!(j["entries_schema"], 1);
+    let entries = j["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), j["paths"].as_array().unwrap().len());
+    assert_eq!(
+        entries.len() as u64,
+        j["stats"]["entries"].as_u64().unwrap()
+    );
+    let dest = env.path("x");
+    std::fs::create_dir_all(&dest).unwrap();
+    sh(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&dest)
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-Sxpzf",
+        ])
+        .arg(run.artifact()));
+    let mut files = 0;
+    for e in entries {
+        let path = e["path"].as_str().unwrap();
+        if path.contains('\\') {
+            continue;
+        }
+        let p = dest.join(path);
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|_| panic!("{path}"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(e["uid"], m.uid(), "{path}");
+        assert_eq!(e["gid"], m.gid(), "{path}");
+        assert_eq!(
+            e["mode"].as_str().unwrap(),
+            format!("{:04o}", m.mode() & 0o7777),
+            "{path}"
+        );
+        match e["type"].as_str().unwrap() {
+            "file" if e["sparse"] != true => {
+                files += 1;
+                assert_eq!(e["size"], m.len(), "{path}");
+                assert_eq!(e["sha256"].as_str().unwrap(), sha256sum(&p), "{path}");
+            }
+            "symlink" => assert_eq!(
+                e["link"].as_str().unwrap(),
+                std::fs::read_link(&p).unwrap().to_str().unwrap(),
+                "{path}"
+            ),
+            "dir" => assert!(m.is_dir(), "{path}"),
+            _ => {}
+        }
+    }
+    assert!(files > 20, "{files} regular files checked");
+    // A scrubbed file is recorded as archived (machine-id emptied).
+    let mid = entries
+        .iter()
+        .find(|e| e["path"] == "etc/machine-id")
+        .unwrap();
+    assert_eq!(mid["size"], 0);
 }

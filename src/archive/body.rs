@@ -165,14 +165,19 @@ impl<W: Write> TarWriter<W> {
             Ok(())
         };
         match layout {
-            Layout::Dense => copy(self, 0, size)?,
+            Layout::Dense => {
+                self.begin_body();
+                copy(self, 0, size)?;
+            }
             Layout::Sparse { segs, map } => {
                 self.put(map).map_err(write_err)?;
+                self.begin_body();
                 for &(off, len) in segs {
                     copy(self, off, len)?;
                 }
             }
         }
+        self.end_body();
         self.pad(layout.body_len(size)).map_err(write_err)?;
         Ok(trouble)
     }
@@ -337,9 +342,12 @@ impl<W: Write> TarWriter<W> {
                 let _ = fsx::set_direct(file, false);
             }
             let start = self.buf_start;
-            self.out
-                .write_all(&self.buf[start..start + n])
-                .map_err(write_err)?;
+            let data = &self.buf[start..start + n];
+            self.out.write_all(data).map_err(write_err)?;
+            if let Some((h, len)) = &mut self.body {
+                sha2::Digest::update(h, data);
+                *len += n as u64;
+            }
             self.written += n as u64;
             done += n as u64;
             ctx.report.stats.content_bytes += n as u64;

@@ -144,6 +144,19 @@ pub struct TarWriter<W: Write> {
     /// Attributes are read through `/proc/self/fd` (see
     /// [`xattrs::attr_path`]).
     proc_fd: bool,
+    /// The sha256 and length of the body being written, while one is.
+    body: Option<(sha2::Sha256, u64)>,
+    /// What the last entry's body and link were, for the MANIFEST.
+    last: Written,
+}
+
+/// What the tar writer wrote for one entry beyond its metadata: the
+/// body's sha256 and length (regular files; a sparse file's data
+/// segments), and a link target.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub body: Option<([u8; 32], u64)>,
+    pub link: Option<Vec<u8>>,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -161,6 +174,8 @@ impl<W: Write> TarWriter<W> {
             cold: None,
             direct_reads: 0,
             cachestat: true,
+            body: None,
+            last: Written::default(),
             proc_fd: xattrs::proc_fd_available(),
         };
         // Were the buffer ever not alignable, direct reads would fail with
@@ -199,7 +214,29 @@ impl<W: Write> TarWriter<W> {
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
         self.out.write_all(data)?;
         self.written += data.len() as u64;
+        if let Some((h, n)) = &mut self.body {
+            sha2::Digest::update(h, data);
+            *n += data.len() as u64;
+        }
         Ok(())
+    }
+
+    /// From here on, what is written is an entry's body (hashed).
+    fn begin_body(&mut self) {
+        self.body = Some((sha2::Digest::new(), 0));
+    }
+
+    /// The body is complete: its digest is the last entry's.
+    fn end_body(&mut self) {
+        if let Some((h, n)) = self.body.take() {
+            self.last.body = Some((sha2::Digest::finalize(h).into(), n));
+        }
+    }
+
+    /// What was written for the entry appended last (taken: the next
+    /// entry starts empty).
+    pub fn take_written(&mut self) -> Written {
+        std::mem::take(&mut self.last)
     }
 
     fn pad(&mut self, len: u64) -> io::Result<()> {
@@ -265,9 +302,14 @@ impl<W: Write> TarWriter<W> {
             }
         };
         self.emit(b, &meta).map_err(write_err)?;
-        if !body.is_empty() {
+        if let SynthKind::File(_) = &s.kind {
+            self.begin_body();
             self.put(body).map_err(write_err)?;
+            self.end_body();
             self.pad(body.len() as u64).map_err(write_err)?;
+        }
+        if let SynthKind::Symlink(target) = &s.kind {
+            self.last.link = Some(target.clone());
         }
         Ok(kind)
     }
@@ -310,6 +352,7 @@ impl<W: Write> TarWriter<W> {
                 };
                 let mut b = HeaderBuilder::new(EntryType::Symlink, &name, &meta);
                 b.set_link(&target);
+                self.last.link = Some(target.clone());
                 (Kind::Symlink, b)
             }
             FileKind::Char | FileKind::Block => {
@@ -364,6 +407,7 @@ impl<W: Write> TarWriter<W> {
         let mut b = HeaderBuilder::new(EntryType::Link, name, meta);
         b.set_link(&target);
         self.emit(b, meta).map_err(write_err)?;
+        self.last.link = Some(target);
         Ok(true)
     }
 

@@ -153,7 +153,9 @@ impl<W: Write> TarWriter<W> {
         b.set_size(bytes.len() as u64);
         self.add_xattrs(&mut b, XSource::Fd(file), rel, ctx);
         self.emit(b, &meta).map_err(write_err)?;
+        self.begin_body();
         self.put(bytes).map_err(write_err)?;
+        self.end_body();
         self.pad(bytes.len() as u64).map_err(write_err)?;
         ctx.report.stats.content_bytes += before.size;
         ctx.ui.add_bytes(before.size);

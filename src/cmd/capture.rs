@@ -27,6 +27,7 @@ use crate::output::atomic::{AtomicFile, sync_dir};
 use crate::output::compress::Compressor;
 use crate::output::digest::Digests;
 use crate::output::manifest::Added;
+use crate::output::manifest::EntryRecord;
 use crate::output::manifest::{
     MANIFEST_VERSION, Manifest, PathList, Paths, ScrubSection, Source, Tool,
 };
@@ -819,7 +820,9 @@ impl<W: Write> Archiver<'_, '_, W> {
                     _ => self.tar.append(&entry, &mut ctx)?,
                 };
                 if let Some(kind) = kind {
-                    self.archived(&entry.rel, kind)?;
+                    let st = &entry.stat;
+                    let owner = (st.perm, u64::from(st.uid), u64::from(st.gid));
+                    self.archived(&entry.rel, kind, owner)?;
                 }
             }
             Event::Synthetic(s) => {
@@ -833,7 +836,7 @@ impl<W: Write> Archiver<'_, '_, W> {
                     };
                     self.report.scrubbed(&s.rel, std::slice::from_ref(&effect));
                 }
-                self.archived(&s.rel, kind)?;
+                self.archived(&s.rel, kind, (s.mode, u64::from(s.uid), u64::from(s.gid)))?;
             }
             Event::Dropped {
                 rel,
@@ -870,8 +873,37 @@ impl<W: Write> Archiver<'_, '_, W> {
         Ok(())
     }
 
-    /// Counts an archived entry and lists its name.
-    fn archived(&mut self, rel: &[u8], kind: Kind) -> Result<()> {
+    /// Counts an archived entry and lists its name and record (`meta`:
+    /// permission bits, uid, gid).
+    fn archived(&mut self, rel: &[u8], kind: Kind, meta: (u32, u64, u64)) -> Result<()> {
+        let written = self.tar.take_written();
+        let record = EntryRecord {
+            path: if rel.is_empty() {
+                ".".into()
+            } else {
+                escape(rel)
+            },
+            kind: match kind {
+                Kind::Dir => "dir",
+                Kind::File { .. } => "file",
+                Kind::Hardlink => "hardlink",
+                Kind::Symlink => "symlink",
+                Kind::Char => "char",
+                Kind::Block => "block",
+                Kind::Fifo => "fifo",
+            }
+            .into(),
+            mode: format!("{:04o}", meta.0 & 0o7777),
+            uid: meta.1,
+            gid: meta.2,
+            size: written.body.map(|(_, n)| n),
+            sha256: written.body.map(|(d, _)| crate::util::hex(&d)),
+            sparse: matches!(kind, Kind::File { sparse: true }),
+            link: written.link.map(|l| {
+                // A hard link names an archive member: shown as a path.
+                escape(l.strip_prefix(b"./").unwrap_or(&l))
+            }),
+        };
         let s = &mut self.report.stats;
         s.entries += 1;
         match kind {
@@ -887,7 +919,7 @@ impl<W: Write> Archiver<'_, '_, W> {
             Kind::Fifo => s.fifos += 1,
         }
         self.paths
-            .push(&escape(&archive_name(rel, kind == Kind::Dir)))
+            .push(&escape(&archive_name(rel, kind == Kind::Dir)), &record)
             .map_err(path_list_error)?;
         self.ui.add_entry();
         Ok(())

@@ -26,6 +26,7 @@ use crate::report::ui::human;
 use crate::report::{Pruned, Report, ScrubRecord, Stats, Warning};
 use crate::select::scrub::{MachineIdMode, OffOp, Plan, PlannedOp};
 use crate::source::facts::Facts;
+use serde::Deserialize;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 use std::fs::File;
@@ -37,40 +38,99 @@ pub const MANIFEST_VERSION: u32 = 1;
 const DASHES: &str =
     "--------------------------------------------------------------------------------";
 
-/// Archived paths, spooled to a temporary file.
+/// The version of the JSON MANIFEST's `entries` records (`entries_schema`).
+pub const ENTRIES_SCHEMA: u32 = 1;
+
+/// One archived entry as the JSON MANIFEST's `entries` lists it (schema
+/// [`ENTRIES_SCHEMA`]): what `goldcap diff` compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Escaped, relative to the root (`.` for the root itself).
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `hardlink`, `char`, `block`, `fifo`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits in octal (`0755`, `4755`).
+    pub mode: String,
+    pub uid: u64,
+    pub gid: u64,
+    /// Regular files: the size as archived (after any scrub edit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Regular files: sha256 of the content as archived, computed as it
+    /// was written (a sparse file's data segments, holes left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Stored as a sparse file (its `sha256` covers the data segments).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
+    /// A symlink's target or the name a hard link points to (escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Archived paths and their records, spooled to temporary files.
 pub struct PathList {
     out: BufWriter<File>,
+    records: BufWriter<File>,
     count: u64,
 }
 
 impl PathList {
-    /// A spool in `dir` (an unnamed file: it never appears in the directory).
+    /// A spool in `dir` (unnamed files: they never appear in the directory).
     pub fn new(dir: &std::path::Path) -> io::Result<PathList> {
         Ok(PathList {
             out: BufWriter::new(tempfile::tempfile_in(dir)?),
+            records: BufWriter::new(tempfile::tempfile_in(dir)?),
             count: 0,
         })
     }
 
-    /// Appends one archive name (escaped).
-    pub fn push(&mut self, escaped: &str) -> io::Result<()> {
+    /// Appends one archive name (escaped) and its record.
+    pub fn push(&mut self, escaped: &str, record: &EntryRecord) -> io::Result<()> {
         self.count += 1;
         self.out.write_all(escaped.as_bytes())?;
-        self.out.write_all(b"\n")
+        self.out.write_all(b"\n")?;
+        serde_json::to_writer(&mut self.records, record)?;
+        self.records.write_all(b"\n")
     }
 
-    /// Finishes spooling; returns the file for reading.
+    /// Finishes spooling; returns the files for reading.
     pub fn finish(self) -> io::Result<Paths> {
         let count = self.count;
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        Ok(Paths { file, count })
+        let records = self.records.into_inner().map_err(|e| e.into_error())?;
+        Ok(Paths {
+            file,
+            records: Some(records),
+            count,
+        })
     }
 }
 
 /// The finished path spool.
 pub struct Paths {
     file: File,
+    /// The records, one JSON object a line (`None` in tests without them).
+    records: Option<File>,
     count: u64,
+}
+
+/// The spooled records, serialised as a JSON array without holding them.
+struct Records<'a>(&'a File, u64);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut f = self.0;
+        f.seek(SeekFrom::Start(0)).map_err(S::Error::custom)?;
+        let mut seq = s.serialize_seq(Some(self.1 as usize))?;
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(S::Error::custom)?;
+            let r: EntryRecord = serde_json::from_str(&line).map_err(S::Error::custom)?;
+            seq.serialize_element(&r)?;
+        }
+        seq.end()
+    }
 }
 
 impl Paths {
@@ -635,12 +695,19 @@ impl Manifest {
             #[serde(flatten)]
             manifest: &'a Manifest,
             paths: &'a Paths,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            entries_schema: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            entries: Option<Records<'a>>,
         }
+        let entries = paths.records.as_ref().map(|f| Records(f, paths.count));
         serde_json::to_writer_pretty(
             &mut *out,
             &WithPaths {
                 manifest: self,
                 paths,
+                entries_schema: entries.as_ref().map(|_| ENTRIES_SCHEMA),
+                entries,
             },
         )?;
         writeln!(out)
@@ -727,7 +794,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut p = PathList::new(d.path()).unwrap();
         for l in list {
-            p.push(l).unwrap();
+            let record = EntryRecord {
+                path: l.to_string(),
+                kind: "dir".into(),
+                mode: "0755".into(),
+                uid: 0,
+                gid: 0,
+                size: None,
+                sha256: None,
+                sparse: false,
+                link: None,
+            };
+            p.push(l, &record).unwrap();
         }
         p.finish().unwrap()
     }
