@@ -183,6 +183,17 @@ fn json_commands_print_a_json_error_object_when_they_fail() {
             "token for u on https://127.0.0.1:9 (given): connection refused (gave up after 1 attempt)",
         ),
     ];
+    let mut cases = cases;
+    cases.push((
+        vec!["profile".into(), env.path("p.json").into(), "--json".into()],
+        2,
+        "p.json",
+    ));
+    cases.push((
+        vec!["inspect".into(), env.path("i.json").into(), "--json".into()],
+        2,
+        "i.json",
+    ));
     for (args, exit, names) in cases {
         let o = goldcap_cmd(&args).env("RS_KEY", "u:p").output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);

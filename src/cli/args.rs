@@ -330,6 +330,9 @@ pub struct ProfileArgs {
     /// The deployer the profile is for.
     #[arg(long, value_enum, default_value_t = DeployerArg::ImageDeploy)]
     pub deployer: DeployerArg,
+    /// Write the profile as JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `goldcap profile --deployer`.
@@ -597,7 +600,8 @@ impl Cli {
             Command::Inspect(a) => a.json,
             Command::Apply(a) => a.json,
             Command::Diff(a) => a.json,
-            Command::Profile(_) | Command::Completions { .. } | Command::Man { .. } => false,
+            Command::Profile(a) => a.json,
+            Command::Completions { .. } | Command::Man { .. } => false,
         }
     }
 

@@ -1093,6 +1093,8 @@ pub struct ProfileConfig {
     pub output: Option<PathBuf>,
     /// image-deploy or Eikon.
     pub deployer: DeployerArg,
+    /// JSON instead of YAML.
+    pub json: bool,
 }
 
 impl ProfileConfig {
@@ -1106,6 +1108,7 @@ impl ProfileConfig {
             endpoint: args.image_base.clone(),
             output: args.output.clone(),
             deployer: args.deployer,
+            json: args.json,
         })
     }
 }

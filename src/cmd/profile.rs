@@ -28,8 +28,16 @@ use std::path::Path;
 
 /// Runs `goldcap profile`: the YAML on stdout or into `--output`.
 pub(super) fn run(cfg: &ProfileConfig) -> Result<ExitCode> {
-    let yaml = render(&cfg.manifest, cfg.endpoint.as_deref(), cfg.deployer)
+    let profile = profile_of(&cfg.manifest, cfg.endpoint.as_deref(), cfg.deployer)
         .map_err(|e| Error::usage(format!("{}: {e}", cfg.manifest_path.display())))?;
+    let yaml = if cfg.json {
+        let mut j = serde_json::to_string_pretty(&profile.json())
+            .map_err(|e| Error::from(anyhow::anyhow!("cannot write the profile: {e}")))?;
+        j.push('\n');
+        j
+    } else {
+        profile.yaml()
+    };
     match &cfg.output {
         Some(p) => write_profile(p, &yaml)?,
         None => print_text(&yaml)?,
@@ -169,7 +177,7 @@ fn image_url(endpoint: Option<&str>, upload_path: &str, filename: &str) -> Resul
 
 /// The profile YAML for a manifest. `endpoint`: base URL the artifact is
 /// served from (its file name is appended), or a full URL ending in it.
-fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<String> {
+fn profile_of(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<Profile> {
     if !m.is_goldcap() {
         return Err(Error::usage("not a goldcap JSON MANIFEST"));
     }
@@ -196,42 +204,80 @@ fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<
     let kexec = m.source.kexec.as_ref().is_some_and(|k| k.supported);
     let (ident, date) = (value(m, &m.ident, "ident")?, value(m, &m.date, "date")?);
     let (md5, sha256) = (value(m, &m.md5, "md5")?, value(m, &m.sha256, "sha256")?);
-    let mut y = String::new();
-    y.push_str("---\n");
-    y.push_str(&format!("Name: {}\n", quote(name)));
-    y.push_str(&format!(
-        "Description: {}\n",
-        quote(&format!(
-            "Deploy {os} gold image {ident} captured {date} by goldcap"
-        ))
-    ));
-    // A literal block: every value in it was checked to hold no control
-    // character, so none can end its line.
-    y.push_str("Documentation: |\n");
-    y.push_str(&format!(
-        "  Image {filename} (md5 {md5}, sha256 {sha256}).\n"
-    ));
-    let url = quote(&url);
+    let description = format!("Deploy {os} gold image {ident} captured {date} by goldcap");
+    let mut documentation = format!("Image {filename} (md5 {md5}, sha256 {sha256}).\n");
+    let mut params: Vec<(&'static str, serde_json::Value)> = Vec::new();
     match deployer {
         DeployerArg::ImageDeploy => {
-            y.push_str("  Attach to a machine and run an image-deploy workflow.\n");
-            y.push_str("Params:\n");
-            y.push_str("  image-deploy/image-os: linux\n");
-            y.push_str(&format!("  image-deploy/image-type: {kind}\n"));
-            y.push_str(&format!("  image-deploy/image-url: {url}\n"));
+            documentation.push_str("Attach to a machine and run an image-deploy workflow.\n");
+            params.push(("image-deploy/image-os", "linux".into()));
+            params.push(("image-deploy/image-type", kind.into()));
+            params.push(("image-deploy/image-url", url.into()));
         }
         DeployerArg::Eikon => {
-            y.push_str("  Attach to a machine and run the eikon-image-deploy pipeline.\n");
-            y.push_str("Params:\n");
-            y.push_str(&format!("  eikon/image-type: {kind}\n"));
-            y.push_str(&format!("  eikon/image-url: {url}\n"));
+            documentation
+                .push_str("Attach to a machine and run the eikon-image-deploy pipeline.\n");
+            params.push(("eikon/image-type", kind.into()));
+            params.push(("eikon/image-url", url.into()));
         }
     }
     if kexec {
-        y.push_str("  kexec-ok: true\n");
+        params.push(("kexec-ok", true.into()));
     }
-    y.push_str("Meta:\n  icon: image\n  color: blue\n");
-    Ok(y)
+    Ok(Profile {
+        name: name.to_owned(),
+        description,
+        documentation,
+        params,
+    })
+}
+
+/// A DRP profile object, written as YAML (what `drpcli profiles create`
+/// and content packs take) or JSON (`--json`).
+pub(super) struct Profile {
+    name: String,
+    description: String,
+    /// Lines, each ending in a newline; no control characters otherwise.
+    documentation: String,
+    params: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl Profile {
+    /// The YAML document: scalars JSON-quoted where they carry MANIFEST
+    /// values, the documentation a literal block.
+    pub(super) fn yaml(&self) -> String {
+        let mut y = String::new();
+        y.push_str("---\n");
+        y.push_str(&format!("Name: {}\n", quote(&self.name)));
+        y.push_str(&format!("Description: {}\n", quote(&self.description)));
+        // A literal block: every value in it was checked to hold no
+        // control character, so none can end its line.
+        y.push_str("Documentation: |\n");
+        for line in self.documentation.lines() {
+            y.push_str(&format!("  {line}\n"));
+        }
+        y.push_str("Params:\n");
+        for (k, v) in &self.params {
+            let v = match v {
+                serde_json::Value::String(s) if !s.contains(['{', ':', '"', '#']) => s.clone(),
+                other => other.to_string(),
+            };
+            y.push_str(&format!("  {k}: {v}\n"));
+        }
+        y.push_str("Meta:\n  icon: image\n  color: blue\n");
+        y
+    }
+
+    /// The same object as JSON.
+    pub(super) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Name": self.name,
+            "Description": self.description,
+            "Documentation": self.documentation,
+            "Params": self.params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<serde_json::Map<_, _>>(),
+            "Meta": {"icon": "image", "color": "blue"},
+        })
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +287,29 @@ mod tests {
     use serde_json::json;
 
     const ID: DeployerArg = DeployerArg::ImageDeploy;
+
+    fn render(m: &Summary, endpoint: Option<&str>, deployer: DeployerArg) -> Result<String> {
+        profile_of(m, endpoint, deployer).map(|p| p.yaml())
+    }
+
+    #[test]
+    fn json_is_the_same_object_as_the_yaml() {
+        let p = profile_of(&manifest("tgz", true), None, ID).unwrap();
+        let j = p.json();
+        assert_eq!(j["Name"], "debian-12-rootfs-20261122-101500-cf99cd80eb");
+        assert_eq!(j["Params"]["image-deploy/image-type"], "tgz");
+        assert_eq!(j["Params"]["kexec-ok"], true);
+        assert_eq!(
+            j["Params"]["image-deploy/image-url"],
+            "{{.ProvisionerURL}}/files/images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz"
+        );
+        assert!(
+            j["Documentation"]
+                .as_str()
+                .unwrap()
+                .starts_with("Image debian-12")
+        );
+    }
 
     fn manifest(format: &str, kexec: bool) -> Summary {
         let v = json!({
