@@ -103,8 +103,8 @@ pub(super) fn run(cfg: &mut CaptureConfig, verbosity: i8) -> Result<ExitCode> {
 fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
     let d = &out.data;
     format!(
-        "goldcap: captured {} entries ({} read) from {} into {} ({}, md5 {}; MANIFEST {}) in {:.1}s{}{}",
-        d.stats.entries,
+        "goldcap: captured {} ({} read) from {} into {} ({}, md5 {}; MANIFEST {}) in {:.1}s{}{}",
+        crate::report::ui::count(d.stats.entries, "entry", "entries"),
         human(d.stats.content_bytes),
         show(&cfg.root),
         match (&out.artifact, &out.uploaded) {
@@ -119,8 +119,8 @@ fn summary(cfg: &CaptureConfig, out: &Outcome) -> String {
         out.elapsed.as_secs_f64(),
         if d.scrub.item_count > 0 {
             format!(
-                "; scrubbed {} items ({} removed)",
-                d.scrub.item_count,
+                "; scrubbed {} ({} removed)",
+                crate::report::ui::count(d.scrub.item_count, "item", "items"),
                 human(d.scrub.bytes_removed)
             )
         } else {

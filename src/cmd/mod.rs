@@ -121,7 +121,10 @@ fn warnings_status(warnings: u64) -> ExitCode {
 /// `"; N warnings (exit status 3)"` for a summary line, or nothing.
 fn warnings_tail(warnings: u64) -> String {
     if warnings > 0 {
-        format!("; {warnings} warnings (exit status 3)")
+        format!(
+            "; {} (exit status 3)",
+            crate::report::ui::count(warnings, "warning", "warnings")
+        )
     } else {
         String::new()
     }

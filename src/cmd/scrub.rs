@@ -113,9 +113,9 @@ pub(super) fn run(cfg: &ScrubConfig, verbosity: i8) -> Result<ExitCode> {
                     .context("cannot format the report")?;
                 print_text(&String::from_utf8_lossy(&buf))?;
                 ui.say(&format!(
-                    "goldcap: {} {} items in {} ({} removed){}",
+                    "goldcap: {} {} in {} ({} removed){}",
                     if *dry_run { "would scrub" } else { "scrubbed" },
-                    section.item_count,
+                    crate::report::ui::count(section.item_count, "item", "items"),
                     show(root),
                     human(section.bytes_removed),
                     warnings_tail(warnings)

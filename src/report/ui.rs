@@ -184,6 +184,11 @@ impl Drop for Ui {
     }
 }
 
+/// `n` and the noun, singular for one: `1 item`, `2 items`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Bytes as a short human string (`1.5 GiB`).
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -203,6 +208,13 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_in_the_singular() {
+        assert_eq!(count(1, "item", "items"), "1 item");
+        assert_eq!(count(0, "item", "items"), "0 items");
+        assert_eq!(count(2, "entry", "entries"), "2 entries");
+    }
 
     #[test]
     fn human_sizes() {

@@ -50,7 +50,11 @@ pub(super) fn run(cfg: &VerifyConfig, verbosity: i8) -> Result<ExitCode> {
         }
         let n = v.failures();
         if n > 0 {
-            t.push_str(&format!("{}: {n} check(s) failed\n", v.artifact));
+            t.push_str(&format!(
+                "{}: {} failed\n",
+                v.artifact,
+                crate::report::ui::count(n as u64, "check", "checks")
+            ));
         } else if !quiet {
             t.push_str(&format!(
                 "{}: all {} checks passed\n",
