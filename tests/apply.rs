@@ -900,6 +900,24 @@ fn ssh_keys_never_go_through_a_symlink_in_the_image() {
         std::fs::read(t.path().join("targets/keys-hardlinked/etc/shadow")).unwrap(),
         b"secret"
     );
+
+    // An archived .ssh that sshd would refuse (0755, root's) becomes the
+    // user's, 0700; the home keeps what the archive says.
+    let art = t.path().join("ssh-dir.tgz");
+    python_tar(
+        &art,
+        &format!("d('./etc/')\n{passwd}\nd('./home/')\nd('./home/u/')\nd('./home/u/.ssh/')"),
+    );
+    let target = t.path().join("targets/ssh-dir");
+    let spec = format!("{}:u", public.display());
+    let out = apply(&art, &target, &["--ssh-authorized-key", &spec]);
+    assert_code(&out, 0);
+    assert_eq!(owner_mode(&target.join("home/u/.ssh")), (1000, 1000, 0o700));
+    assert_eq!(owner_mode(&target.join("home/u")), (0, 0, 0o755));
+    assert_eq!(
+        owner_mode(&target.join("home/u/.ssh/authorized_keys")),
+        (1000, 1000, 0o600)
+    );
 }
 
 #[test]

@@ -832,6 +832,12 @@ impl Extractor {
         }
     }
 
+    /// Leaves the directory `rel` as this machine's step set it: its
+    /// archived metadata is not set at the end.
+    pub(super) fn keep_dir(&mut self, rel: &[u8]) {
+        self.dirs.retain(|d| d.rel != rel);
+    }
+
     /// The target, for this machine's writes beneath it.
     pub(super) fn target(&mut self) -> &mut Target {
         &mut self.target

@@ -145,8 +145,10 @@ fn own(fd: impl AsFd, (uid, gid): (u32, u32), mode: u32) -> io::Result<()> {
 }
 
 /// Appends `keys` to their user's `~/.ssh/authorized_keys` (lines already
-/// there are not added again); what was done.
-pub(super) fn authorized_keys(t: &mut Target, keys: &SshKeys) -> Result<String, Failed> {
+/// there are not added again); what was done, and the `.ssh` directory
+/// (root-relative), whose owner and mode this sets whatever the archive
+/// says.
+pub(super) fn authorized_keys(t: &mut Target, keys: &SshKeys) -> Result<(String, Vec<u8>), Failed> {
     let u = user(t, &keys.user)?;
     let owner = (u.uid, u.gid);
     let Some(home) = home_rel(&u.home) else {
@@ -210,7 +212,7 @@ pub(super) fn authorized_keys(t: &mut Target, keys: &SshKeys) -> Result<String, 
         own(&f, owner, 0o600)
     })()
     .map_err(|e| failed(&shown, e))?;
-    Ok(format!(
+    let done = format!(
         "{}/.ssh/authorized_keys: {} key{} for {} from {}{}",
         u.home.trim_end_matches('/'),
         new.len(),
@@ -222,7 +224,8 @@ pub(super) fn authorized_keys(t: &mut Target, keys: &SshKeys) -> Result<String, 
         } else {
             String::new()
         }
-    ))
+    );
+    Ok((done, ssh))
 }
 
 #[cfg(test)]

@@ -467,7 +467,9 @@ fn personalise(
         done.push(format!("/etc/hostname: {h}"));
     }
     for keys in &cfg.ssh_keys {
-        let what = machine::authorized_keys(ex.target(), keys)?;
+        let (what, ssh) = machine::authorized_keys(ex.target(), keys)?;
+        // sshd's StrictModes: 0700 and the user's, not as archived.
+        ex.keep_dir(&ssh);
         done.push(what);
     }
     if let Some(seed) = &cfg.nocloud {
