@@ -386,15 +386,20 @@ fn the_target_must_be_empty_unless_forced_and_never_the_running_root() {
         "{}",
         stderr(&out)
     );
+    // Empty directories (mount points made ready) are not in the way.
+    let ready = env.path("ready");
+    std::fs::create_dir_all(ready.join("boot/efi/lost+found")).unwrap();
+    let out = apply(&run.file(MANIFEST_JSON), &ready, &[]);
+    assert_code(&out, 0);
     let dest = env.path("busy");
-    std::fs::create_dir(&dest).unwrap();
-    std::fs::write(dest.join("old"), "x").unwrap();
+    std::fs::create_dir_all(dest.join("boot/efi")).unwrap();
+    std::fs::write(dest.join("boot/efi/old"), "x").unwrap();
     let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     let out = apply(&run.file(MANIFEST_JSON), &dest, &["--force"]);
     assert_code(&out, 0);
-    assert!(dest.join("old").exists() && dest.join("usr/bin/ping").exists());
+    assert!(dest.join("boot/efi/old").exists() && dest.join("usr/bin/ping").exists());
 }
 
 /// A static HTTP server for `dir` on a free port of 127.0.0.1 (Python's
@@ -1175,12 +1180,9 @@ fn fstab_names_the_filesystems_mounted_under_the_target_by_uuid() {
         &target.join("boot"),
     );
     let _tmp = MountGuard::mount(&["-t", "tmpfs", "tmpfs"], &target.join("tmp"));
-    // /boot and /tmp are mount points in it already: --force.
-    let out = apply(
-        &run.file(MANIFEST_JSON),
-        &target,
-        &["--fstab", "--force", "--json"],
-    );
+    // /boot and /tmp are mount points in it already (empty but for
+    // lost+found): no --force needed.
+    let out = apply(&run.file(MANIFEST_JSON), &target, &["--fstab", "--json"]);
     assert_code(&out, 0);
     let fstab = std::fs::read_to_string(target.join("etc/fstab")).unwrap();
     let body: Vec<&str> = fstab.lines().filter(|l| !l.starts_with('#')).collect();

@@ -261,7 +261,7 @@ pub const PAGES: &[Page] = &[
             ),
             (
                 "Onto a disk's filesystems mounted at /mnt/target (/boot/efi below it), with an /etc/fstab naming them by UUID",
-                "goldcap apply debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --force --fstab",
+                "goldcap apply debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --fstab",
             ),
         ],
         env: &[],

@@ -1,4 +1,6 @@
-//! Hooks: the user's finishing work, run in the root before it is read.
+//! Hooks: the user's finishing work, run in the root before it is read
+//! (capture), or in a target once an artifact is applied (`goldcap apply
+//! --hook`, through [`run_then`]).
 //!
 //! The step before the pipeline, for gold builds: `--hook PATH` names an
 //! executable, a directory of them (run in name order, as

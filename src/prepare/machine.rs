@@ -64,8 +64,9 @@ fn split_spec(spec: &str) -> (&str, &str) {
 /// type, base64 key data, an optional comment.
 fn is_key_line(line: &str) -> bool {
     let words: Vec<&str> = line.split_ascii_whitespace().collect();
-    // The type is the first word, or the second after options.
-    (0..words.len().min(2)).any(|i| {
+    // The type is the first word, or follows the options (which may hold
+    // quoted spaces: `command="a b"`).
+    (0..words.len()).any(|i| {
         KEY_TYPES.contains(&words[i])
             && words.get(i + 1).is_some_and(|d| {
                 d.len() >= 16
@@ -169,6 +170,7 @@ mod tests {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG9vb29vb29vb29vb29vb29vb29vb29vb29vb29vb29v a@b";
         assert!(is_key_line(key));
         assert!(is_key_line(&format!("no-pty,from=\"10.0.0.1\" {key}")));
+        assert!(is_key_line(&format!("command=\"echo a b\" {key}")));
         assert!(!is_key_line("ssh-ed25519"));
         assert!(!is_key_line("hello world"));
     }

@@ -563,8 +563,9 @@ fn run_hooks(
 }
 
 /// The target: created if missing; refused when it is the running
-/// system's `/`, or not empty (anything but `lost+found`) without
-/// `--force`.
+/// system's `/`, or not empty (anything but `lost+found` and empty
+/// directories, such as the mount point of a `/boot/efi` already mounted
+/// for `--fstab`) without `--force`.
 fn prepare_target(target: &Path, force: bool) -> Result<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?;
@@ -584,8 +585,8 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
     let busy: Vec<String> = std::fs::read_dir(&canon)
         .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?
         .filter_map(|e| e.ok())
+        .filter(|e| !scaffolding(&e.path(), 4))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lost+found")
         .collect();
     if !busy.is_empty() && !force {
         let marker = if busy.iter().any(|n| n == MARKER) {
@@ -599,6 +600,29 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `path` holds nothing an apply would overwrite: it is a
+/// `lost+found`, or a real directory (not a symlink) of at most `depth`
+/// levels of such (at most 64 entries each).
+fn scaffolding(path: &Path, depth: u32) -> bool {
+    if path.file_name().is_some_and(|n| n == "lost+found") {
+        return true;
+    }
+    if depth == 0 || !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    let mut n = 0;
+    for e in entries {
+        n += 1;
+        if n > 64 || !e.is_ok_and(|e| scaffolding(&e.path(), depth - 1)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decompressed bytes handed from the reading thread to the extracting
