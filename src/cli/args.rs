@@ -420,21 +420,26 @@ pub struct ApplyArgs {
     pub machine_id: Option<MachineIdMode>,
     /// Append the OpenSSH public key(s) in FILE to USER's
     /// ~/.ssh/authorized_keys in the target (repeatable; USER default
-    /// root): home, uid and gid from the target's /etc/passwd; .ssh 0700
-    /// and authorized_keys 0600, owned by USER; keys already there are not
-    /// added twice.
+    /// root): home, uid and gid from the target's /etc/passwd (a missing
+    /// home is made, 0700); .ssh 0700 and authorized_keys 0600, owned by
+    /// USER; keys already there are not added twice. FILE must hold public
+    /// key lines (at most 64 KiB): a private key is refused.
     #[arg(long, value_name = "FILE[:USER]")]
     pub ssh_authorized_key: Vec<String>,
     /// Copy the cloud-init NoCloud seed in DIR (user-data and meta-data,
-    /// optional network-config and vendor-data; regular files) to the
-    /// target's /var/lib/cloud/seed/nocloud/ (root; user-data and
-    /// vendor-data 0600, the others 0644).
+    /// optional network-config and vendor-data; regular files of at most 4
+    /// MiB; other files ignored) to the target's
+    /// /var/lib/cloud/seed/nocloud/ (root; user-data and vendor-data 0600,
+    /// the others 0644); an optional file the image's seed has and DIR has
+    /// not is removed.
     #[arg(long, value_name = "DIR")]
     pub nocloud: Option<PathBuf>,
     /// Write the target's /etc/fstab from what is mounted under it, as
-    /// curtin does: TARGET's own mount as /, each block-device filesystem
-    /// mounted below it (e.g. /boot, /boot/efi) at its place, all by UUID=;
-    /// TARGET must be a mount point.
+    /// curtin does: TARGET's own mount as / (ext4: errors=remount-ro 0 1),
+    /// each block-device filesystem mounted below it at its place (vfat
+    /// /boot/efi: umask=0077 0 1), all by UUID=; pseudo filesystems
+    /// (tmpfs) and bind mounts of a directory are left out. TARGET must be a
+    /// mount point.
     #[arg(long)]
     pub fstab: bool,
     /// Run this hook in the target once the artifact is applied and this
