@@ -63,7 +63,7 @@ fn apply_restores_the_sample_root_as_the_source_and_as_gnu_tar_does() {
     let d = diff(
         &snapshot(&env.root(), VOLATILE),
         &applied,
-        &[("curtin", "*"), ("srv/sock", "*")],
+        &[&[("curtin", "*"), ("srv/sock", "*")][..], REPORTED].concat(),
     );
     assert!(
         d.is_empty(),
@@ -75,7 +75,7 @@ fn apply_restores_the_sample_root_as_the_source_and_as_gnu_tar_does() {
     let gnu = env.path("gnu");
     let x = gnu_extract(&run.artifact(), &gnu, &["--acls"]);
     assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
-    let d = diff(&snapshot(&gnu, &[]), &applied, &[]);
+    let d = diff(&snapshot(&gnu, &[]), &applied, REPORTED);
     assert!(
         d.is_empty(),
         "apply differs from GNU tar:\n{}",
@@ -137,7 +137,7 @@ fn a_zstd_artifact_named_directly_is_found_verified_and_applied() {
     let d = diff(
         &snapshot(&env.root(), VOLATILE),
         &snapshot(&dest, &[]),
-        &[("curtin", "*"), ("srv/sock", "*")],
+        &[&[("curtin", "*"), ("srv/sock", "*")][..], REPORTED].concat(),
     );
     assert!(d.is_empty(), "{}", d.join("\n"));
 }
@@ -386,15 +386,20 @@ fn the_target_must_be_empty_unless_forced_and_never_the_running_root() {
         "{}",
         stderr(&out)
     );
+    // Empty directories (mount points made ready) are not in the way.
+    let ready = env.path("ready");
+    std::fs::create_dir_all(ready.join("boot/efi/lost+found")).unwrap();
+    let out = apply(&run.file(MANIFEST_JSON), &ready, &[]);
+    assert_code(&out, 0);
     let dest = env.path("busy");
-    std::fs::create_dir(&dest).unwrap();
-    std::fs::write(dest.join("old"), "x").unwrap();
+    std::fs::create_dir_all(dest.join("boot/efi")).unwrap();
+    std::fs::write(dest.join("boot/efi/old"), "x").unwrap();
     let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     let out = apply(&run.file(MANIFEST_JSON), &dest, &["--force"]);
     assert_code(&out, 0);
-    assert!(dest.join("old").exists() && dest.join("usr/bin/ping").exists());
+    assert!(dest.join("boot/efi/old").exists() && dest.join("usr/bin/ping").exists());
 }
 
 /// A static HTTP server for `dir` on a free port of 127.0.0.1 (Python's
@@ -460,7 +465,7 @@ fn an_http_source_is_streamed_and_verified() {
     let d = diff(
         &snapshot(&env.root(), VOLATILE),
         &snapshot(&dest, &[]),
-        &[("curtin", "*"), ("srv/sock", "*")],
+        &[&[("curtin", "*"), ("srv/sock", "*")][..], REPORTED].concat(),
     );
     assert!(d.is_empty(), "{}", d.join("\n"));
 
@@ -600,7 +605,7 @@ fn a_gnu_tar_archive_with_acl_text_only_is_restored_too() {
     let d = diff(
         &snapshot(&env.root(), &[]),
         &snapshot(&dest, &[]),
-        &[("srv/sock", "*")],
+        &[&[("srv/sock", "*")][..], REPORTED].concat(),
     );
     assert!(
         d.is_empty(),
@@ -640,7 +645,567 @@ fn gnu_tar_sparse_formats_come_back_with_their_holes() {
         let dest = t.path().join(format!("applied-{version}"));
         let out = apply(&art, &dest, &[]);
         assert_code(&out, 0);
-        let d = diff(&src, &snapshot(&dest, &[]), &[]);
+        let d = diff(
+            &src,
+            &snapshot(&dest, &[]),
+            &[&[("var", "*"), ("var/log", "*")][..], REPORTED].concat(),
+        );
         assert!(d.is_empty(), "sparse {version}:\n{}", d.join("\n"));
     }
+}
+
+/// What the apply report and its directory change in an applied sample
+/// root: ignored where an apply is compared with its source.
+const REPORTED: &[(&str, &str)] = &[("var/log/goldcap-apply.json", "*"), ("var/log", "mtime_ns")];
+
+/// A key pair made by ssh-keygen: (private, public).
+fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(name);
+    sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private));
+    let public = dir.join(format!("{name}.pub"));
+    (private, public)
+}
+
+fn owner_mode(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[test]
+fn ssh_keys_go_to_the_target_users_home_with_its_owner_and_modes() {
+    require_tool("ssh-keygen");
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let keys = env.path("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (private, root_pub) = key_pair(&keys, "ops");
+    let (_, big_pub) = key_pair(&keys, "big");
+    let dest = env.path("applied");
+    let root_arg = root_pub.to_str().unwrap().to_owned();
+    let big_arg = format!("{}:bigid", big_pub.display());
+    let alice_arg = format!("{}:alice", root_pub.display());
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &dest,
+        &[
+            "--ssh-authorized-key",
+            &root_arg,
+            "--ssh-authorized-key",
+            &big_arg,
+            "--ssh-authorized-key",
+            &alice_arg,
+            "--json",
+        ],
+    );
+    assert_code(&out, 0);
+    let key = std::fs::read_to_string(&root_pub).unwrap();
+    // root: /root from the target's passwd, 0700 / 0600, root-owned.
+    let ak = dest.join("root/.ssh/authorized_keys");
+    assert_eq!(std::fs::read_to_string(&ak).unwrap(), key);
+    assert_eq!(owner_mode(&ak), (0, 0, 0o600));
+    assert_eq!(owner_mode(&dest.join("root/.ssh")), (0, 0, 0o700));
+    assert_eq!(owner_mode(&dest.join("root")), (0, 0, 0o700), "/root kept");
+    // A user only the image knows (uid 3000000, home /nonexistent): its
+    // home and .ssh are made for it.
+    let ak = dest.join("nonexistent/.ssh/authorized_keys");
+    assert_eq!(
+        std::fs::read_to_string(&ak).unwrap(),
+        std::fs::read_to_string(&big_pub).unwrap()
+    );
+    assert_eq!(owner_mode(&ak), (3000000, 3000001, 0o600));
+    assert_eq!(
+        owner_mode(&dest.join("nonexistent/.ssh")),
+        (3000000, 3000001, 0o700)
+    );
+    assert_eq!(
+        owner_mode(&dest.join("home/alice/.ssh/authorized_keys")),
+        (1000, 1000, 0o600)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done: Vec<&str> = j["personalised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        done[0].starts_with("/root/.ssh/authorized_keys: 1 key for root from "),
+        "{j}"
+    );
+    assert!(
+        done[1].starts_with("/nonexistent/.ssh/authorized_keys: 1 key for bigid"),
+        "{j}"
+    );
+    // The report, in the target: what was applied and done.
+    assert_eq!(j["report"], "/var/log/goldcap-apply.json", "{j}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("var/log/goldcap-apply.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(
+        report["sha256"].as_str(),
+        Some(sha256sum(&run.artifact()).as_str())
+    );
+    assert_eq!(report["personalised"], j["personalised"]);
+    assert!(
+        report["applied"].as_str().unwrap().ends_with('Z'),
+        "{report}"
+    );
+    assert_eq!(
+        owner_mode(&dest.join("var/log/goldcap-apply.json")).2,
+        0o644
+    );
+    // Otherwise the source, and the ssh files are all that is new.
+    let d = diff(
+        &snapshot(&env.root(), VOLATILE),
+        &snapshot(&dest, &[]),
+        &[
+            &[("curtin", "*"), ("srv/sock", "*")][..],
+            REPORTED,
+            &[
+                ("root/.ssh", "*"),
+                ("root/.ssh/authorized_keys", "*"),
+                ("home/alice/.ssh", "*"),
+                ("home/alice/.ssh/authorized_keys", "*"),
+                ("nonexistent", "*"),
+                ("nonexistent/.ssh", "*"),
+                ("nonexistent/.ssh/authorized_keys", "*"),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(d.is_empty(), "{}", d.join("\n"));
+
+    // Again onto it: the key is there already, not added twice.
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &dest,
+        &["--force", "--ssh-authorized-key", &root_arg],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("root/.ssh/authorized_keys")).unwrap(),
+        key
+    );
+    assert!(
+        stderr(&out).contains("(1 already there)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A user the image does not have: exit 2, the marker says why.
+    let t = env.path("nouser");
+    let spec = format!("{}:nosuchuser", root_pub.display());
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--ssh-authorized-key", &spec],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("no user \"nosuchuser\" in the target's /etc/passwd"),
+        "{}",
+        stderr(&out)
+    );
+    let marker = std::fs::read_to_string(t.join(MARKER)).unwrap();
+    assert!(
+        marker.contains("FAILED") && marker.contains("nosuchuser"),
+        "{marker}"
+    );
+
+    // The private key, or a file that is no key: refused before anything
+    // is applied.
+    let t = env.path("private");
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--ssh-authorized-key", private.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("is a private key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!t.exists());
+    let junk = keys.join("junk.pub");
+    std::fs::write(&junk, "hello world\n").unwrap();
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--ssh-authorized-key", junk.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("line 1 is not an OpenSSH public key"),
+        "{}",
+        stderr(&out)
+    );
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--ssh-authorized-key", "/dev/zero"],
+    );
+    assert_code(&out, 2);
+    assert!(!t.exists());
+}
+
+#[test]
+fn ssh_keys_never_go_through_a_symlink_in_the_image() {
+    require_tool("ssh-keygen");
+    let t = tempfile::Builder::new()
+        .prefix("goldcap-apply-")
+        .tempdir_in(test_tmp())
+        .unwrap();
+    let (_, public) = key_pair(t.path(), "k");
+    let sentinel = t.path().join("sentinel");
+    std::fs::create_dir(&sentinel).unwrap();
+    let s = sentinel.display();
+    let passwd =
+        "f('./etc/passwd', b'root:x:0:0:root:/root:/bin/sh\\nu:x:1000:1000::/home/u:/bin/sh\\n')";
+    let cases = [
+        ("root-out", format!("sym('./root', '{s}')"), "root", "through the symlink ./root"),
+        (
+            "ssh-out",
+            format!("d('./home/')\nd('./home/u/')\nsym('./home/u/.ssh', '{s}')"),
+            "u",
+            "through the symlink ./home/u/.ssh",
+        ),
+        (
+            "keys-out",
+            format!("d('./root/')\nd('./root/.ssh/')\nsym('./root/.ssh/authorized_keys', '{s}/keys')"),
+            "root",
+            "./root/.ssh/authorized_keys: refused (a symlink)",
+        ),
+        (
+            "keys-hardlinked",
+            "f('./etc/shadow', b'secret')\nd('./root/')\nd('./root/.ssh/')\nhard('./root/.ssh/authorized_keys', './etc/shadow')".to_owned(),
+            "root",
+            "./root/.ssh/authorized_keys: refused (it has other hard links)",
+        ),
+    ];
+    for (name, script, user, want) in &cases {
+        let art = t.path().join(format!("{name}.tgz"));
+        python_tar(&art, &format!("d('./etc/')\n{passwd}\n{script}"));
+        let target = t.path().join(format!("targets/{name}"));
+        let spec = format!("{}:{user}", public.display());
+        let out = apply(&art, &target, &["--ssh-authorized-key", &spec]);
+        assert_code(&out, 4);
+        assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
+        assert_eq!(list_dir(&sentinel), Vec::<String>::new(), "{name}");
+        let marker = std::fs::read_to_string(target.join(MARKER)).unwrap();
+        assert!(marker.contains(want), "{name}: {marker}");
+        assert!(!target.join("var/log/goldcap-apply.json").exists());
+    }
+    assert_eq!(
+        std::fs::read(t.path().join("targets/keys-hardlinked/etc/shadow")).unwrap(),
+        b"secret"
+    );
+
+    // An archived .ssh that sshd would refuse (0755, root's) becomes the
+    // user's, 0700; the home keeps what the archive says.
+    let art = t.path().join("ssh-dir.tgz");
+    python_tar(
+        &art,
+        &format!("d('./etc/')\n{passwd}\nd('./home/')\nd('./home/u/')\nd('./home/u/.ssh/')"),
+    );
+    let target = t.path().join("targets/ssh-dir");
+    let spec = format!("{}:u", public.display());
+    let out = apply(&art, &target, &["--ssh-authorized-key", &spec]);
+    assert_code(&out, 0);
+    assert_eq!(owner_mode(&target.join("home/u/.ssh")), (1000, 1000, 0o700));
+    assert_eq!(owner_mode(&target.join("home/u")), (0, 0, 0o755));
+    assert_eq!(
+        owner_mode(&target.join("home/u/.ssh/authorized_keys")),
+        (1000, 1000, 0o600)
+    );
+}
+
+#[test]
+fn a_nocloud_seed_is_copied_where_cloud_init_looks() {
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let seed = env.path("seed");
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(seed.join("user-data"), "#cloud-config\npassword: s3cret\n").unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: clone-1\n").unwrap();
+    std::fs::write(seed.join("vendor-data"), "#cloud-config\n").unwrap();
+    std::fs::write(seed.join("ignored.txt"), "not part of a seed").unwrap();
+    let dest = env.path("applied");
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &dest,
+        &["--nocloud", seed.to_str().unwrap(), "--json"],
+    );
+    assert_code(&out, 0);
+    let nc = dest.join("var/lib/cloud/seed/nocloud");
+    assert_eq!(
+        std::fs::read_to_string(nc.join("user-data")).unwrap(),
+        "#cloud-config\npassword: s3cret\n"
+    );
+    assert_eq!(owner_mode(&nc.join("user-data")), (0, 0, 0o600));
+    assert_eq!(owner_mode(&nc.join("vendor-data")), (0, 0, 0o600));
+    assert_eq!(owner_mode(&nc.join("meta-data")), (0, 0, 0o644));
+    assert_eq!(list_dir(&nc), ["meta-data", "user-data", "vendor-data"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        j["personalised"][0],
+        "/var/lib/cloud/seed/nocloud/: meta-data, user-data, vendor-data"
+    );
+    // The report names the files, never their content.
+    let report = std::fs::read_to_string(dest.join("var/log/goldcap-apply.json")).unwrap();
+    assert!(
+        report.contains("nocloud") && !report.contains("s3cret"),
+        "{report}"
+    );
+
+    // A seed without vendor-data over it: the old one is gone.
+    std::fs::remove_file(seed.join("vendor-data")).unwrap();
+    std::fs::write(seed.join("network-config"), "version: 2\n").unwrap();
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &dest,
+        &["--force", "--nocloud", seed.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    assert_eq!(list_dir(&nc), ["meta-data", "network-config", "user-data"]);
+
+    // Host input: regular files only, user-data and meta-data required.
+    let bad = env.path("bad-seed");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("meta-data"), "").unwrap();
+    let t = env.path("never");
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--nocloud", bad.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("no user-data"), "{}", stderr(&out));
+    std::os::unix::fs::symlink("/etc/shadow", bad.join("user-data")).unwrap();
+    let out = apply(
+        &run.file(MANIFEST_JSON),
+        &t,
+        &["--nocloud", bad.to_str().unwrap()],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!t.exists());
+
+    // An image whose seed directory is a symlink out: refused.
+    let h = env.path("hostile");
+    std::fs::create_dir_all(h.join("sentinel")).unwrap();
+    let art = h.join("seed-out.tgz");
+    python_tar(
+        &art,
+        &format!(
+            "d('./var/')\nd('./var/lib/')\nsym('./var/lib/cloud', '{}')",
+            h.join("sentinel").display()
+        ),
+    );
+    std::fs::remove_file(bad.join("user-data")).unwrap();
+    std::fs::write(bad.join("user-data"), "#cloud-config\n").unwrap();
+    let out = apply(
+        &art,
+        &h.join("target"),
+        &["--nocloud", bad.to_str().unwrap()],
+    );
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("refused (through the symlink ./var/lib/cloud)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(list_dir(&h.join("sentinel")), Vec::<String>::new());
+}
+
+/// Mount points of this (the host's) mount namespace at or below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn hooks_run_in_the_applied_target_and_a_failing_one_leaves_the_marker() {
+    require_root();
+    require_tool("tar");
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::Builder::new()
+        .prefix("goldcap-apply-")
+        .tempdir_in(test_tmp())
+        .unwrap();
+    // A runnable image: busybox as /bin/sh, the mount points.
+    let root = t.path().join("image");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "var/log"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "test"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let art = t.path().join("image.tgz");
+    sh(Command::new("tar")
+        .args(["--numeric-owner", "-cpzf"])
+        .arg(&art)
+        .arg("-C")
+        .arg(&root)
+        .arg("."));
+    let hook = t.path().join("10-finish");
+    std::fs::write(
+        &hook,
+        r#"#!/bin/sh
+test -r /proc/self/status || exit 7
+test -c /dev/null || exit 8
+test -d /sys/kernel || exit 9
+test "$(cat /etc/hostname)" = "clone-7" || exit 10
+test -k /tmp || exit 11
+echo "finished by $GOLDCAP_HOOK for $GOLDCAP_SHA256" > /etc/finished
+echo "hook says hello"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = t.path().join("target");
+    let out = apply(
+        &art,
+        &dest,
+        &[
+            "--hostname",
+            "clone-7",
+            "--hook",
+            hook.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_code(&out, 0);
+    let sha = sha256sum(&art);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/finished")).unwrap(),
+        format!("finished by 10-finish for {sha}\n")
+    );
+    assert!(
+        stderr(&out).contains("10-finish| hook says hello"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mounts_below(&dest), Vec::<String>::new());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        j["personalised"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("hook 10-finish ("),
+        "{j}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("var/log/goldcap-apply.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["hooks"][0]["name"], "10-finish", "{report}");
+    assert_eq!(report["verified"], false, "{report}");
+
+    // A failing hook: exit 1, its last output shown, the marker says so,
+    // no report, no mount left.
+    let bad = t.path().join("20-fail");
+    std::fs::write(
+        &bad,
+        "#!/bin/sh\necho 'E: grub-install failed' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = t.path().join("failed");
+    let out = apply(&art, &dest, &["--hook", bad.to_str().unwrap()]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("hook 20-fail exited with status 3") && err.contains("E: grub-install failed"),
+        "{err}"
+    );
+    let marker = std::fs::read_to_string(dest.join(MARKER)).unwrap();
+    assert!(
+        marker.contains("FAILED: hook 20-fail exited with status 3")
+            && marker.contains("the target is left incomplete"),
+        "{marker}"
+    );
+    assert!(!dest.join("var/log/goldcap-apply.json").exists());
+    assert_eq!(mounts_below(&dest), Vec::<String>::new());
+
+    // A hook that is not executable: refused before anything is applied.
+    let out = apply(&art, &t.path().join("never"), &["--hook", "/etc/passwd"]);
+    assert_code(&out, 2);
+    assert!(!t.path().join("never").exists());
+}
+
+#[test]
+fn fstab_names_the_filesystems_mounted_under_the_target_by_uuid() {
+    require_root();
+    require_tool("mkfs.ext4");
+    require_tool("blkid");
+    let env = Env::new();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let dir = env.path("disks");
+    std::fs::create_dir(&dir).unwrap();
+    let mut uuids = Vec::new();
+    for (name, size) in [("root.img", "160M"), ("boot.img", "32M")] {
+        let img = dir.join(name);
+        sh(Command::new("truncate").args(["-s", size]).arg(&img));
+        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        let u = sh(Command::new("blkid")
+            .args(["-s", "UUID", "-o", "value"])
+            .arg(&img));
+        uuids.push(u.trim().to_owned());
+    }
+    let target = dir.join("target");
+    let _root = MountGuard::mount(
+        &["-o", "loop", dir.join("root.img").to_str().unwrap()],
+        &target,
+    );
+    let _boot = MountGuard::mount(
+        &["-o", "loop", dir.join("boot.img").to_str().unwrap()],
+        &target.join("boot"),
+    );
+    let _tmp = MountGuard::mount(&["-t", "tmpfs", "tmpfs"], &target.join("tmp"));
+    // /boot and /tmp are mount points in it already (empty but for
+    // lost+found): no --force needed.
+    let out = apply(&run.file(MANIFEST_JSON), &target, &["--fstab", "--json"]);
+    assert_code(&out, 0);
+    let fstab = std::fs::read_to_string(target.join("etc/fstab")).unwrap();
+    let body: Vec<&str> = fstab.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        body,
+        [
+            format!("UUID={} / ext4 errors=remount-ro 0 1", uuids[0]),
+            format!("UUID={} /boot ext4 defaults 0 2", uuids[1]),
+        ],
+        "{fstab}"
+    );
+    assert_eq!(owner_mode(&target.join("etc/fstab")), (0, 0, 0o644));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["personalised"][0], "/etc/fstab: 2 filesystems", "{j}");
+
+    // A target that is no mount point: refused before anything is applied.
+    let plain = env.path("plain");
+    let out = apply(&run.file(MANIFEST_JSON), &plain, &["--fstab"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("is not a mount point"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!plain.join(MARKER).exists());
 }

@@ -93,9 +93,14 @@ pub enum Command {
                       a symlink there: names that are absolute or hold '..', entries below a symlink, \
                       and hard links to anything not extracted earlier are refused and listed. \
                       TARGET/.goldcap-apply-incomplete exists from before the first entry until the \
-                      run succeeded; a failed run leaves it, saying why. Exit status 4: the artifact \
-                      does not match its MANIFEST, is unreadable, or entries were refused; 3: metadata \
-                      that could not be set (listed)."
+                      run succeeded; a failed run leaves it, saying why. Then, for this machine: \
+                      --hostname, --ssh-authorized-key (USER looked up in the target's /etc/passwd), \
+                      --nocloud, --machine-id and --fstab are written beneath the target without following a \
+                      symlink there; each --hook runs chrooted into the target; last, the apply \
+                      report TARGET/var/log/goldcap-apply.json. Exit status 4: the artifact \
+                      does not match its MANIFEST, is unreadable, or entries (or this machine's \
+                      files) were refused; 3: metadata that could not be set (listed); 1: a hook \
+                      failed."
     )]
     Apply(Box<ApplyArgs>),
     /// Upload a finished capture (artifact and MANIFEST) and verify it.
@@ -416,6 +421,37 @@ pub struct ApplyArgs {
     /// first-boot units run); default: as the artifact holds it.
     #[arg(long, value_enum, value_name = "MODE")]
     pub machine_id: Option<MachineIdMode>,
+    /// Append the OpenSSH public key(s) in FILE to USER's
+    /// ~/.ssh/authorized_keys in the target (repeatable; USER default
+    /// root): home, uid and gid from the target's /etc/passwd (a missing
+    /// home is made, 0700); .ssh 0700 and authorized_keys 0600, owned by
+    /// USER; keys already there are not added twice. FILE must hold public
+    /// key lines (at most 64 KiB): a private key is refused.
+    #[arg(long, value_name = "FILE[:USER]")]
+    pub ssh_authorized_key: Vec<String>,
+    /// Copy the cloud-init NoCloud seed in DIR (user-data and meta-data,
+    /// optional network-config and vendor-data; regular files of at most 4
+    /// MiB; other files ignored) to the target's
+    /// /var/lib/cloud/seed/nocloud/ (root; user-data and vendor-data 0600,
+    /// the others 0644); an optional file the image's seed has and DIR has
+    /// not is removed.
+    #[arg(long, value_name = "DIR")]
+    pub nocloud: Option<PathBuf>,
+    /// Write the target's /etc/fstab from what is mounted under it, as
+    /// curtin does: TARGET's own mount as / (ext4: errors=remount-ro 0 1),
+    /// each block-device filesystem mounted below it at its place (vfat
+    /// /boot/efi: umask=0077 0 1), all by UUID=; pseudo filesystems
+    /// (tmpfs) and bind mounts of a directory are left out. TARGET must be a
+    /// mount point.
+    #[arg(long)]
+    pub fstab: bool,
+    /// Run this hook in the target once the artifact is applied and this
+    /// machine's files are written (repeatable, in order): an executable, a
+    /// directory of them (run in name order) or builtin:NAME, run chrooted
+    /// into the target with /proc, /sys and /dev mounted for it alone; a
+    /// failing hook fails the run (exit status 1) and leaves the marker.
+    #[arg(long, value_name = "PATH")]
+    pub hook: Vec<PathBuf>,
     /// Seconds without progress before an http(s) SOURCE fails.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,

@@ -947,6 +947,14 @@ pub struct ApplyConfig {
     pub hostname: Option<String>,
     /// `--machine-id`: /etc/machine-id's content.
     pub machine_id: Option<crate::select::scrub::MachineIdMode>,
+    /// `--ssh-authorized-key`, read and checked.
+    pub ssh_keys: Vec<crate::prepare::machine::SshKeys>,
+    /// `--nocloud`: the seed's files (name, content, mode in the target).
+    pub nocloud: Option<Vec<crate::prepare::machine::SeedFile>>,
+    /// `--hook`, expanded.
+    pub hooks: Vec<Hook>,
+    /// `--fstab`.
+    pub fstab: bool,
 }
 
 impl ApplyConfig {
@@ -960,7 +968,30 @@ impl ApplyConfig {
                 )));
             }
         };
+        let ssh_keys = args
+            .ssh_authorized_key
+            .iter()
+            .map(|k| crate::prepare::machine::ssh_keys(k))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|why| Error::usage(format!("--ssh-authorized-key {why}")))?;
+        let nocloud = match &args.nocloud {
+            Some(d) => Some(
+                crate::prepare::machine::nocloud(d)
+                    .map_err(|why| Error::usage(format!("--nocloud {why}")))?,
+            ),
+            None => None,
+        };
+        let mut hooks = Vec::new();
+        for h in &args.hook {
+            let found = hooks::expand(h)
+                .map_err(|why| Error::usage(format!("--hook {}: {why}", h.display())))?;
+            hooks.extend(found);
+        }
         Ok(ApplyConfig {
+            ssh_keys,
+            nocloud,
+            hooks,
+            fstab: args.fstab,
             hostname,
             machine_id: args.machine_id,
             source: args.source.clone(),

@@ -251,6 +251,18 @@ pub const PAGES: &[Page] = &[
                 "From DRP's files API, naming the clone",
                 "goldcap apply https://drp.example:8090/files/images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --hostname web-042 --machine-id uninitialized",
             ),
+            (
+                "With the operators' key for root and a deploy key for the user ansible",
+                "goldcap apply debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --ssh-authorized-key /etc/goldcap/ops.pub --ssh-authorized-key /etc/goldcap/deploy.pub:ansible",
+            ),
+            (
+                "With a cloud-init NoCloud seed, then the boot loader and initramfs installed inside the clone",
+                "goldcap apply debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --nocloud ./seed --hook ./hooks.d --hook builtin:initramfs",
+            ),
+            (
+                "Onto a disk's filesystems mounted at /mnt/target (/boot/efi below it), with an /etc/fstab naming them by UUID",
+                "goldcap apply debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --fstab",
+            ),
         ],
         env: &[],
         exit: &[
@@ -260,26 +272,36 @@ pub const PAGES: &[Page] = &[
             ),
             (
                 "1",
-                "the target could not be written, or the source could not be fetched",
+                "the target could not be written, the source could not be fetched, or a --hook failed (the target keeps .goldcap-apply-incomplete, with the hook's last output)",
             ),
             (
                 "2",
-                "usage error (a target that is / or not empty without --force, a bad source)",
+                "usage error (a target that is / or not empty without --force, a bad source, a --ssh-authorized-key that is no public key, a --nocloud DIR without user-data and meta-data, a hook that is not executable, --fstab on a target that is no mount point; or, once applied, a USER the target's /etc/passwd does not have)",
             ),
             ("3", "applied, but some metadata could not be set (listed)"),
             (
                 "4",
-                "the artifact does not match its MANIFEST, is unreadable, or holds entries that would leave the target (listed); the target keeps .goldcap-apply-incomplete, saying why",
+                "the artifact does not match its MANIFEST, is unreadable, or holds entries that would leave the target (listed), or a per-machine file would go through a symlink in the image; the target keeps .goldcap-apply-incomplete, saying why",
             ),
             (
                 "130",
                 "interrupted; the target keeps .goldcap-apply-incomplete",
             ),
         ],
-        files: &[(
-            "TARGET/.goldcap-apply-incomplete",
-            "present from the first entry until the run succeeded",
-        )],
+        files: &[
+            (
+                "TARGET/.goldcap-apply-incomplete",
+                "present from the first entry until the run succeeded",
+            ),
+            (
+                "TARGET/var/log/goldcap-apply.json",
+                "the apply report: the artifact, its digests, whether it was verified, when, and what was done for this machine",
+            ),
+            (
+                "TARGET/var/lib/cloud/seed/nocloud/",
+                "where --nocloud puts the cloud-init seed",
+            ),
+        ],
         see_also: &["goldcap-verify(1)", "goldcap-capture(1)", "tar(1)"],
     },
     Page {

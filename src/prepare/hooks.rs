@@ -1,4 +1,6 @@
-//! Hooks: the user's finishing work, run in the root before it is read.
+//! Hooks: the user's finishing work, run in the root before it is read
+//! (capture), or in a target once an artifact is applied (`goldcap apply
+//! --hook`, through [`run_then`]).
 //!
 //! The step before the pipeline, for gold builds: `--hook PATH` names an
 //! executable, a directory of them (run in name order, as
@@ -165,6 +167,19 @@ pub fn run(
     cancel: &Cancel,
     line: &mut dyn FnMut(&str),
 ) -> Result<HookRun> {
+    run_then(hook, place, vars, cancel, line, "nothing was captured")
+}
+
+/// [`run`], where a failure says `consequence` (what the caller did not
+/// do because of it).
+pub fn run_then(
+    hook: &Hook,
+    place: &Place<'_>,
+    vars: &[(String, String)],
+    cancel: &Cancel,
+    line: &mut dyn FnMut(&str),
+    consequence: &str,
+) -> Result<HookRun> {
     let (fd, sha256) = executable_fd(hook)?;
     let (reader, writer) = std::io::pipe().map_err(|e| hook_error(hook, "no pipe", &e))?;
     let mut cmd = command(hook, &fd, writer, vars)?;
@@ -184,7 +199,7 @@ pub fn run(
             _ => "failed".to_owned(),
         };
         return Err(anyhow::anyhow!(
-            "hook {} {how} after {seconds:.1}s; nothing was captured{}",
+            "hook {} {how} after {seconds:.1}s; {consequence}{}",
             hook.name,
             if tail.is_empty() {
                 " (it printed nothing)".to_owned()

@@ -9,3 +9,4 @@
 pub mod firstboot;
 pub mod hooks;
 pub mod inject;
+pub mod machine;

@@ -15,10 +15,15 @@ pub enum ExitCode {
     Success,
     /// 1: the command failed (I/O error, full disk, output already exists,
     /// upload refused, …). Nothing was left under a final name, except a
-    /// complete local capture whose upload failed afterwards.
+    /// complete local capture whose upload failed afterwards. For `apply`,
+    /// also a `--hook` that failed; the target keeps
+    /// `.goldcap-apply-incomplete`.
     Failure,
     /// 2: the command line or an input is wrong (bad option, template,
-    /// ident, date, a root that is not a directory, …). Nothing was done.
+    /// ident, date, a root that is not a directory, …). Nothing was done —
+    /// except by `apply` when a `--ssh-authorized-key` user is missing from
+    /// the image's `/etc/passwd`, which is known only once it is extracted:
+    /// the target keeps `.goldcap-apply-incomplete`.
     Usage,
     /// 3: the artifact was written and is valid, but with warnings: files
     /// that vanished, changed or could not be read during the capture. Each

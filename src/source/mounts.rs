@@ -145,6 +145,17 @@ impl MountTable {
         self.by_point.get(path)
     }
 
+    /// The mounts at or below `path`, parents before their children.
+    pub fn below(&self, path: &Path) -> Vec<&Mount> {
+        let mut v: Vec<&Mount> = self
+            .by_point
+            .values()
+            .filter(|m| m.point.starts_with(path))
+            .collect();
+        v.sort_by(|a, b| a.point.cmp(&b.point));
+        v
+    }
+
     /// The mount holding `path` (the longest mount point that is a prefix).
     pub fn containing(&self, path: &Path) -> Option<&Mount> {
         path.ancestors().find_map(|p| self.by_point.get(p))

@@ -247,12 +247,14 @@ pub(super) struct Extractor {
     earlier: HashSet<u64>,
     keys: RandomState,
     dirs: Vec<DirFix>,
+    /// The root's metadata, once [`Extractor::finish_dirs`] set the others.
+    root_dir: Option<DirFix>,
     buf: Vec<u8>,
     pub(super) applied: Applied,
 }
 
 /// A name split into its parent and last component.
-fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..i], &rel[i + 1..]),
         None => (b"", rel),
@@ -299,6 +301,7 @@ impl Extractor {
             earlier: HashSet::new(),
             keys: RandomState::new(),
             dirs: Vec::new(),
+            root_dir: None,
             buf: vec![0; 1 << 20],
             applied: Applied::default(),
         }
@@ -778,7 +781,7 @@ impl Extractor {
     }
 
     /// Writes a small file of this machine's (`--hostname`,
-    /// `--machine-id`) at `rel`, owned by root with `mode`, replacing what
+    /// `--machine-id`, the NoCloud seed, the apply report) at `rel`, owned by root with `mode`, replacing what
     /// the archive put there; through the same checks as an entry, so a
     /// symlink in the image cannot send it elsewhere.
     pub(super) fn put_file(&mut self, rel: &[u8], content: &[u8], mode: u32) -> Result<(), String> {
@@ -810,16 +813,41 @@ impl Extractor {
         write().map_err(|e| format!("{shown}: {e}"))
     }
 
-    /// Sets the metadata of every directory, deepest first, the root last;
-    /// `before_root` runs just before the root's (the marker's removal,
-    /// which changes the root's mtime).
-    pub(super) fn finish_dirs(
-        &mut self,
-        before_root: impl FnOnce(&OwnedFd) -> io::Result<()>,
-    ) -> io::Result<()> {
+    /// Removes the file `rel` if it is there (beneath the target, as
+    /// [`Extractor::put_file`] writes).
+    pub(super) fn remove_file(&mut self, rel: &[u8]) -> Result<(), String> {
+        let shown = format!("./{}", escape(rel));
+        let (parent_rel, name) = split(rel);
+        let parent = match self.target.existing_dir(parent_rel) {
+            Ok(fd) => fd,
+            Err(Fault::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(Fault::Refused(why)) => return Err(format!("{shown}: refused ({why})")),
+            Err(Fault::Io(e)) => return Err(format!("{shown}: {e}")),
+        };
+        self.target.forget();
+        match remove(&parent, name) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{shown}: a non-empty directory is in the way")),
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
+    }
+
+    /// Leaves the directory `rel` as this machine's step set it: its
+    /// archived metadata is not set at the end.
+    pub(super) fn keep_dir(&mut self, rel: &[u8]) {
+        self.dirs.retain(|d| d.rel != rel);
+    }
+
+    /// The target, for this machine's writes beneath it.
+    pub(super) fn target(&mut self) -> &mut Target {
+        &mut self.target
+    }
+
+    /// Sets the metadata of every directory but the root, deepest first.
+    pub(super) fn finish_dirs(&mut self) {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| b.rel.cmp(&a.rel));
-        let root = dirs
+        self.root_dir = dirs
             .iter()
             .position(|d| d.rel.is_empty())
             .map(|i| dirs.remove(i));
@@ -830,8 +858,17 @@ impl Extractor {
                 Err(Fault::Io(e)) => self.warn(&d.rel, "metadata not set", e),
             }
         }
-        before_root(self.target.root())?;
-        if let Some(d) = root {
+    }
+
+    /// Sets the root's metadata, after [`Extractor::finish_dirs`];
+    /// `before` runs just before (the marker's removal, which changes the
+    /// root's mtime).
+    pub(super) fn finish_root(
+        &mut self,
+        before: impl FnOnce(&OwnedFd) -> io::Result<()>,
+    ) -> io::Result<()> {
+        before(self.target.root())?;
+        if let Some(d) = self.root_dir.take() {
             let fd = rustix::io::fcntl_dupfd_cloexec(self.target.root(), 0)?;
             self.finish_fd(&fd, b"", &d.meta);
         }
@@ -1011,7 +1048,8 @@ mod fuzz {
                     }
                 }
             }
-            let _ = ex.finish_dirs(|_| Ok(()));
+            ex.finish_dirs();
+            let _ = ex.finish_root(|_| Ok(()));
             if round == 0 {
                 let a = &ex.applied;
                 assert_eq!(a.refused.count, 4, "{:?}", a.refused);

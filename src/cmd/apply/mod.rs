@@ -11,11 +11,18 @@
 //! target's root from before the first entry until everything is written
 //! and the digests matched; a mismatch, a refused entry or an unreadable
 //! archive leaves it, with why, and exits 4. Without a MANIFEST, stderr and
-//! the summary say that nothing was verified. This module must never write
-//! outside the target, nor remove the marker of a run that failed.
+//! the summary say that nothing was verified. Once the entries are
+//! written and checked, this machine's files ([`personalise`], [`machine`])
+//! go beneath the target through the same descriptors, the directories get
+//! their metadata, `--hook`s run chrooted into it (capture's runner,
+//! [`hooks`]), and the apply report ([`REPORT`]) is written last, before
+//! the marker goes. This module must never write outside the target, nor
+//! remove the marker of a run that failed.
 
 mod beneath;
 mod extract;
+mod fstab;
+mod machine;
 
 use super::verify::guard::{Guard, PaxSink};
 use super::verify::read::Decoder;
@@ -27,10 +34,12 @@ use crate::output::digest::{Digests, HashingReader};
 use crate::output::manifest::read::{
     JSON_LIMIT, Summary as ManifestSummary, parse_json, read_json,
 };
+use crate::prepare::hooks::{self, HookRun, Place};
 use crate::report::error::{Error, Result};
 use crate::report::exit::ExitCode;
 use crate::report::ui::{Ui, eprint_line, human};
 use crate::select::scrub::MachineIdMode;
+use crate::signals::Cancel;
 use crate::upload::http::{redact, redact_error};
 use crate::util::io_reason;
 use anyhow::Context as _;
@@ -70,9 +79,13 @@ struct Summary {
     digests: Option<Digests>,
     #[serde(flatten)]
     applied: Applied,
-    /// What was written for this machine after the artifact
-    /// (`/etc/hostname`, `/etc/machine-id`).
+    /// What was done for this machine after the artifact, in order
+    /// (`/etc/hostname`, authorized keys, the NoCloud seed,
+    /// `/etc/machine-id`, `/etc/fstab`, each hook run).
     personalised: Vec<String>,
+    /// The apply report written in the target ([`REPORT`]), if the run
+    /// got that far.
+    report: Option<String>,
     /// Why the run failed (the marker stays), if it did.
     failure: Option<String>,
     seconds: f64,
@@ -82,6 +95,18 @@ struct Summary {
 pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
     let src = source(cfg)?;
     prepare_target(&cfg.target, cfg.force)?;
+    // The mounts are known now: a target that is no mount point is refused
+    // before anything is written.
+    let fstab = match cfg.fstab {
+        true => Some(
+            cfg.target
+                .canonicalize()
+                .map_err(|e| e.to_string())
+                .and_then(|t| fstab::generate(&t))
+                .map_err(|why| Error::usage(format!("--fstab: {why}")))?,
+        ),
+        false => None,
+    };
     let mut ui = Ui::new(verbosity, std::io::stderr().is_terminal());
     match &src.manifest {
         Some((m, _)) => ui.info(&format!("checking {} against {m}", src.shown)),
@@ -139,11 +164,51 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         ));
     }
     let mut personalised = Vec::new();
+    // The exit status of a failure: 4 unless a per-machine step says.
+    let mut code = ExitCode::VerifyFailed;
+    let mut fail = |failure: &mut Option<String>, (c, why): machine::Failed| {
+        code = c;
+        *failure = Some(why);
+    };
+    if failure.is_none()
+        && let Err(f) = personalise(cfg, fstab.as_deref(), &mut ex, &mut personalised)
+    {
+        fail(&mut failure, f);
+    }
+    let mut hook_runs = Vec::new();
     if failure.is_none() {
-        failure = personalise(cfg, &mut ex, &mut personalised).err();
+        // Hooks see the directories' modes and owners as the image has them.
+        ex.finish_dirs();
+        if let Err(e) = run_hooks(cfg, &src, &digests, &ui, &mut hook_runs, &mut personalised) {
+            fail(&mut failure, (e.exit_code(), e.to_string()));
+        }
+    }
+    let mut report = None;
+    if failure.is_none() {
+        let r = Report {
+            goldcap: env!("CARGO_PKG_VERSION"),
+            artifact: &src.shown,
+            manifest: src.manifest.as_ref().map(|(p, _)| p.as_str()),
+            verified: src.manifest.is_some(),
+            format,
+            size: digests.size,
+            md5: &digests.md5,
+            sha256: &digests.sha256,
+            applied: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            entries: ex.applied.entries,
+            warnings: ex.applied.warnings.count,
+            personalised: &personalised,
+            hooks: &hook_runs,
+        };
+        let mut json = serde_json::to_vec_pretty(&r).map_err(anyhow::Error::from)?;
+        json.push(b'\n');
+        match ex.put_file(REPORT.as_bytes(), &json, 0o644) {
+            Ok(()) => report = Some(format!("/{REPORT}")),
+            Err(why) => fail(&mut failure, (ExitCode::VerifyFailed, why)),
+        }
     }
     if failure.is_none() {
-        ex.finish_dirs(|root| marker.remove(root))
+        ex.finish_root(|root| marker.remove(root))
             .with_context(|| format!("cannot finish {}", show(&cfg.target)))?;
     } else if let Some(f) = &failure {
         marker.fail(f);
@@ -172,6 +237,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         digests: Some(digests),
         applied,
         personalised,
+        report,
         failure: failure.clone(),
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -196,7 +262,11 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
             summary
                 .personalised
                 .iter()
-                .map(|p| format!("; wrote {p}"))
+                .map(|p| match p.strip_prefix("hook ") {
+                    Some(h) => format!("; ran the hook {h}"),
+                    None => format!("; wrote {p}"),
+                })
+                .chain(summary.report.iter().map(|r| format!("; report in {r}")))
                 .collect::<String>(),
             if summary.applied.warnings.count > 0 {
                 format!(
@@ -212,7 +282,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
         print_json(&summary)?;
     }
     Ok(if failure.is_some() {
-        ExitCode::VerifyFailed
+        code
     } else if summary.applied.warnings.count > 0 {
         ExitCode::Warnings
     } else {
@@ -353,23 +423,80 @@ fn open_artifact(src: &Source) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
     }
 }
 
+/// The apply report, root-relative: what was applied and what was done
+/// for this machine, written last.
+const REPORT: &str = "var/log/goldcap-apply.json";
+
+/// The content of [`REPORT`].
+#[derive(Serialize)]
+struct Report<'a> {
+    /// The goldcap version that applied it.
+    goldcap: &'static str,
+    artifact: &'a str,
+    manifest: Option<&'a str>,
+    verified: bool,
+    format: &'static str,
+    size: u64,
+    md5: &'a str,
+    sha256: &'a str,
+    /// When the apply finished (UTC, RFC 3339).
+    applied: String,
+    entries: u64,
+    warnings: u64,
+    personalised: &'a [String],
+    hooks: &'a [HookRun],
+}
+
+/// The NoCloud seed directory cloud-init reads, root-relative.
+const NOCLOUD_SEED: &str = "var/lib/cloud/seed/nocloud";
+
 /// This machine's settings, once the artifact is applied and verified;
 /// what was written goes into `done`.
 fn personalise(
     cfg: &ApplyConfig,
+    fstab: Option<&str>,
     ex: &mut Extractor,
     done: &mut Vec<String>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), machine::Failed> {
+    let put = |ex: &mut Extractor, rel: &str, content: &[u8], mode: u32| {
+        ex.put_file(rel.as_bytes(), content, mode)
+            .map_err(|why| (ExitCode::VerifyFailed, why))
+    };
     if let Some(h) = &cfg.hostname {
-        ex.put_file(b"etc/hostname", format!("{h}\n").as_bytes(), 0o644)?;
+        put(ex, "etc/hostname", format!("{h}\n").as_bytes(), 0o644)?;
         done.push(format!("/etc/hostname: {h}"));
+    }
+    for keys in &cfg.ssh_keys {
+        let (what, ssh) = machine::authorized_keys(ex.target(), keys)?;
+        // sshd's StrictModes: 0700 and the user's, not as archived.
+        ex.keep_dir(&ssh);
+        done.push(what);
+    }
+    if let Some(seed) = &cfg.nocloud {
+        for (name, content, mode) in seed {
+            put(ex, &format!("{NOCLOUD_SEED}/{name}"), content, *mode)?;
+        }
+        // An optional file the image's seed had and this one has not.
+        for (name, _, _) in crate::prepare::machine::NOCLOUD_FILES {
+            if !seed.iter().any(|(n, _, _)| n == name) {
+                ex.remove_file(format!("{NOCLOUD_SEED}/{name}").as_bytes())
+                    .map_err(|why| (ExitCode::VerifyFailed, why))?;
+            }
+        }
+        done.push(format!(
+            "/{NOCLOUD_SEED}/: {}",
+            seed.iter()
+                .map(|(n, _, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(m) = cfg.machine_id {
         let content = match m {
             MachineIdMode::Empty => "",
             MachineIdMode::Uninitialized => "uninitialized\n",
         };
-        ex.put_file(b"etc/machine-id", content.as_bytes(), 0o444)?;
+        put(ex, "etc/machine-id", content.as_bytes(), 0o444)?;
         done.push(format!(
             "/etc/machine-id: {}",
             if content.is_empty() {
@@ -379,12 +506,66 @@ fn personalise(
             }
         ));
     }
+    if let Some(text) = fstab {
+        put(ex, "etc/fstab", text.as_bytes(), 0o644)?;
+        let n = text.lines().filter(|l| !l.starts_with('#')).count();
+        done.push(format!(
+            "/etc/fstab: {n} filesystem{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `--hook`s chrooted into the target, in order; each run is added
+/// to `runs` and `done`.
+fn run_hooks(
+    cfg: &ApplyConfig,
+    src: &Source,
+    digests: &Digests,
+    ui: &Ui,
+    runs: &mut Vec<HookRun>,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    if cfg.hooks.is_empty() {
+        return Ok(());
+    }
+    let cancel = Cancel::install().context("cannot install signal handlers")?;
+    let root = cfg
+        .target
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", show(&cfg.target)))?;
+    let mut vars = vec![
+        ("GOLDCAP_ARTIFACT".to_owned(), src.shown.clone()),
+        ("GOLDCAP_SHA256".to_owned(), digests.sha256.clone()),
+        ("GOLDCAP_HOOK".to_owned(), String::new()),
+    ];
+    for hook in &cfg.hooks {
+        if let Some(v) = vars.last_mut() {
+            v.1.clone_from(&hook.name);
+        }
+        ui.say(&format!(
+            "goldcap: running hook {} in the target",
+            hook.name
+        ));
+        let run = hooks::run_then(
+            hook,
+            &Place::Chroot(&root),
+            &vars,
+            &cancel,
+            &mut |l| ui.say(&format!("  {}| {l}", hook.name)),
+            "the target is left incomplete",
+        )?;
+        done.push(format!("hook {} ({:.1}s)", run.name, run.seconds));
+        runs.push(run);
+    }
     Ok(())
 }
 
 /// The target: created if missing; refused when it is the running
-/// system's `/`, or not empty (anything but `lost+found`) without
-/// `--force`.
+/// system's `/`, or not empty (anything but `lost+found` and empty
+/// directories, such as the mount point of a `/boot/efi` already mounted
+/// for `--fstab`) without `--force`.
 fn prepare_target(target: &Path, force: bool) -> Result<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?;
@@ -404,8 +585,8 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
     let busy: Vec<String> = std::fs::read_dir(&canon)
         .map_err(|e| Error::usage(format!("--target {}: {}", show(target), io_reason(&e))))?
         .filter_map(|e| e.ok())
+        .filter(|e| !scaffolding(&e.path(), 4))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lost+found")
         .collect();
     if !busy.is_empty() && !force {
         let marker = if busy.iter().any(|n| n == MARKER) {
@@ -419,6 +600,29 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `path` holds nothing an apply would overwrite: it is a
+/// `lost+found`, or a real directory (not a symlink) of at most `depth`
+/// levels of such (at most 64 entries each).
+fn scaffolding(path: &Path, depth: u32) -> bool {
+    if path.file_name().is_some_and(|n| n == "lost+found") {
+        return true;
+    }
+    if depth == 0 || !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    let mut n = 0;
+    for e in entries {
+        n += 1;
+        if n > 64 || !e.is_ok_and(|e| scaffolding(&e.path(), depth - 1)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decompressed bytes handed from the reading thread to the extracting
