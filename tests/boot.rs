@@ -1,7 +1,8 @@
 //! End to end, as a fleet uses goldcap: a bootable Debian 12 template
 //! (debootstrap, `tests/boot/make-root.sh`, cached under `target/boot-root`)
-//! is captured, the artifact is verified and laid down twice with curtin's
-//! tar command, and each clone boots under QEMU (TCG) from its own disk and
+//! is captured, the artifact is verified and laid down twice — with curtin's
+//! tar command, and with `goldcap apply` (named, with an operator's key for
+//! root) — and each clone boots under QEMU (TCG) from its own disk and
 //! kernel. Each clone must come up as a new machine: its own machine-id
 //! (D-Bus's too) and SSH host keys, different from the other clone's and
 //! the template's, sshd active and serving exactly the keys on its disk, no
@@ -24,6 +25,9 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The name `goldcap apply --hostname` gives clone2.
+const APPLIED_HOSTNAME: &str = "applied-clone2";
 
 /// The template's hostname (`tests/boot/make-root.sh`).
 const TEMPLATE_HOSTNAME: &str = "gold-template";
@@ -60,6 +64,8 @@ running=$(systemctl is-system-running --wait 2>&1)
     echo "keygen-unit $(systemctl is-active goldcap-ssh-host-keys.service)"
     echo "firstboot-runs $(cat /var/lib/goldcap-test/firstboot.log 2>/dev/null | wc -l)"
     echo "firstboot-done $(test -f /var/lib/goldcap/firstboot.done && echo yes || echo no)"
+    echo "root-ssh $(stat -c '%a %u' /root/.ssh 2>/dev/null || echo none)"
+    cut -d' ' -f1,2 /root/.ssh/authorized_keys 2>/dev/null | sed 's/^/authorized /'
     for f in /etc/ssh/ssh_host_*_key.pub; do
         echo "hostkey $(cut -d' ' -f1,2 "$f")"
     done
@@ -330,7 +336,9 @@ struct Template {
 }
 
 /// Everything one boot must show to count as a healthy new machine.
-fn assert_new_machine(what: &str, r: &Report, template: &Template) {
+/// `hostname`: the name given to `goldcap apply`, or `None` for the
+/// capture's `clone-{mac6}` template.
+fn assert_new_machine(what: &str, r: &Report, template: &Template, hostname: Option<&str>) {
     let machine_id = r.one("machine-id");
     assert!(
         machine_id.len() == 32 && machine_id.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -365,12 +373,15 @@ fn assert_new_machine(what: &str, r: &Report, template: &Template) {
     );
     assert!(r.all("failed").is_empty(), "{what}: failed units:\n{r}");
     let host = r.one("hostname");
-    assert!(
-        host.len() == 12
-            && host.starts_with("clone-")
-            && host[6..].bytes().all(|b| b.is_ascii_hexdigit()),
-        "{what}: hostname {host:?} is not the template clone-{{mac6}}:\n{r}"
-    );
+    match hostname {
+        Some(name) => assert_eq!(host, name, "{what}: apply's --hostname:\n{r}"),
+        None => assert!(
+            host.len() == 12
+                && host.starts_with("clone-")
+                && host[6..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{what}: hostname {host:?} is not the template clone-{{mac6}}:\n{r}"
+        ),
+    }
     // The first-boot script ran once, on the first boot only.
     assert_eq!(
         r.one("firstboot-runs"),
@@ -403,7 +414,13 @@ fn note(timings: &mut Vec<(String, Duration)>, what: String, took: Duration) {
 fn captured_clones_boot_as_new_machines() {
     let total = Instant::now();
     require_root();
-    for t in ["debootstrap", "qemu-system-x86_64", "mkfs.ext4", "tar"] {
+    for t in [
+        "debootstrap",
+        "qemu-system-x86_64",
+        "mkfs.ext4",
+        "tar",
+        "ssh-keygen",
+    ] {
         require_tool(t);
     }
     let target = test_tmp().parent().unwrap().to_path_buf();
@@ -491,16 +508,59 @@ fn captured_clones_boot_as_new_machines() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    // Two deployments: curtin's tar, the harness, a disk each.
+    // Two deployments, a disk each: clone1 with curtin's tar command,
+    // clone2 with `goldcap apply` (verified as it streams, named, with an
+    // operator's key for root).
+    sh(Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "operator@goldcap-boot-test",
+            "-f",
+        ])
+        .arg(work.join("operator")));
+    let key = work.join("operator.pub");
+    let operator_key = fs::read_to_string(&key).unwrap();
+    let operator_key: String = operator_key
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let manifest = PathBuf::from(json["manifest_json"].as_str().unwrap());
     let clones = ["clone1", "clone2"].map(|name| {
         let tree = work.join(name);
         let start = Instant::now();
-        let x = gnu_extract(&artifact, &tree, &[]);
-        assert!(
-            x.status.success(),
-            "curtin's tar failed on {name}: {}",
-            String::from_utf8_lossy(&x.stderr)
-        );
+        if name == "clone1" {
+            let x = gnu_extract(&artifact, &tree, &[]);
+            assert!(
+                x.status.success(),
+                "curtin's tar failed on {name}: {}",
+                String::from_utf8_lossy(&x.stderr)
+            );
+        } else {
+            let x = goldcap_cmd(&[
+                OsString::from("apply"),
+                manifest.clone().into(),
+                "--target".into(),
+                tree.clone().into(),
+                "--hostname".into(),
+                APPLIED_HOSTNAME.into(),
+                "--ssh-authorized-key".into(),
+                key.clone().into(),
+            ])
+            .output()
+            .unwrap();
+            assert_eq!(
+                x.status.code(),
+                Some(0),
+                "goldcap apply failed on {name}: {}",
+                String::from_utf8_lossy(&x.stderr)
+            );
+        }
         inject_harness(&tree);
         let image = work.join(format!("{name}.img"));
         make_disk(&tree, &image);
@@ -523,7 +583,15 @@ fn captured_clones_boot_as_new_machines() {
     for (name, tree, image) in &clones {
         let (r, took) = boot(name, tree, image, &work.join(format!("{name}.serial")));
         timings.push((format!("{name}: first boot"), took));
-        assert_new_machine(name, &r, &template);
+        let applied = (*name == "clone2").then_some(APPLIED_HOSTNAME);
+        assert_new_machine(name, &r, &template, applied);
+        if applied.is_some() {
+            assert_eq!(r.one("root-ssh"), "700 0", "{name}: /root/.ssh:\n{r}");
+            assert!(
+                r.all("authorized").contains(&operator_key.as_str()),
+                "{name}: the operator's key is not authorized:\n{r}"
+            );
+        }
         reports.push(r);
     }
     let (one, two) = (&reports[0], &reports[1]);
@@ -548,7 +616,7 @@ fn captured_clones_boot_as_new_machines() {
         &work.join(format!("{name}.reboot.serial")),
     );
     timings.push(("clone1: second boot".into(), took));
-    assert_new_machine("clone1 (reboot)", &again, &template);
+    assert_new_machine("clone1 (reboot)", &again, &template, None);
     assert_eq!(
         again.one("machine-id"),
         one.one("machine-id"),
