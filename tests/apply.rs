@@ -484,8 +484,22 @@ fn an_http_source_is_streamed_and_verified() {
     assert!(err.contains("match the MANIFEST"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 
-    // Without a MANIFEST: applied, not verified.
-    let out = apply(Path::new(&http.url(ARTIFACT)), &env.path("bare"), &[]);
+    // The artifact's URL alone: the text MANIFEST beside it (as upload
+    // puts it on DRP) verifies it.
+    let out = apply(Path::new(&http.url(ARTIFACT)), &env.path("beside"), &[]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("match the MANIFEST"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Without a MANIFEST anywhere: applied, not verified.
+    let alone = env.path("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(run.file(ARTIFACT), alone.join(ARTIFACT)).unwrap();
+    let http_alone = Http::serve(&alone);
+    let out = apply(Path::new(&http_alone.url(ARTIFACT)), &env.path("bare"), &[]);
     assert_code(&out, 0);
     assert!(stderr(&out).contains("NOT verified"), "{}", stderr(&out));
 

@@ -2319,3 +2319,92 @@ fn s3_credentials_come_from_aws_files_and_profiles_as_the_aws_tools_find_them() 
     assert_token_absent(secret, &[&r], &[]);
     assert_token_absent("imds-session-token", &[&r], &[]);
 }
+
+#[test]
+fn apply_reads_what_upload_put_on_drp_and_s3() {
+    let env = Env::new();
+    let cap = captured(&env, "out");
+    // What GNU tar restores of the same artifact, for comparison (the
+    // apply adds its report under var/log).
+    let reference = env.path("gnu");
+    assert!(
+        gnu_extract(&cap.artifact(), &reference, &[])
+            .status
+            .success()
+    );
+    let same_as_tar = |dest: &Path| {
+        let d = diff(
+            &snapshot(&reference, &[]),
+            &snapshot(dest, &[]),
+            &[("var/log/goldcap-apply.json", "*"), ("var/log", "mtime_ns")],
+        );
+        assert!(d.is_empty(), "{}", d.join("\n"));
+    };
+
+    // DRP: the artifact by its files path, verified against the text
+    // MANIFEST upload put beside it, with the job's credentials.
+    let drp = Drp::start(json!({}));
+    run(&args_for(&cap, &drp), &[("RS_TOKEN", TOKEN)], &cap.out).ok();
+    let dest = env.path("from-drp");
+    let source = format!("drp:{UPLOAD_TARBALL}");
+    let a = run(
+        &os(&[
+            "apply",
+            &source,
+            "--target",
+            dest.to_str().unwrap(),
+            "--json",
+        ]),
+        &[("RS_ENDPOINT", &drp.url()), ("RS_TOKEN", TOKEN)],
+        &cap.out,
+    );
+    a.ok();
+    let j: Value = serde_json::from_str(&a.stdout()).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert!(
+        j["manifest"].as_str().unwrap().ends_with(UPLOAD_MANIFEST),
+        "{j}"
+    );
+    same_as_tar(&dest);
+    assert_token_absent(TOKEN, &[&a], &[&dest]);
+    // A token the endpoint refuses: exit 1, nothing applied.
+    let dest = env.path("refused");
+    let r = run(
+        &os(&["apply", &source, "--target", dest.to_str().unwrap()]),
+        &[("RS_ENDPOINT", &drp.url()), ("RS_TOKEN", "not-a-token")],
+        &cap.out,
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(r.stderr().contains("HTTP 403"), "{}", r.stderr());
+    assert!(!dest.join("etc").exists());
+
+    // S3: the JSON MANIFEST's key; the artifact is the object beside it,
+    // both read with signed GETs.
+    let s3 = S3::start(json!([]));
+    let mut c = goldcap_cmd(&os(&[
+        "upload",
+        cap.file(MANIFEST_JSON).to_str().unwrap(),
+        "--to",
+        "s3://goldcap-test/gold",
+    ]));
+    s3.env(&mut c);
+    assert!(c.output().unwrap().status.success());
+    let dest = env.path("from-s3");
+    let mut c = goldcap_cmd(&os(&[
+        "apply",
+        &format!("s3://goldcap-test/gold/{MANIFEST_JSON}"),
+        "--target",
+        dest.to_str().unwrap(),
+        "--json",
+    ]));
+    s3.env(&mut c);
+    let a = Run {
+        out: cap.out.clone(),
+        output: c.output().unwrap(),
+    };
+    a.ok();
+    let j: Value = serde_json::from_str(&a.stdout()).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert!(!a.stderr().contains("X-Amz-Signature"), "{}", a.stderr());
+    same_as_tar(&dest);
+}

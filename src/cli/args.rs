@@ -85,8 +85,9 @@ pub enum Command {
                       files with holes, xattrs including file capabilities and SELinux labels, POSIX \
                       ACLs, long and non-UTF-8 names). SOURCE is the MANIFEST .json (the artifact is \
                       the file it names, next to it) or the artifact (its MANIFEST is --manifest, or \
-                      the goldcap JSON next to it that names it, if any), each a file or an http(s) \
-                      URL (a DRP /files/ URL, a presigned GET: streamed, nothing stored). The artifact is read once: its size, md5 and \
+                      the goldcap JSON next to it that names it, if any; for a remote artifact, the \
+                      text MANIFEST upload put beside it), each a file, an http(s) URL, drp:PATH or \
+                      s3://BUCKET/KEY (streamed, nothing stored). The artifact is read once: its size, md5 and \
                       sha256 are checked against the MANIFEST as it is decompressed (gzip or zstd, by \
                       content) and extracted; without a MANIFEST nothing is verified, and stderr and \
                       the summary say so. Every entry is written beneath the target without following \
@@ -396,8 +397,10 @@ pub struct VerifyArgs {
 /// `goldcap apply`.
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
-    /// The MANIFEST .json, or the artifact (.tgz or .tar.zst): a file, or
-    /// an http(s) URL (streamed, never stored).
+    /// The MANIFEST .json, or the artifact (.tgz or .tar.zst): a file, an
+    /// http(s) URL, drp:PATH (the DRP files API; RS_ENDPOINT, RS_TOKEN or
+    /// RS_KEY) or s3://BUCKET/KEY (signed GETs; AWS credentials as upload
+    /// finds them). Streamed, never stored.
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// The MANIFEST to check the artifact against (goldcap's .json or DRP

@@ -248,7 +248,11 @@ pub const PAGES: &[Page] = &[
                 "goldcap apply /srv/images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target",
             ),
             (
-                "From DRP's files API, naming the clone",
+                "From DRP's files API with the job's token (RS_ENDPOINT, RS_TOKEN), verified against the text MANIFEST beside it",
+                "goldcap apply drp:images/debian-12-rootfs-20261122-101500-cf99cd80eb.tgz --target /mnt/target",
+            ),
+            (
+                "From DRP's files URL, naming the clone",
                 "goldcap apply https://drp.example:8090/files/images/debian-12-MANIFEST-20261122-101500-cf99cd80eb.json --target /mnt/target --hostname web-042 --machine-id uninitialized",
             ),
             (

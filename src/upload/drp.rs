@@ -208,6 +208,18 @@ fn head_timeout(timeout: std::time::Duration, size: Option<u64>) -> std::time::D
 
 /// The endpoint: the given one, `RS_ENDPOINT`, or the first of
 /// `RS_ENDPOINTS`, or drpcli's default.
+/// The URL of a files path on the DRP endpoint (`RS_ENDPOINT`, …) and the
+/// `Authorization` header to GET it with (`RS_TOKEN`, `RS_KEY`,
+/// `--token-file`), for `goldcap apply drp:PATH`.
+pub fn files_get(path: &str, opts: &Options) -> Result<(String, String)> {
+    let (endpoint, _) = endpoint_from(None);
+    let auth = credentials(opts)?;
+    Ok((
+        format!("{endpoint}/api/v3/files/{}", encode_path(path)),
+        auth.header(),
+    ))
+}
+
 /// Also where it came from, for messages: `given`, or the variable it was
 /// read from, or `default`.
 fn endpoint_from(given: Option<&str>) -> (String, &'static str) {

@@ -343,6 +343,15 @@ impl Client {
         })
     }
 
+    /// A GET URL for `key` (a whole key, no prefix), signed for `ttl`:
+    /// how `goldcap apply s3://…` reads an object.
+    pub fn signed_get(&self, key: &str, ttl: Duration) -> String {
+        self.bucket
+            .get_object(Some(&self.creds), key)
+            .sign(ttl)
+            .to_string()
+    }
+
     /// A presigned GET URL for `name`, when `--presign-get` asked for one.
     pub fn presigned_get(&self, name: &str) -> Option<String> {
         self.presign_get.map(|d| {

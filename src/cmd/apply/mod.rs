@@ -54,8 +54,78 @@ use std::sync::mpsc;
 /// Where the artifact comes from.
 enum Artifact {
     File(PathBuf),
-    /// An http(s) URL, read with this agent.
-    Url(String, ureq::Agent),
+    /// An http(s) URL, read with this agent (and this `Authorization`
+    /// header: a DRP source).
+    Url(String, ureq::Agent, Option<String>),
+}
+
+/// Where a name beside a remote source is: its URL and `Authorization`.
+type Sibling = Box<dyn Fn(&str) -> Result<(String, Option<String>)>>;
+
+/// A remote SOURCE: its URL and credentials, and how to reach the
+/// artifact a MANIFEST names next to it.
+struct Remote {
+    url: String,
+    auth: Option<String>,
+    /// The URL and credentials of `name` beside this source.
+    sibling: Sibling,
+}
+
+/// How long a signed S3 GET for `apply s3://…` stays valid: long enough
+/// to stream a large image.
+const S3_GET_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// `drp:PATH` (the DRP files API, credentials as `upload`'s), `s3://BUCKET/KEY`
+/// (a signed GET, credentials as the AWS tools find them) or an http(s) URL
+/// (a sibling replaces the last path segment); `None` for a local path.
+fn remote(given: &str, opts: &crate::upload::Options) -> Result<Option<Remote>> {
+    let parent = |p: &str| p[..p.rfind('/').map_or(0, |i| i + 1)].to_owned();
+    if let Some(path) = given.strip_prefix("drp:") {
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path.split('/').any(|c| c == ".." || c == ".") {
+            return Err(Error::usage(format!(
+                "{given}: give a files path, e.g. drp:images/debian-12-MANIFEST-….json"
+            )));
+        }
+        let (url, auth) = crate::upload::drp::files_get(path, opts)?;
+        let (dir, opts) = (parent(path), opts.clone());
+        return Ok(Some(Remote {
+            url,
+            auth: Some(auth),
+            sibling: Box::new(move |name| {
+                let (url, auth) = crate::upload::drp::files_get(&format!("{dir}{name}"), &opts)?;
+                Ok((url, Some(auth)))
+            }),
+        }));
+    }
+    if let Some(rest) = given.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+            return Err(Error::usage(format!(
+                "{given}: give an object, e.g. s3://BUCKET/images/debian-12-MANIFEST-….json"
+            )));
+        }
+        let client = std::rc::Rc::new(crate::upload::s3::Client::new(bucket, "", opts)?);
+        let dir = parent(key);
+        let url = client.signed_get(key, S3_GET_TTL);
+        return Ok(Some(Remote {
+            url,
+            auth: None,
+            sibling: Box::new(move |name| {
+                Ok((client.signed_get(&format!("{dir}{name}"), S3_GET_TTL), None))
+            }),
+        }));
+    }
+    if given.starts_with("http://") || given.starts_with("https://") {
+        let base = given.split(['?', '#']).next().unwrap_or(given);
+        let dir = parent(base);
+        return Ok(Some(Remote {
+            url: given.to_owned(),
+            auth: None,
+            sibling: Box::new(move |name| Ok((format!("{dir}{name}"), None))),
+        }));
+    }
+    Ok(None)
 }
 
 /// The artifact to apply and what its MANIFEST promises.
@@ -296,9 +366,10 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
 /// for a file the goldcap JSON next to it that names it, if any).
 fn source(cfg: &ApplyConfig) -> Result<Source> {
     let given = &cfg.source;
-    let url = given
-        .to_str()
-        .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    let remote = match given.to_str() {
+        Some(g) => remote(g, &cfg.http)?,
+        None => None,
+    };
     let is_json = |p: &str| {
         p.split(['?', '#'])
             .next()
@@ -313,26 +384,30 @@ fn source(cfg: &ApplyConfig) -> Result<Source> {
             None => Ok(None),
         }
     };
-    if let Some(url) = url {
+    if let Some(r) = remote {
         let agent = crate::upload::http::agent(&cfg.http)?;
-        let shown = redact(url);
-        if !is_json(url) {
+        let shown = redact(&r.url);
+        // The name says what it is (a signed URL's path still ends in it).
+        if !is_json(given.to_str().unwrap_or_default()) {
+            let manifest = match &cfg.manifest {
+                Some(_) => given_manifest(false)?,
+                None => text_sibling(&r, &agent, given.to_str().unwrap_or_default()),
+            };
             return Ok(Source {
-                artifact: Artifact::Url(url.to_owned(), agent),
+                artifact: Artifact::Url(r.url, agent, r.auth),
                 shown,
-                manifest: given_manifest(false)?,
+                manifest,
             });
         }
+        given_manifest(true)?;
         let bad = |why: String| Error::usage(format!("{shown}: {why}"));
-        let (body, _) = get(&agent, url)?;
+        let (body, _) = get(&agent, &r.url, r.auth.as_deref())?;
         let m = parse_json(Limited::new(body, JSON_LIMIT)).map_err(bad)?;
         let (name, exp) = checked(m).map_err(bad)?;
-        let dir = url.split(['?', '#']).next().unwrap_or(url);
-        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
-        let artifact = format!("{dir}{name}");
+        let (artifact, auth) = (r.sibling)(&name)?;
         return Ok(Source {
             shown: redact(&artifact),
-            artifact: Artifact::Url(artifact, agent),
+            artifact: Artifact::Url(artifact, agent, auth),
             manifest: Some((shown, exp)),
         });
     }
@@ -376,6 +451,30 @@ fn source(cfg: &ApplyConfig) -> Result<Source> {
     })
 }
 
+/// The text MANIFEST uploaded beside a remote artifact under goldcap's
+/// default names (`…-rootfs-…` → `…-MANIFEST-….txt`, as `upload` puts it
+/// on DRP), if it is there and readable; `None` otherwise (the apply then
+/// says it is not verified).
+fn text_sibling(r: &Remote, agent: &ureq::Agent, given: &str) -> Option<(String, Expected)> {
+    let base = given.split(['?', '#']).next().unwrap_or(given);
+    let file = &base[base.rfind(['/', ':']).map_or(0, |i| i + 1)..];
+    let stem = file
+        .strip_suffix(".tgz")
+        .or_else(|| file.strip_suffix(".tar.zst"))?;
+    if !stem.contains("-rootfs-") {
+        return None;
+    }
+    let name = stem.replacen("-rootfs-", "-MANIFEST-", 1) + ".txt";
+    let (url, auth) = (r.sibling)(&name).ok()?;
+    let (body, _) = get(agent, &url, auth.as_deref()).ok()?;
+    let mut head = Vec::new();
+    body.take(crate::output::manifest::read::TEXT_LIMIT)
+        .read_to_end(&mut head)
+        .ok()?;
+    let summary = crate::output::manifest::read::parse_text(&String::from_utf8_lossy(&head))?;
+    Some((redact(&url), Expected::of(summary)?))
+}
+
 /// A goldcap JSON MANIFEST's artifact name (checked: a plain file name)
 /// and what it promises.
 fn checked(m: ManifestSummary) -> std::result::Result<(String, Expected), String> {
@@ -390,10 +489,17 @@ fn checked(m: ManifestSummary) -> std::result::Result<(String, Expected), String
 
 /// A GET that must answer 200: the body, and its length when the server
 /// says.
-fn get(agent: &ureq::Agent, url: &str) -> Result<(ureq::BodyReader<'static>, Option<u64>)> {
+fn get(
+    agent: &ureq::Agent,
+    url: &str,
+    auth: Option<&str>,
+) -> Result<(ureq::BodyReader<'static>, Option<u64>)> {
     let shown = redact(url);
-    let resp = agent
-        .get(url)
+    let mut req = agent.get(url);
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    let resp = req
         .call()
         .map_err(|e| anyhow::anyhow!("GET {shown}: {}", redact_error(&e.to_string())))?;
     let status = resp.status().as_u16();
@@ -416,8 +522,8 @@ fn open_artifact(src: &Source) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
             let len = f.metadata().ok().map(|m| m.len());
             Ok((Box::new(f), len))
         }
-        Artifact::Url(url, agent) => {
-            let (body, len) = get(agent, url)?;
+        Artifact::Url(url, agent, auth) => {
+            let (body, len) = get(agent, url, auth.as_deref())?;
             Ok((Box::new(body), len))
         }
     }
