@@ -253,25 +253,21 @@ pub fn pair(given: &Path) -> Result<Pair> {
     })
 }
 
-/// Reads what `inspect` shows of a JSON MANIFEST.
-pub fn read_facts(path: &Path) -> Result<Facts> {
-    let file = crate::input::open(path).map_err(|e| {
-        Error::usage(format!(
-            "{}: {}",
-            path.display(),
-            crate::util::io_reason(&e)
-        ))
-    })?;
+/// Reads a JSON MANIFEST into `T`, bounded, skipping what `T` does not
+/// name as it streams (the path list).
+fn read_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bad = |why: String| Error::usage(format!("{}: {why}", path.display()));
+    let file = crate::input::open(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
     serde_json::from_reader(crate::input::Limited::new(
         BufReader::new(file),
         MANIFEST_LIMIT,
     ))
-    .map_err(|e| {
-        Error::usage(format!(
-            "{}: not a goldcap JSON MANIFEST: {e}",
-            path.display()
-        ))
-    })
+    .map_err(|e| bad(format!("not a goldcap JSON MANIFEST: {e}")))
+}
+
+/// Reads what `inspect` shows of a JSON MANIFEST.
+pub fn read_facts(path: &Path) -> Result<Facts> {
+    read_manifest(path)
 }
 
 /// Runs `goldcap inspect`.
@@ -432,23 +428,7 @@ fn recorded(p: &Pair) -> Result<Option<Vec<Member>>> {
     let Some(path) = &p.manifest else {
         return Ok(None);
     };
-    let file = crate::input::open(path).map_err(|e| {
-        Error::usage(format!(
-            "{}: {}",
-            path.display(),
-            crate::util::io_reason(&e)
-        ))
-    })?;
-    let e: Entries = serde_json::from_reader(crate::input::Limited::new(
-        BufReader::new(file),
-        MANIFEST_LIMIT,
-    ))
-    .map_err(|e| {
-        Error::usage(format!(
-            "{}: not a goldcap JSON MANIFEST: {e}",
-            path.display()
-        ))
-    })?;
+    let e: Entries = read_manifest(path)?;
     if e.entries_schema != Some(ENTRIES_SCHEMA) {
         return Ok(None);
     }

@@ -32,24 +32,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// The marker at the target's root while an apply is under way or failed.
 pub(super) const MARKER: &str = ".goldcap-apply-incomplete";
 
-/// Paths listed per kind; the count goes on.
-const LISTED: usize = 100;
-
-/// Paths with a reason, up to [`LISTED`], and how many in all.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub(super) struct Listed {
-    pub(super) count: u64,
-    pub(super) paths: Vec<String>,
-}
-
-impl Listed {
-    fn push(&mut self, what: String) {
-        self.count += 1;
-        if self.paths.len() < LISTED {
-            self.paths.push(what);
-        }
-    }
-}
+pub(super) use crate::cmd::verify::shape::Listed;
 
 /// What a PAX header says of the entry that follows.
 #[derive(Default)]
@@ -353,15 +336,8 @@ impl Extractor {
             return self.dir(rel, meta, &shown);
         }
         let (parent_rel, name) = split(&rel);
-        let parent = match self.target.dir(parent_rel) {
-            Ok(fd) => fd,
-            Err(Fault::Refused(why)) => {
-                self.applied.refused.push(format!("{shown} ({why})"));
-                return Ok(());
-            }
-            Err(Fault::Io(e)) => {
-                return Err(io_ctx(format!("cannot open the directory of {shown}"))(e));
-            }
+        let Some(parent) = self.parent(parent_rel, &shown)? else {
+            return Ok(());
         };
         let parent = parent.as_fd();
         let link = || match &pax.linkpath {
@@ -492,19 +468,29 @@ impl Extractor {
         }
     }
 
+    /// The directory an entry goes into, opened beneath the target; `None`
+    /// when the way there is refused (listed under `refused`).
+    fn parent(
+        &mut self,
+        parent_rel: &[u8],
+        shown: &str,
+    ) -> io::Result<Option<std::rc::Rc<OwnedFd>>> {
+        match self.target.dir(parent_rel) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Fault::Refused(why)) => {
+                self.applied.refused.push(format!("{shown} ({why})"));
+                Ok(None)
+            }
+            Err(Fault::Io(e)) => Err(io_ctx(format!("cannot open the directory of {shown}"))(e)),
+        }
+    }
+
     /// A directory: made now, its metadata set at the end.
     fn dir(&mut self, rel: Vec<u8>, meta: Meta, shown: &str) -> io::Result<()> {
         if !rel.is_empty() {
             let (parent_rel, name) = split(&rel);
-            let parent = match self.target.dir(parent_rel) {
-                Ok(fd) => fd,
-                Err(Fault::Refused(why)) => {
-                    self.applied.refused.push(format!("{shown} ({why})"));
-                    return Ok(());
-                }
-                Err(Fault::Io(e)) => {
-                    return Err(io_ctx(format!("cannot open the directory of {shown}"))(e));
-                }
+            let Some(parent) = self.parent(parent_rel, shown)? else {
+                return Ok(());
             };
             match rustix::fs::mkdirat(&*parent, name, Mode::from_raw_mode(0o700)) {
                 Ok(()) => {}

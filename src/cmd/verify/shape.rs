@@ -20,15 +20,16 @@ use tar::EntryType;
 /// Members listed per failed check; the count goes on.
 pub(super) const LISTED: usize = 100;
 
-/// Paths, up to [`LISTED`] of them, and how many in all.
-#[derive(Default)]
-struct Listed {
-    paths: Vec<String>,
-    count: u64,
+/// Paths (with a reason, for `apply`), up to [`LISTED`] of them, and how
+/// many in all.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub(in crate::cmd) struct Listed {
+    pub(in crate::cmd) count: u64,
+    pub(in crate::cmd) paths: Vec<String>,
 }
 
 impl Listed {
-    fn push(&mut self, what: String) {
+    pub(in crate::cmd) fn push(&mut self, what: String) {
         self.count += 1;
         if self.paths.len() < LISTED {
             self.paths.push(what);
