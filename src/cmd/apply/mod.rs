@@ -835,6 +835,7 @@ fn read_side(
             break;
         }
     }
+    crate::testhook::count("parallel_gzip_members", decoder.parallel_members());
     let mut rest = decoder.into_inner().into_inner();
     let drained = io::copy(&mut rest, &mut io::sink()).map(drop);
     let (_, hasher) = rest.into_inner();

@@ -12,6 +12,7 @@
 
 pub(super) mod guard;
 mod identity;
+mod pargz;
 pub(super) mod read;
 pub(super) mod shape;
 

@@ -20,6 +20,8 @@ use std::path::Path;
 
 /// The decompressed tar stream behind a buffered reader.
 pub(in crate::cmd) enum Decoder<R: BufRead> {
+    /// goldcap's own `.tgz`: independent members, decompressed in parallel.
+    ParGzip(Box<super::pargz::ParGunzip<R>>),
     Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
     Plain(R),
@@ -29,14 +31,15 @@ impl<R: BufRead> Decoder<R> {
     /// Recognises gzip and zstd by their magic numbers; anything else is
     /// read as plain tar.
     pub(in crate::cmd) fn new(mut input: R) -> io::Result<Decoder<R>> {
-        let magic = input
-            .fill_buf()?
-            .get(..4)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
-        Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        let magic = {
+            let b = input.fill_buf()?;
+            b[..b.len().min(10)].to_vec()
+        };
+        Ok(if super::pargz::looks_like_goldcap(&magic) {
+            Decoder::ParGzip(Box::new(super::pargz::ParGunzip::new(input)))
+        } else if magic.starts_with(&[0x1f, 0x8b]) {
             Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
-        } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?)
         } else {
             Decoder::Plain(input)
@@ -46,14 +49,23 @@ impl<R: BufRead> Decoder<R> {
     /// The compression found, by the names artifacts carry.
     pub(in crate::cmd) fn format(&self) -> &'static str {
         match self {
-            Decoder::Gzip(_) => "gzip",
+            Decoder::ParGzip(_) | Decoder::Gzip(_) => "gzip",
             Decoder::Zstd(_) => "zstd",
             Decoder::Plain(_) => "uncompressed",
         }
     }
 
+    /// Members decompressed in parallel so far (goldcap's `.tgz` only).
+    pub(in crate::cmd) fn parallel_members(&self) -> u64 {
+        match self {
+            Decoder::ParGzip(d) => d.parallel_members,
+            _ => 0,
+        }
+    }
+
     pub(in crate::cmd) fn into_inner(self) -> R {
         match self {
+            Decoder::ParGzip(d) => d.into_inner(),
             Decoder::Gzip(d) => d.into_inner(),
             Decoder::Zstd(d) => d.finish(),
             Decoder::Plain(r) => r,
@@ -64,6 +76,7 @@ impl<R: BufRead> Decoder<R> {
 impl<R: BufRead> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
+            Decoder::ParGzip(d) => d.read(buf),
             Decoder::Gzip(d) => d.read(buf),
             Decoder::Zstd(d) => d.read(buf),
             Decoder::Plain(r) => r.read(buf),
