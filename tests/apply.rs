@@ -1042,17 +1042,6 @@ fn a_nocloud_seed_is_copied_where_cloud_init_looks() {
     assert_eq!(list_dir(&h.join("sentinel")), Vec::<String>::new());
 }
 
-/// Mount points of this (the host's) mount namespace at or below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let dir = dir.to_str().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
 #[test]
 fn hooks_run_in_the_applied_target_and_a_failing_one_leaves_the_marker() {
     require_root();

@@ -40,17 +40,6 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
-/// Mount points of this (the host's) mount namespace at or below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let dir = dir.to_str().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
 fn capture(root: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = goldcap_cmd(&["capture".as_ref(), "--root".as_ref(), root.as_os_str()]);
     c.arg("-o")

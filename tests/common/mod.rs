@@ -347,6 +347,17 @@ pub fn gnu_extract(archive: &Path, dest: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Mount points of this (the host's) mount namespace at or below `dir`.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
 /// Extracts with bsdtar.
 pub fn bsd_extract(archive: &Path, dest: &Path) -> Output {
     std::fs::create_dir_all(dest).unwrap();
