@@ -1,9 +1,9 @@
 //! End to end, as a fleet uses goldcap: a bootable Debian 12 template
 //! (debootstrap, `tests/boot/make-root.sh`, cached under `target/boot-root`)
-//! is captured, the artifact is verified and laid down twice — with curtin's
-//! tar command, and with `goldcap apply` (named, with an operator's key for
-//! root) — and each clone boots under QEMU (TCG) from its own disk and
-//! kernel. Each clone must come up as a new machine: its own machine-id
+//! is captured, the artifact is verified and laid down three times — twice
+//! with curtin's tar command, once with `goldcap apply` (named, with an
+//! operator's key for root) — and each clone boots under QEMU (TCG) from its
+//! own disk and kernel. Each clone must come up as a new machine: its own machine-id
 //! (D-Bus's too) and SSH host keys, different from the other clone's and
 //! the template's, sshd active and serving exactly the keys on its disk, no
 //! failed unit, the system `running`, named by the `--hostname` template
@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The name `goldcap apply --hostname` gives clone2.
-const APPLIED_HOSTNAME: &str = "applied-clone2";
+/// The clone laid down with `goldcap apply`, and the name it gives it.
+const APPLIED: &str = "clone3";
+const APPLIED_HOSTNAME: &str = "applied-clone3";
 
 /// The template's hostname (`tests/boot/make-root.sh`).
 const TEMPLATE_HOSTNAME: &str = "gold-template";
@@ -508,9 +509,9 @@ fn captured_clones_boot_as_new_machines() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    // Two deployments, a disk each: clone1 with curtin's tar command,
-    // clone2 with `goldcap apply` (verified as it streams, named, with an
-    // operator's key for root).
+    // Three deployments, a disk each: clone1 and clone2 with curtin's tar
+    // command, clone3 with `goldcap apply` (verified as it streams, named,
+    // with an operator's key for root).
     sh(Command::new("ssh-keygen")
         .args([
             "-q",
@@ -531,10 +532,10 @@ fn captured_clones_boot_as_new_machines() {
         .collect::<Vec<_>>()
         .join(" ");
     let manifest = PathBuf::from(json["manifest_json"].as_str().unwrap());
-    let clones = ["clone1", "clone2"].map(|name| {
+    let clones = ["clone1", "clone2", APPLIED].map(|name| {
         let tree = work.join(name);
         let start = Instant::now();
-        if name == "clone1" {
+        if name != APPLIED {
             let x = gnu_extract(&artifact, &tree, &[]);
             assert!(
                 x.status.success(),
@@ -583,7 +584,7 @@ fn captured_clones_boot_as_new_machines() {
     for (name, tree, image) in &clones {
         let (r, took) = boot(name, tree, image, &work.join(format!("{name}.serial")));
         timings.push((format!("{name}: first boot"), took));
-        let applied = (*name == "clone2").then_some(APPLIED_HOSTNAME);
+        let applied = (*name == APPLIED).then_some(APPLIED_HOSTNAME);
         assert_new_machine(name, &r, &template, applied);
         if applied.is_some() {
             assert_eq!(r.one("root-ssh"), "700 0", "{name}: /root/.ssh:\n{r}");
@@ -594,18 +595,22 @@ fn captured_clones_boot_as_new_machines() {
         }
         reports.push(r);
     }
-    let (one, two) = (&reports[0], &reports[1]);
-    assert_ne!(
-        one.one("machine-id"),
-        two.one("machine-id"),
-        "the clones share a machine-id"
-    );
-    for k in one.host_keys() {
-        assert!(
-            !two.host_keys().contains(&k),
-            "the clones share a host key: {k}"
-        );
+    for (i, one) in reports.iter().enumerate() {
+        for two in &reports[i + 1..] {
+            assert_ne!(
+                one.one("machine-id"),
+                two.one("machine-id"),
+                "two clones share a machine-id"
+            );
+            for k in one.host_keys() {
+                assert!(
+                    !two.host_keys().contains(&k),
+                    "two clones share a host key: {k}"
+                );
+            }
+        }
     }
+    let one = &reports[0];
 
     // A reboot keeps the identity the first boot made.
     let (name, tree, image) = &clones[0];
