@@ -423,7 +423,6 @@ pub fn environment(page: &Page) -> Vec<(&'static str, &'static str)> {
         env.extend_from_slice(ENV_DRP);
         env.extend_from_slice(ENV_S3);
     }
-    env.dedup_by_key(|e| e.0);
     env
 }
 

@@ -24,9 +24,6 @@ use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-/// The most of a MANIFEST read (its path list is skipped as it streams).
-const MANIFEST_LIMIT: u64 = 1 << 30;
-
 /// One archive member, as `tar -tv` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
@@ -235,18 +232,8 @@ pub fn pair(given: &Path) -> Result<Pair> {
             manifest: Some(given.to_path_buf()),
         });
     }
-    // The MANIFEST next to an artifact: the same name with -MANIFEST-.
-    let manifest = given
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| {
-            let stem = n
-                .strip_suffix(".tgz")
-                .or_else(|| n.strip_suffix(".tar.zst"))?;
-            Some(stem.replacen("-rootfs-", "-MANIFEST-", 1) + ".json")
-        })
-        .map(|n| given.with_file_name(n))
-        .filter(|p| p.is_file());
+    // The goldcap MANIFEST next to it that names it, as verify finds it.
+    let manifest = super::verify::manifest(given, None)?.map(|(p, _)| p);
     Ok(Pair {
         artifact: given.to_path_buf(),
         manifest,
@@ -260,7 +247,7 @@ fn read_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let file = crate::input::open(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
     serde_json::from_reader(crate::input::Limited::new(
         BufReader::new(file),
-        MANIFEST_LIMIT,
+        crate::output::manifest::read::JSON_LIMIT,
     ))
     .map_err(|e| bad(format!("not a goldcap JSON MANIFEST: {e}")))
 }

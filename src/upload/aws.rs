@@ -81,23 +81,31 @@ pub struct Lookup<'a> {
 pub fn resolve(l: &Lookup<'_>) -> Result<Settings> {
     let env = |k: &str| (l.env)(k).filter(|v| !v.is_empty());
     // Without HOME (a bare service environment) only named files count.
-    let home = env("HOME").unwrap_or_default();
-    let in_home = |f: &str| {
-        if home.is_empty() {
-            PathBuf::new()
-        } else {
-            PathBuf::from(&home).join(f)
-        }
+    let home = env("HOME");
+    let file = |var: &str, in_home: &str| {
+        env(var)
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| PathBuf::from(h).join(in_home)))
     };
-    let creds_file = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map_or_else(|| in_home(".aws/credentials"), PathBuf::from);
-    let config_file = env("AWS_CONFIG_FILE").map_or_else(|| in_home(".aws/config"), PathBuf::from);
+    let creds_file = file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    let config_file = file("AWS_CONFIG_FILE", ".aws/config");
+    // How messages name them.
+    let shown = |f: &Option<PathBuf>, default: &str| {
+        f.as_ref().map_or_else(
+            || format!("{default} (no HOME)"),
+            |p| p.display().to_string(),
+        )
+    };
+    let (creds_shown, config_shown) = (
+        shown(&creds_file, "~/.aws/credentials"),
+        shown(&config_file, "~/.aws/config"),
+    );
     let explicit = env("AWS_PROFILE").or_else(|| env("AWS_DEFAULT_PROFILE"));
     let profile = explicit.clone().unwrap_or_else(|| "default".into());
-    let load = |p: &PathBuf| -> Result<Option<BTreeMap<String, BTreeMap<String, String>>>> {
-        if p.as_os_str().is_empty() {
+    let load = |p: &Option<PathBuf>| -> Result<Option<BTreeMap<String, BTreeMap<String, String>>>> {
+        let Some(p) = p else {
             return Ok(None);
-        }
+        };
         (l.read)(p)
             .map(|t| t.as_deref().map(parse_ini))
             .map_err(|e| Error::usage(format!("{}: {}", p.display(), crate::util::io_reason(&e))))
@@ -114,8 +122,7 @@ pub fn resolve(l: &Lookup<'_>) -> Result<Settings> {
     if explicit.is_some() && in_creds.is_none() && in_config.is_none() {
         return Err(Error::usage(format!(
             "AWS profile {profile:?} is in neither {} nor {}",
-            creds_file.display(),
-            config_file.display()
+            creds_shown, config_shown
         )));
     }
     let from_section = |s: Option<&BTreeMap<String, String>>| {
@@ -136,22 +143,16 @@ pub fn resolve(l: &Lookup<'_>) -> Result<Settings> {
                 "the environment (AWS_ACCESS_KEY_ID)".to_owned(),
             )
         } else if let Some((k, s, t)) = from_section(in_creds) {
-            (k, s, t, format!("{} [{profile}]", creds_file.display()))
+            (k, s, t, format!("{} [{profile}]", creds_shown))
         } else if let Some((k, s, t)) = from_section(in_config) {
-            (
-                k,
-                s,
-                t,
-                format!("{} [{config_section}]", config_file.display()),
-            )
+            (k, s, t, format!("{} [{config_section}]", config_shown))
         } else if let Some(ask) = l.imds.filter(|_| explicit.is_none()) {
             let (k, s, t) = ask().map_err(|why| {
                 Error::usage(format!(
                     "S3 credentials missing: none in the environment (AWS_ACCESS_KEY_ID, \
                      AWS_SECRET_ACCESS_KEY), {} or {} [{profile}], and the instance metadata \
                      service gave none ({why})",
-                    creds_file.display(),
-                    config_file.display()
+                    creds_shown, config_shown
                 ))
             })?;
             (
@@ -164,7 +165,7 @@ pub fn resolve(l: &Lookup<'_>) -> Result<Settings> {
             return Err(Error::usage(format!(
                 "S3 credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
                  AWS_SESSION_TOKEN for temporary ones), or put them in {} [{profile}]",
-                creds_file.display()
+                creds_shown
             )));
         };
     let from_config = |k: &str| {

@@ -100,7 +100,11 @@ fn remote(given: &str, opts: &crate::upload::Options) -> Result<Option<Remote>> 
     }
     if let Some(rest) = given.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+        if bucket.is_empty()
+            || key.is_empty()
+            || key.ends_with('/')
+            || key.split('/').any(|c| c == ".." || c == ".")
+        {
             return Err(Error::usage(format!(
                 "{given}: give an object, e.g. s3://BUCKET/images/debian-12-MANIFEST-….json"
             )));

@@ -10,7 +10,8 @@
 //! and length), its size bounded by the trailer's ISIZE, at most one
 //! block. Anything else — a foreign single-stream gzip that happens to
 //! start alike, a member larger than a block, a header look-alike inside
-//! compressed data, bad data — falls back, from that member on, to the
+//! compressed data, a member that is not a whole block before the last,
+//! bad data — falls back, from that member on, to the
 //! sequential multi-member decoder, which reports errors as before. Must
 //! never hold more than a batch (threads × [`PER_THREAD`] members, each
 //! at most a block) nor read the input twice.
@@ -144,9 +145,13 @@ impl<R: BufRead> ParGunzip<R> {
             return Ok(false);
         }
         let results = decompress_all(carry, &bounds, self.threads);
+        let stream_end = if *eof { carry.len() } else { usize::MAX };
         let mut used = 0;
         for (out, &(start, end)) in results.into_iter().zip(&bounds) {
-            match out {
+            // goldcap's members are whole blocks but the last: anything
+            // else is not its layout (and tiny members would cost a batch
+            // each), so one stream from there.
+            match out.filter(|d| d.len() == BLOCK || end == stream_end) {
                 Some(data) => {
                     self.ready.push_back(data);
                     self.parallel_members += 1;

@@ -125,8 +125,10 @@ impl Serialize for Records<'_> {
         f.seek(SeekFrom::Start(0)).map_err(S::Error::custom)?;
         let mut seq = s.serialize_seq(Some(self.1 as usize))?;
         for line in BufReader::new(f).lines() {
+            // Written by `PathList::push` as one JSON object a line: taken
+            // as it is, not parsed and written again.
             let line = line.map_err(S::Error::custom)?;
-            let r: EntryRecord = serde_json::from_str(&line).map_err(S::Error::custom)?;
+            let r = serde_json::value::RawValue::from_string(line).map_err(S::Error::custom)?;
             seq.serialize_element(&r)?;
         }
         seq.end()
