@@ -408,6 +408,10 @@ pub struct ApplyArgs {
     /// next to it that names it; for a URL, none.
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// DRP token from this file for a drp: SOURCE (default: RS_TOKEN, or
+    /// RS_KEY=user:pass).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Extra CA certificate(s) (PEM) to trust for an https SOURCE.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,

@@ -1000,6 +1000,7 @@ impl ApplyConfig {
             force: args.force,
             json: args.json,
             http: Options {
+                token_file: args.token_file.clone(),
                 ca_cert: args.ca_cert.clone(),
                 insecure: args.insecure,
                 timeout: Duration::from_secs(args.timeout),

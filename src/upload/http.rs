@@ -44,17 +44,7 @@ impl From<ureq::Error> for Attempt {
     fn from(e: ureq::Error) -> Self {
         // Transport problems: connection refused or reset, timeouts, TLS
         // handshakes cut short. A certificate that does not verify is final.
-        let msg = match &e {
-            // "io: Connection refused (os error 111)" → "connection refused".
-            ureq::Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
-                let r = crate::util::io_reason(io);
-                let mut c = r.chars();
-                c.next()
-                    .map(|f| f.to_lowercase().chain(c).collect())
-                    .unwrap_or(r)
-            }
-            _ => redact_error(&e.to_string()),
-        };
+        let msg = transport_message(&e);
         match e {
             ureq::Error::Timeout(_) => {
                 Attempt::Retry(format!("{msg} (no progress within --timeout)"))
@@ -74,6 +64,21 @@ impl From<ureq::Error> for Attempt {
             }
             _ => Attempt::Retry(msg),
         }
+    }
+}
+
+/// A ureq error as a message: "connection refused", not "io: Connection
+/// refused (os error 111)"; URLs in it without their query string.
+pub fn transport_message(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
+            let r = crate::util::io_reason(io);
+            let mut c = r.chars();
+            c.next()
+                .map(|f| f.to_lowercase().chain(c).collect())
+                .unwrap_or(r)
+        }
+        _ => redact_error(&e.to_string()),
     }
 }
 

@@ -40,7 +40,7 @@ use crate::report::exit::ExitCode;
 use crate::report::ui::{Ui, eprint_line, human};
 use crate::select::scrub::MachineIdMode;
 use crate::signals::Cancel;
-use crate::upload::http::{redact, redact_error};
+use crate::upload::http::{redact, transport_message};
 use crate::util::io_reason;
 use anyhow::Context as _;
 use beneath::Target;
@@ -505,7 +505,7 @@ fn get(
     }
     let resp = req
         .call()
-        .map_err(|e| anyhow::anyhow!("GET {shown}: {}", redact_error(&e.to_string())))?;
+        .map_err(|e| anyhow::anyhow!("GET {shown}: {}", transport_message(&e)))?;
     let status = resp.status().as_u16();
     if status != 200 {
         return Err(anyhow::anyhow!("GET {shown}: HTTP {status}").into());
