@@ -1214,49 +1214,64 @@ fn fstab_names_the_filesystems_mounted_under_the_target_by_uuid() {
 }
 
 #[test]
-fn goldcaps_own_members_are_decompressed_in_parallel_and_foreign_gzip_still_applies() {
-    // Several 1 MiB members: the parallel path, the same tree.
+fn goldcaps_own_members_are_decompressed_in_parallel_and_foreign_streams_still_apply() {
+    // Several 1 MiB gzip members / 2 MiB zstd frames: the parallel path,
+    // with one worker and with three, the same tree as the root's.
     let (env, _) = multi_block_env();
-    let run = env.capture("out", NO_SCRUB);
-    run.ok();
-    let counts = env.path("apply.counts");
-    let dest = env.path("applied");
-    let mut args: Vec<std::ffi::OsString> = vec!["apply".into(), run.file(MANIFEST_JSON).into()];
-    args.extend(["--target".into(), dest.clone().into()]);
-    let out = goldcap_cmd(&args)
-        .env("GOLDCAP_TEST_COUNTS", &counts)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
-    let text = std::fs::read_to_string(&counts).unwrap();
-    let members: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("parallel_gzip_members "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(members >= 8, "{members} members in parallel");
-    let d = diff(
-        &snapshot(&env.root(), VOLATILE),
-        &snapshot(&dest, &[]),
-        &[&[("curtin", "*"), ("srv/sock", "*")][..], REPORTED].concat(),
-    );
-    assert!(d.is_empty(), "{}", d.join("\n"));
+    for (format, ext, tool, min_members) in
+        [("tgz", "tgz", "gzip", 8), ("tzst", "tar.zst", "zstd", 4)]
+    {
+        let run = env.capture(format, &[NO_SCRUB, &["--format", format]].concat());
+        run.ok();
+        let manifest = run.file(MANIFEST_JSON);
+        let mut trees = Vec::new();
+        for threads in ["1", "3"] {
+            let counts = env.path(&format!("{format}-{threads}.counts"));
+            let dest = env.path(&format!("{format}-applied-{threads}"));
+            let mut args: Vec<std::ffi::OsString> = vec!["apply".into(), manifest.clone().into()];
+            args.extend(["--target".into(), dest.clone().into()]);
+            args.extend(["--threads".into(), threads.into()]);
+            let out = goldcap_cmd(&args)
+                .env("GOLDCAP_TEST_COUNTS", &counts)
+                .output()
+                .unwrap();
+            assert_code(&out, 0);
+            let text = std::fs::read_to_string(&counts).unwrap();
+            let members: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("parallel_members "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                members >= min_members,
+                "{format}, {threads} thread(s): {members} members in parallel"
+            );
+            let d = diff(
+                &snapshot(&env.root(), VOLATILE),
+                &snapshot(&dest, &[]),
+                &[&[("curtin", "*"), ("srv/sock", "*")][..], REPORTED].concat(),
+            );
+            assert!(d.is_empty(), "{format}: {}", d.join("\n"));
+            trees.push(dest);
+        }
 
-    // The same tar recompressed by gzip -n (goldcap's header, one member):
-    // one stream, the same tree.
-    let tar = env.path("plain.tar");
-    let z = env.path("foreign.tgz");
-    sh(std::process::Command::new("sh").arg("-c").arg(format!(
-        "gzip -dc {} > {} && gzip -n -c {} > {}",
-        run.artifact().display(),
-        tar.display(),
-        tar.display(),
-        z.display()
-    )));
-    let dest2 = env.path("foreign");
-    let out = apply(&z, &dest2, &[]);
-    assert_code(&out, 0);
-    let d = diff(&snapshot(&dest, &[]), &snapshot(&dest2, &[]), REPORTED);
-    assert!(d.is_empty(), "{}", d.join("\n"));
+        // The same tar recompressed by gzip -n / zstd (one member, one
+        // frame): one stream, the same tree.
+        let tar = env.path(&format!("{format}-plain.tar"));
+        let z = env.path(&format!("foreign.{ext}"));
+        sh(std::process::Command::new("sh").arg("-c").arg(format!(
+            "{tool} -dc {} > {} && {tool} -q -c {} {} > {}",
+            run.any_artifact().display(),
+            tar.display(),
+            if tool == "gzip" { "-n" } else { "" },
+            tar.display(),
+            z.display()
+        )));
+        let dest2 = env.path(&format!("{format}-foreign"));
+        let out = apply(&z, &dest2, &[]);
+        assert_code(&out, 0);
+        let d = diff(&snapshot(&trees[0], &[]), &snapshot(&dest2, &[]), REPORTED);
+        assert!(d.is_empty(), "{format}: {}", d.join("\n"));
+    }
 }

@@ -955,6 +955,8 @@ pub struct ApplyConfig {
     pub hooks: Vec<Hook>,
     /// `--fstab`.
     pub fstab: bool,
+    /// `--threads`: decompression threads (`None`: all cores, at most 4).
+    pub threads: Option<usize>,
 }
 
 impl ApplyConfig {
@@ -992,6 +994,7 @@ impl ApplyConfig {
             nocloud,
             hooks,
             fstab: args.fstab,
+            threads: args.threads.map(|n| n as usize),
             hostname,
             machine_id: args.machine_id,
             source: args.source.clone(),

@@ -1,11 +1,12 @@
 //! `goldcap apply`: lay an artifact onto a target directory — verified as
 //! it streams, safe against hostile archives, with capture's fidelity.
 //!
-//! After the pipeline, the deploy half. One read of the artifact, on two
-//! threads: the reading one bounds its compressed bytes by the MANIFEST's
-//! size, hashes them (md5, sha256: `output::digest`) and decompresses them
-//! (gzip or zstd by magic: `verify`'s [`Decoder`]) into 1 MiB chunks (at
-//! most [`IN_FLIGHT`] queued); this one bounds the tar headers (`verify`'s
+//! After the pipeline, the deploy half. One read of the artifact: the
+//! reading thread bounds its compressed bytes by the MANIFEST's size,
+//! hashes them (md5, sha256: `output::digest`) and decompresses them (gzip
+//! or zstd by magic: `verify`'s [`Decoder`]; goldcap's own members on
+//! worker threads, handed on whole) into chunks (at most [`IN_FLIGHT`]
+//! queued); this thread bounds the tar headers (`verify`'s
 //! [`Guard`]) and writes each entry with [`extract`] beneath the target
 //! ([`beneath`]). A marker file (`.goldcap-apply-incomplete`) is at the
 //! target's root from before the first entry until everything is written
@@ -22,6 +23,8 @@
 mod beneath;
 mod extract;
 mod fstab;
+#[cfg(test)]
+mod fuzz;
 mod machine;
 
 use super::verify::guard::{Guard, PaxSink};
@@ -198,7 +201,7 @@ pub(super) fn run(cfg: &ApplyConfig, verbosity: i8) -> Result<ExitCode> {
     let marker = Marker::create(target.root(), &src, &cfg.target)?;
     ui.start_progress(size, "applying");
     let mut ex = Extractor::new(target);
-    let read = stream(input, &src, &mut ex, &ui);
+    let read = stream(input, &src, cfg.threads, &mut ex, &ui);
     ui.finish_progress();
     let (format, digests, archive) = read.with_context(|| format!("cannot read {}", src.shown))?;
     let mismatched = src
@@ -736,11 +739,13 @@ fn scaffolding(path: &Path, depth: u32) -> bool {
 }
 
 /// Decompressed bytes handed from the reading thread to the extracting
-/// one per message.
+/// one per message, for a stream not in goldcap's layout (its members,
+/// 1 or 2 MiB, are handed on as they are).
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight: the memory between the two threads is bounded by
-/// `(IN_FLIGHT + 2) * CHUNK`.
-const IN_FLIGHT: usize = 4;
+/// `IN_FLIGHT + 2` chunks or members (the parallel decoder's window
+/// aside).
+const IN_FLIGHT: usize = 2;
 
 /// Reads the artifact once: hashed and decompressed on a thread of its
 /// own, extracted on this one while the next chunks decompress. The
@@ -749,6 +754,7 @@ const IN_FLIGHT: usize = 4;
 fn stream(
     input: Box<dyn Read + Send>,
     src: &Source,
+    threads: Option<usize>,
     ex: &mut Extractor,
     ui: &Ui,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
@@ -758,7 +764,9 @@ fn stream(
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("apply-read".into())
-            .spawn_scoped(s, move || read_side(input, limit, ui, &tx, &spare_rx))?;
+            .spawn_scoped(s, move || {
+                read_side(input, limit, threads, ui, &tx, &spare_rx)
+            })?;
         let mut chunks = Chunks {
             rx,
             spare: spare_tx,
@@ -801,31 +809,28 @@ fn stream(
 fn read_side(
     file: Box<dyn Read + Send>,
     limit: u64,
+    threads: Option<usize>,
     ui: &Ui,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
     spare: &mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
     let hashing = HashingReader::new(Limited::new(file, limit)).with_progress(ui);
-    let mut decoder = Decoder::new(BufReader::with_capacity(1 << 20, hashing))?;
+    let mut decoder = Decoder::with_threads(BufReader::with_capacity(1 << 20, hashing), threads)?;
     let format = decoder.format();
     loop {
-        let mut buf = spare.try_recv().unwrap_or_default();
-        buf.resize(CHUNK, 0);
-        let mut n = 0;
-        let read = loop {
-            match decoder.read(&mut buf[n..]) {
-                Ok(0) => break Ok(()),
-                Ok(k) => {
-                    n += k;
-                    if n == buf.len() {
-                        break Ok(());
-                    }
+        // goldcap's members as they were decompressed; anything else in
+        // chunks. Buffers the extractor is done with go round.
+        let (buf, read) = match decoder.take_member() {
+            Ok(Some(member)) => {
+                while let Ok(done) = spare.try_recv() {
+                    decoder.recycle(done);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
+                (member, Ok(()))
             }
+            Ok(None) => fill(&mut decoder, spare.try_recv().unwrap_or_default()),
+            Err(e) => (Vec::new(), Err(e)),
         };
-        buf.truncate(n);
+        let n = buf.len();
         let last = n == 0 || read.is_err();
         let sent = if n > 0 {
             tx.send(Ok(buf)).is_ok()
@@ -839,11 +844,33 @@ fn read_side(
             break;
         }
     }
-    crate::testhook::count("parallel_gzip_members", decoder.parallel_members());
+    crate::testhook::count("parallel_members", decoder.parallel_members());
     let mut rest = decoder.into_inner().into_inner();
     let drained = io::copy(&mut rest, &mut io::sink()).map(drop);
     let (_, hasher) = rest.into_inner();
     Ok((format, hasher.finish(), drained))
+}
+
+/// Up to [`CHUNK`] bytes of the decompressed stream read into `buf`
+/// (fewer only at its end or an error), and how reading ended.
+fn fill<R: Read>(decoder: &mut R, mut buf: Vec<u8>) -> (Vec<u8>, io::Result<()>) {
+    buf.resize(CHUNK, 0);
+    let mut n = 0;
+    let read = loop {
+        match decoder.read(&mut buf[n..]) {
+            Ok(0) => break Ok(()),
+            Ok(k) => {
+                n += k;
+                if n == buf.len() {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    buf.truncate(n);
+    (buf, read)
 }
 
 /// The extracting side of the channel, as a reader.

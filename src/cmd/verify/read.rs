@@ -10,6 +10,7 @@
 use super::Check;
 use super::guard::Guard;
 use super::identity::{Body, Found, Patterns, machine_id_gap};
+use super::pardecode::{Codec, ParDecoder};
 use super::shape::Shape;
 use crate::output::digest::{Hasher, HashingReader};
 use crate::report::escape::escape;
@@ -20,27 +21,35 @@ use std::path::Path;
 
 /// The decompressed tar stream behind a buffered reader.
 pub(in crate::cmd) enum Decoder<R: BufRead> {
-    /// goldcap's own `.tgz`: independent members, decompressed in parallel.
-    ParGzip(Box<super::pargz::ParGunzip<R>>),
+    /// gzip or zstd that starts as goldcap's own artifacts do: their
+    /// independent members decompressed in parallel while that lasts.
+    Parallel(Box<super::pardecode::ParDecoder<R>>),
+    /// Any other gzip.
     Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, R>),
     Plain(R),
 }
 
 impl<R: BufRead> Decoder<R> {
     /// Recognises gzip and zstd by their magic numbers; anything else is
     /// read as plain tar.
-    pub(in crate::cmd) fn new(mut input: R) -> io::Result<Decoder<R>> {
+    pub(in crate::cmd) fn new(input: R) -> io::Result<Decoder<R>> {
+        Self::with_threads(input, None)
+    }
+
+    /// As [`Decoder::new`], with this many threads for goldcap's layout
+    /// (`None`: all cores, at most [`MAX_THREADS`](super::pardecode::MAX_THREADS)).
+    pub(in crate::cmd) fn with_threads(
+        mut input: R,
+        threads: Option<usize>,
+    ) -> io::Result<Decoder<R>> {
         let magic = {
             let b = input.fill_buf()?;
             b[..b.len().min(10)].to_vec()
         };
-        Ok(if super::pargz::looks_like_goldcap(&magic) {
-            Decoder::ParGzip(Box::new(super::pargz::ParGunzip::new(input)))
+        Ok(if let Some(codec) = Codec::sniff(&magic) {
+            Decoder::Parallel(Box::new(ParDecoder::new(input, codec, threads)))
         } else if magic.starts_with(&[0x1f, 0x8b]) {
             Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?)
         } else {
             Decoder::Plain(input)
         })
@@ -49,25 +58,44 @@ impl<R: BufRead> Decoder<R> {
     /// The compression found, by the names artifacts carry.
     pub(in crate::cmd) fn format(&self) -> &'static str {
         match self {
-            Decoder::ParGzip(_) | Decoder::Gzip(_) => "gzip",
-            Decoder::Zstd(_) => "zstd",
+            Decoder::Parallel(d) => match d.codec() {
+                Codec::Gzip => "gzip",
+                Codec::Zstd => "zstd",
+            },
+            Decoder::Gzip(_) => "gzip",
             Decoder::Plain(_) => "uncompressed",
         }
     }
 
-    /// Members decompressed in parallel so far (goldcap's `.tgz` only).
+    /// Members decompressed in parallel so far (goldcap's layout only).
     pub(in crate::cmd) fn parallel_members(&self) -> u64 {
         match self {
-            Decoder::ParGzip(d) => d.parallel_members,
+            Decoder::Parallel(d) => d.parallel_members,
             _ => 0,
+        }
+    }
+
+    /// The next piece of the stream as a whole member decompressed in
+    /// parallel (no copy), or `None`: read on with `read`.
+    pub(in crate::cmd) fn take_member(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Decoder::Parallel(d) => d.take_member(),
+            _ => Ok(None),
+        }
+    }
+
+    /// A buffer the caller is done with, for a later member (only
+    /// goldcap's layout keeps it).
+    pub(in crate::cmd) fn recycle(&mut self, buf: Vec<u8>) {
+        if let Decoder::Parallel(d) = self {
+            d.recycle(buf);
         }
     }
 
     pub(in crate::cmd) fn into_inner(self) -> R {
         match self {
-            Decoder::ParGzip(d) => d.into_inner(),
+            Decoder::Parallel(d) => d.into_inner(),
             Decoder::Gzip(d) => d.into_inner(),
-            Decoder::Zstd(d) => d.finish(),
             Decoder::Plain(r) => r,
         }
     }
@@ -76,9 +104,8 @@ impl<R: BufRead> Decoder<R> {
 impl<R: BufRead> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Decoder::ParGzip(d) => d.read(buf),
+            Decoder::Parallel(d) => d.read(buf),
             Decoder::Gzip(d) => d.read(buf),
-            Decoder::Zstd(d) => d.read(buf),
             Decoder::Plain(r) => r.read(buf),
         }
     }
