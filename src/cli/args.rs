@@ -466,8 +466,9 @@ pub struct ApplyArgs {
     #[arg(long, short = 't', value_name = "DIR")]
     pub target: PathBuf,
     /// Decompression threads for goldcap's own artifacts, gzip and zstd
-    /// alike (default: all cores, at most 4; up to 8; other archives use
-    /// one). Each holds about 6 MiB; the tree is the same for any number.
+    /// alike (default: all cores, at most 4, which keeps memory under 64
+    /// MiB; up to 8; other archives use one). The tree is the same for any
+    /// number.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub threads: Option<u32>,
     /// Apply onto a target that is not empty (what the archive holds

@@ -5,8 +5,8 @@
 //! reading thread bounds its compressed bytes by the MANIFEST's size,
 //! hashes them (md5, sha256: `output::digest`) and decompresses them (gzip
 //! or zstd by magic: `verify`'s [`Decoder`]; goldcap's own members on
-//! worker threads, handed on whole) into chunks (at most [`IN_FLIGHT`]
-//! queued); this thread bounds the tar headers (`verify`'s
+//! worker threads, handed on whole) into chunks (at most [`QUEUED`]
+//! bytes queued); this thread bounds the tar headers (`verify`'s
 //! [`Guard`]) and writes each entry with [`extract`] beneath the target
 //! ([`beneath`]). A marker file (`.goldcap-apply-incomplete`) is at the
 //! target's root from before the first entry until everything is written
@@ -742,10 +742,10 @@ fn scaffolding(path: &Path, depth: u32) -> bool {
 /// one per message, for a stream not in goldcap's layout (its members,
 /// 1 or 2 MiB, are handed on as they are).
 const CHUNK: usize = 1 << 20;
-/// Chunks in flight: the memory between the two threads is bounded by
-/// `IN_FLIGHT + 2` chunks or members (the parallel decoder's window
-/// aside).
-const IN_FLIGHT: usize = 2;
+/// Decompressed bytes queued between the two threads, at most (members or
+/// chunks): enough that the extractor's slow stretches (many small files)
+/// do not stall the reading and decompressing, nor its fast ones starve.
+const QUEUED: usize = 12 << 20;
 
 /// Reads the artifact once: hashed and decompressed on a thread of its
 /// own, extracted on this one while the next chunks decompress. The
@@ -759,14 +759,15 @@ fn stream(
     ui: &Ui,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
     let limit = src.manifest.as_ref().map_or(u64::MAX, |(_, e)| e.size);
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+    let hashing = HashingReader::new(Limited::new(input, limit)).with_progress(ui);
+    let decoder = Decoder::with_threads(BufReader::with_capacity(1 << 20, hashing), threads)?;
+    let queued = (QUEUED / decoder.member_size().unwrap_or(CHUNK)).max(2);
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(queued);
     let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("apply-read".into())
-            .spawn_scoped(s, move || {
-                read_side(input, limit, threads, ui, &tx, &spare_rx)
-            })?;
+            .spawn_scoped(s, move || read_side(decoder, &tx, &spare_rx))?;
         let mut chunks = Chunks {
             rx,
             spare: spare_tx,
@@ -802,20 +803,19 @@ fn stream(
     })
 }
 
-/// The reading thread: file → size bound → md5/sha256 (and progress) →
-/// decompressor → chunks. Once the extractor hangs up (the end, or an
-/// error), the rest of the file is hashed without decompressing it. The
-/// compression, the digests, and how reading the rest ended.
+/// What the reading thread reads: file → size bound → md5/sha256 (and
+/// progress) → decompressor.
+type Reading<'u> = Decoder<BufReader<HashingReader<'u, Limited<Box<dyn Read + Send>>>>>;
+
+/// The reading thread: the decompressed stream in members or chunks to the
+/// extractor. Once the extractor hangs up (the end, or an error), the rest
+/// of the file is hashed without decompressing it. The compression, the
+/// digests, and how reading the rest ended.
 fn read_side(
-    file: Box<dyn Read + Send>,
-    limit: u64,
-    threads: Option<usize>,
-    ui: &Ui,
+    mut decoder: Reading<'_>,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
     spare: &mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
-    let hashing = HashingReader::new(Limited::new(file, limit)).with_progress(ui);
-    let mut decoder = Decoder::with_threads(BufReader::with_capacity(1 << 20, hashing), threads)?;
     let format = decoder.format();
     loop {
         // goldcap's members as they were decompressed; anything else in

@@ -57,7 +57,7 @@ impl Codec {
     }
 
     /// The uncompressed size of every member but the last.
-    fn block(self) -> usize {
+    pub(in crate::cmd) fn block(self) -> usize {
         match self {
             Codec::Gzip => pgzip::BLOCK_SIZE,
             Codec::Zstd => pzstd::FRAME_SIZE,

@@ -67,6 +67,15 @@ impl<R: BufRead> Decoder<R> {
         }
     }
 
+    /// The size of the members [`Decoder::take_member`] hands on (goldcap's
+    /// layout), if it does.
+    pub(in crate::cmd) fn member_size(&self) -> Option<usize> {
+        match self {
+            Decoder::Parallel(d) => Some(d.codec().block()),
+            _ => None,
+        }
+    }
+
     /// Members decompressed in parallel so far (goldcap's layout only).
     pub(in crate::cmd) fn parallel_members(&self) -> u64 {
         match self {
