@@ -28,7 +28,7 @@ mod fuzz;
 mod machine;
 
 use super::verify::guard::{Guard, PaxSink};
-use super::verify::read::Decoder;
+use super::verify::read::{Decoder, SniffFirst};
 use super::verify::{Expected, manifest};
 use super::{print_json, show};
 use crate::cli::config::ApplyConfig;
@@ -759,7 +759,7 @@ fn stream(
     ui: &Ui,
 ) -> io::Result<(&'static str, Digests, io::Result<()>)> {
     let limit = src.manifest.as_ref().map_or(u64::MAX, |(_, e)| e.size);
-    let hashing = HashingReader::new(Limited::new(input, limit)).with_progress(ui);
+    let hashing = HashingReader::new(Limited::new(SniffFirst::new(input), limit)).with_progress(ui);
     let decoder = Decoder::with_threads(BufReader::with_capacity(1 << 20, hashing), threads)?;
     let queued = (QUEUED / decoder.member_size().unwrap_or(CHUNK)).max(2);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(queued);
@@ -805,7 +805,7 @@ fn stream(
 
 /// What the reading thread reads: file → size bound → md5/sha256 (and
 /// progress) → decompressor.
-type Reading<'u> = Decoder<BufReader<HashingReader<'u, Limited<Box<dyn Read + Send>>>>>;
+type Reading<'u> = Decoder<BufReader<HashingReader<'u, Limited<SniffFirst<Box<dyn Read + Send>>>>>>;
 
 /// The reading thread: the decompressed stream in members or chunks to the
 /// extractor. Once the extractor hangs up (the end, or an error), the rest

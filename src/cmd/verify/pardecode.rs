@@ -91,6 +91,8 @@ pub(in crate::cmd) struct ParDecoder<R: BufRead> {
     /// something that is not goldcap's layout (`foreign`).
     input_done: bool,
     foreign: bool,
+    /// A worker failed: members are lost, so every later read is an error.
+    broken: bool,
     /// Started with the first member.
     pool: Option<Pool>,
     /// The member being read with `read`.
@@ -113,6 +115,10 @@ enum State<R: BufRead> {
         carry: Vec<u8>,
         head: usize,
         scanned: usize,
+        /// zstd: the size of the frame at `head` once walked, and how many
+        /// bytes there were at the last walk that found it incomplete.
+        frame: usize,
+        tried: usize,
         input: R,
         eof: bool,
     },
@@ -210,6 +216,8 @@ impl<R: BufRead> ParDecoder<R> {
                 carry: Vec::new(),
                 head: 0,
                 scanned: 0,
+                frame: 0,
+                tried: 0,
                 input,
                 eof: false,
             },
@@ -217,6 +225,7 @@ impl<R: BufRead> ParDecoder<R> {
             sent: 0,
             input_done: false,
             foreign: false,
+            broken: false,
             pool: None,
             cur: Vec::new(),
             pos: 0,
@@ -262,7 +271,10 @@ impl<R: BufRead> ParDecoder<R> {
     /// Takes back a buffer the caller is done with (a member it took, or
     /// any other), for a later member: the same few buffers go round.
     pub(in crate::cmd) fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare_out.len() < self.window() && buf.capacity() >= self.codec.block() {
+        if matches!(self.state, State::Parallel { .. })
+            && self.spare_out.len() < self.window()
+            && buf.capacity() >= self.codec.block()
+        {
             self.spare_out.push(buf);
         }
     }
@@ -277,6 +289,9 @@ impl<R: BufRead> ParDecoder<R> {
     /// once the stream fell back to one sequential stream.
     fn next_output(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
+            if self.broken {
+                return Err(io::Error::other("a decompression thread failed"));
+            }
             if !matches!(self.state, State::Parallel { .. }) {
                 return Ok(None);
             }
@@ -318,15 +333,17 @@ impl<R: BufRead> ParDecoder<R> {
         }
     }
 
+    /// The reply for a member in flight; a worker that is gone took the
+    /// member with it, and the decoder is broken from then on.
     fn wait(&mut self, f: InFlight) -> io::Result<Reply> {
-        match f {
-            InFlight::Done(reply) => Ok(reply),
-            InFlight::Worker(i) => self
-                .pool
-                .as_ref()
-                .and_then(|p| p.workers[i].1.recv().ok())
-                .ok_or_else(|| io::Error::other("a decompression thread failed")),
-        }
+        let reply = match f {
+            InFlight::Done(reply) => Some(reply),
+            InFlight::Worker(i) => self.pool.as_ref().and_then(|p| p.workers[i].1.recv().ok()),
+        };
+        reply.ok_or_else(|| {
+            self.broken = true;
+            io::Error::other("a decompression thread failed")
+        })
     }
 
     /// Sends a member to the next worker (or decompresses it here if no
@@ -364,6 +381,10 @@ impl<R: BufRead> ParDecoder<R> {
     /// Switches to one stream: `before`, then what was read and not sent,
     /// then the rest of the input.
     fn fall_back(&mut self, mut before: Vec<u8>) -> io::Result<()> {
+        // The buffers of the parallel path are not needed any more.
+        self.spare_out = Vec::new();
+        self.spare_in = Vec::new();
+        self.pool = None;
         if let State::Parallel {
             carry, head, input, ..
         } = std::mem::replace(&mut self.state, State::Poisoned)
@@ -390,6 +411,8 @@ impl<R: BufRead> ParDecoder<R> {
             carry,
             head,
             scanned,
+            frame,
+            tried,
             input,
             eof,
         } = &mut self.state
@@ -411,13 +434,21 @@ impl<R: BufRead> ParDecoder<R> {
                     *scanned = at;
                     next.or((*eof && !rest.is_empty()).then_some(rest.len()))
                 }
-                // Whole by its own block headers; whether it is the last
+                // Whole by its own block headers, walked again only once
+                // the bytes doubled (a frame of many tiny blocks costs a
+                // walk each time), or at the end; whether it is the last
                 // once a byte after it was read, or the input ended.
-                Codec::Zstd => match zstd::zstd_safe::find_frame_compressed_size(rest) {
-                    Ok(n) if n > 0 && (rest.len() > n || *eof) => Some(n),
-                    Ok(_) | Err(_) if *eof && !rest.is_empty() => return Ok(Next::Foreign),
-                    _ => None,
-                },
+                Codec::Zstd => {
+                    let walk = rest.len() >= 2 * *tried || *eof || rest.len() > codec.max_member();
+                    if *frame == 0 && walk {
+                        match zstd::zstd_safe::find_frame_compressed_size(rest) {
+                            Ok(n) if n > 0 => *frame = n,
+                            _ if *eof && !rest.is_empty() => return Ok(Next::Foreign),
+                            _ => *tried = rest.len(),
+                        }
+                    }
+                    (*frame > 0 && (rest.len() > *frame || *eof)).then_some(*frame)
+                }
             };
             if let Some(n) = found {
                 break *head + n;
@@ -446,7 +477,7 @@ impl<R: BufRead> ParDecoder<R> {
         member.clear();
         member.extend_from_slice(&carry[*head..end]);
         *head = end;
-        *scanned = 0;
+        (*scanned, *frame, *tried) = (0, 0, 0);
         let last = *eof && end == carry.len();
         Ok(Next::Member(member, last))
     }
@@ -471,16 +502,17 @@ fn next_gzip_header(buf: &[u8], from: usize) -> (usize, Option<usize>) {
     (end.max(from), None)
 }
 
-/// A worker's decompression context, kept from one member to the next.
+/// A worker's decompression context, kept from one member to the next
+/// (`None`: it could not be made, and no member decompresses here).
 enum Ctx {
-    Gzip(Box<libdeflater::Decompressor>),
+    Gzip(Option<Inflater>),
     Zstd(Option<zstd::zstd_safe::DCtx<'static>>),
 }
 
 impl Ctx {
     fn new(codec: Codec) -> Ctx {
         match codec {
-            Codec::Gzip => Ctx::Gzip(Box::new(libdeflater::Decompressor::new())),
+            Codec::Gzip => Ctx::Gzip(Inflater::new()),
             Codec::Zstd => Ctx::Zstd(zstd::zstd_safe::DCtx::try_create()),
         }
     }
@@ -494,31 +526,71 @@ impl Ctx {
             Ctx::Zstd(_) => Codec::Zstd.block(),
         };
         let got = match self {
-            Ctx::Gzip(d) => gunzip(d, member, block, buf),
+            Ctx::Gzip(Some(d)) => gunzip(d, member, block, buf),
             Ctx::Zstd(Some(d)) => unzstd(d, member, block, buf),
-            Ctx::Zstd(None) => None,
+            Ctx::Gzip(None) | Ctx::Zstd(None) => None,
         };
         got.filter(|d| d.len() == block || last)
     }
 }
 
+/// libdeflate's decompressor, called through `libdeflate_gzip_decompress_ex`,
+/// which says how many input bytes the member used: libdeflater's
+/// `gzip_decompress` stops at the member's trailer and ignores what follows,
+/// so bytes gzip(1) calls trailing garbage — or hides behind — would pass.
+struct Inflater(std::ptr::NonNull<libdeflate_sys::libdeflate_decompressor>);
+
+// SAFETY: a libdeflate decompressor has no thread affinity; it is only used
+// through `&mut self`, one call at a time.
+unsafe impl Send for Inflater {}
+
+impl Inflater {
+    fn new() -> Option<Inflater> {
+        // SAFETY: takes nothing; returns null when it cannot allocate.
+        std::ptr::NonNull::new(unsafe { libdeflate_sys::libdeflate_alloc_decompressor() })
+            .map(Inflater)
+    }
+
+    /// Whether `member` is exactly one gzip member (every byte of it used,
+    /// CRC and ISIZE checked by libdeflate) whose content fills `out`.
+    fn gunzip_exact(&mut self, member: &[u8], out: &mut [u8]) -> bool {
+        let (mut used, mut written) = (0usize, 0usize);
+        // SAFETY: the decompressor is live (freed only in `drop`); the input
+        // and output pointers and lengths come from live slices, and the two
+        // counts are valid places to write.
+        let r = unsafe {
+            libdeflate_sys::libdeflate_gzip_decompress_ex(
+                self.0.as_ptr(),
+                member.as_ptr().cast(),
+                member.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                &mut used,
+                &mut written,
+            )
+        };
+        r == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+            && used == member.len()
+            && written == out.len()
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once.
+        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0.as_ptr()) }
+    }
+}
+
 /// One gzip member, of at most `block` bytes by its trailer, into `out`.
-fn gunzip(
-    d: &mut libdeflater::Decompressor,
-    member: &[u8],
-    block: usize,
-    mut out: Vec<u8>,
-) -> Option<Vec<u8>> {
+fn gunzip(d: &mut Inflater, member: &[u8], block: usize, mut out: Vec<u8>) -> Option<Vec<u8>> {
     let t = member.len().checked_sub(4)?;
     let isize = u32::from_le_bytes(member[t..].try_into().expect("4 bytes")) as usize;
     if isize > block {
         return None;
     }
     out.resize(isize, 0);
-    match d.gzip_decompress(member, &mut out) {
-        Ok(n) if n == isize => Some(out),
-        _ => None,
-    }
+    d.gunzip_exact(member, &mut out).then_some(out)
 }
 
 /// One zstd frame, of at most `block` bytes by its header, into `out`.
@@ -663,6 +735,90 @@ mod tests {
             // Cut short: an error too.
             let (out, _) = decode(&good[..good.len() * 2 / 3], 2);
             assert!(out.is_err(), "{format:?} cut short");
+        }
+    }
+
+    /// The sequential decoders' reading of `z`: what the parallel one must
+    /// give, or fail on.
+    fn sequential(z: &[u8], codec: Codec) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        match codec {
+            Codec::Gzip => flate2::bufread::MultiGzDecoder::new(z).read_to_end(&mut out),
+            Codec::Zstd => zstd::stream::read::Decoder::with_buffer(z)?.read_to_end(&mut out),
+        }
+        .map(|_| out)
+    }
+
+    #[test]
+    fn bytes_beside_members_are_never_skipped() {
+        let data = data(3 << 20);
+        let gz = goldcap(&data, Format::Tgz);
+        // Where the second member starts.
+        let second = (1..gz.len()).find(|&i| is_gzip_header(&gz[i..])).unwrap();
+        let named = |d: &[u8]| {
+            let mut e = flate2::GzBuilder::new()
+                .filename("x")
+                .write(Vec::new(), flate2::Compression::fast());
+            e.write_all(d).unwrap();
+            e.finish().unwrap()
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            // A gzip member with a name (not goldcap's header) after one
+            // of goldcap's, of a whole block: its content is gzip's too.
+            (
+                "named member after",
+                [&gz[..], &named(&data[..1 << 20])].concat(),
+            ),
+            // gzip(1) calls these trailing garbage, or stops at them.
+            ("trailer repeated", [&gz[..], &gz[gz.len() - 8..]].concat()),
+            ("zeros after", [&gz[..], &[0u8; 16][..]].concat()),
+            (
+                "junk between",
+                [&gz[..second], b"garbage!\0\0\x10\0", &gz[second..]].concat(),
+            ),
+            (
+                "trailer copy between",
+                [&gz[..second], &gz[second - 8..second], &gz[second..]].concat(),
+            ),
+        ];
+        for (what, z) in cases {
+            let want = sequential(&z, Codec::Gzip);
+            for threads in [1, 2] {
+                let (got, _) = decode(&z, threads);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => assert!(w == g, "{what}: {} bytes, not {}", g.len(), w.len()),
+                    (Err(_), Err(_)) => {}
+                    _ => panic!(
+                        "{what}: sequential {:?}, parallel {:?}",
+                        want.as_ref().map(Vec::len),
+                        got.as_ref().map(Vec::len)
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_format_is_recognised_whatever_the_first_read_holds() {
+        /// Hands out one byte per read, as a slow network body may.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let data = data(3 << 20);
+        for (format, name) in [(Format::Tgz, "gzip"), (Format::Tzst, "zstd")] {
+            let z = goldcap(&data, format);
+            let input = io::BufReader::new(super::super::read::SniffFirst::new(Trickle(&z)));
+            let mut d = super::super::read::Decoder::new(input).unwrap();
+            assert_eq!(d.format(), name);
+            let mut out = Vec::new();
+            d.read_to_end(&mut out).unwrap();
+            assert!(out == data, "{name}");
         }
     }
 }

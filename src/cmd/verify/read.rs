@@ -120,6 +120,45 @@ impl<R: BufRead> Read for Decoder<R> {
     }
 }
 
+/// The bytes [`Decoder::new`] looks at to recognise the compression.
+const SNIFF: usize = 10;
+
+/// A reader whose first read fills the caller's buffer up to [`SNIFF`]
+/// bytes (or the end): a network body may deliver a few bytes first, and
+/// the decoder recognises the compression by what its first `fill_buf`
+/// holds. Goes beneath the `BufReader` a [`Decoder`] reads.
+pub(in crate::cmd) struct SniffFirst<R> {
+    inner: R,
+    first: bool,
+}
+
+impl<R> SniffFirst<R> {
+    pub(in crate::cmd) fn new(inner: R) -> SniffFirst<R> {
+        SniffFirst { inner, first: true }
+    }
+}
+
+impl<R: Read> Read for SniffFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !std::mem::take(&mut self.first) {
+            return self.inner.read(buf);
+        }
+        let want = buf.len().min(SNIFF);
+        let mut n = 0;
+        while n < want {
+            match self.inner.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // What came is handed on; the next read meets the error.
+                Err(_) if n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// What one read of an artifact gives: the entry count (or why the archive
 /// could not be read to its end), the checks of its shape (when it could),
 /// its compression and the digests of the whole file.
