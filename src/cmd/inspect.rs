@@ -257,20 +257,27 @@ pub fn read_facts(path: &Path) -> Result<Facts> {
     read_manifest(path)
 }
 
+/// Every member of `artifact` ([`members`]), or why it could not be read.
+fn read_members(artifact: &Path, digest: bool) -> Result<Vec<Member>> {
+    let mut v = Vec::new();
+    members(artifact, digest, |m| v.push(m)).map_err(|e| {
+        Error::from(anyhow::anyhow!(
+            "cannot read {}: {}",
+            artifact.display(),
+            crate::util::io_reason(&e)
+        ))
+    })?;
+    Ok(v)
+}
+
 /// Runs `goldcap inspect`.
 pub(super) fn run_inspect(given: &Path, list: bool, json: bool) -> Result<ExitCode> {
     let p = pair(given)?;
     let facts = p.manifest.as_deref().map(read_facts).transpose()?;
-    let mut listed = Vec::new();
-    if list {
-        members(&p.artifact, false, |m| listed.push(m)).map_err(|e| {
-            Error::from(anyhow::anyhow!(
-                "cannot read {}: {}",
-                p.artifact.display(),
-                crate::util::io_reason(&e)
-            ))
-        })?;
-    }
+    let listed = match list {
+        true => read_members(&p.artifact, false)?,
+        false => Vec::new(),
+    };
     if json {
         print_json(&serde_json::json!({
             "artifact": escape(p.artifact.as_os_str().as_encoded_bytes()),
@@ -515,17 +522,7 @@ pub(super) fn run_diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {
             "goldcap: warning: packages not compared: a MANIFEST is missing",
         ),
     }
-    let read = |p: &Pair| -> Result<Vec<Member>> {
-        let mut v = Vec::new();
-        members(&p.artifact, true, |m| v.push(m)).map_err(|e| {
-            Error::from(anyhow::anyhow!(
-                "cannot read {}: {}",
-                p.artifact.display(),
-                crate::util::io_reason(&e)
-            ))
-        })?;
-        Ok(v)
-    };
+    let read = |p: &Pair| read_members(&p.artifact, true);
     // The MANIFESTs' own records when both have them (nothing to read
     // again); otherwise the two archives, hashed as they stream.
     match (recorded(&pa)?, recorded(&pb)?) {

@@ -87,10 +87,8 @@ pub(in crate::cmd) struct ParDecoder<R: BufRead> {
     inflight: VecDeque<InFlight>,
     /// Members sent so far (the next goes to worker `sent % workers`).
     sent: usize,
-    /// No member follows those in flight: the end of the input, or
-    /// something that is not goldcap's layout (`foreign`).
-    input_done: bool,
-    foreign: bool,
+    /// What follows the members in flight.
+    ahead: Ahead,
     /// A worker failed: members are lost, so every later read is an error.
     broken: bool,
     /// Started with the first member.
@@ -192,6 +190,17 @@ impl Pool {
     }
 }
 
+/// What follows the members in flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ahead {
+    /// More members (or not known yet).
+    Members,
+    /// The end of the input.
+    End,
+    /// Something that is not goldcap's layout, for the sequential decoder.
+    Foreign,
+}
+
 /// What the input holds next.
 enum Next {
     /// A whole member's bytes, and whether it ends the stream.
@@ -223,8 +232,7 @@ impl<R: BufRead> ParDecoder<R> {
             },
             inflight: VecDeque::new(),
             sent: 0,
-            input_done: false,
-            foreign: false,
+            ahead: Ahead::Members,
             broken: false,
             pool: None,
             cur: Vec::new(),
@@ -295,18 +303,15 @@ impl<R: BufRead> ParDecoder<R> {
             if !matches!(self.state, State::Parallel { .. }) {
                 return Ok(None);
             }
-            while !self.input_done && self.inflight.len() < self.window() {
+            while self.ahead == Ahead::Members && self.inflight.len() < self.window() {
                 match self.next_member()? {
                     Next::Member(input, last) => self.send(input, last),
-                    Next::End => self.input_done = true,
-                    Next::Foreign => {
-                        self.input_done = true;
-                        self.foreign = true;
-                    }
+                    Next::End => self.ahead = Ahead::End,
+                    Next::Foreign => self.ahead = Ahead::Foreign,
                 }
             }
             let Some(oldest) = self.inflight.pop_front() else {
-                if self.foreign {
+                if self.ahead == Ahead::Foreign {
                     self.fall_back(Vec::new())?;
                 }
                 return Ok(None);
@@ -642,15 +647,8 @@ impl<R: BufRead> Read for ParDecoder<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::compress::{Compressor, Format};
+    use crate::output::compress::{Format, compress_all as goldcap};
     use std::io::Write;
-
-    /// `data` as goldcap writes it.
-    fn goldcap(data: &[u8], format: Format) -> Vec<u8> {
-        let mut enc = Compressor::new(Vec::new(), format, 3, 2).unwrap();
-        enc.write_all(data).unwrap();
-        enc.finish().unwrap()
-    }
 
     fn data(len: usize) -> Vec<u8> {
         (0..len as u32)

@@ -120,6 +120,16 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
+/// `data` compressed whole as goldcap writes it (independent 1 MiB gzip
+/// members or 2 MiB zstd frames), for the tests of the readers of that
+/// layout.
+#[cfg(test)]
+pub fn compress_all(data: &[u8], format: Format) -> Vec<u8> {
+    let mut c = Compressor::new(Vec::new(), format, 1, 2).unwrap();
+    c.write_all(data).unwrap();
+    c.finish().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
