@@ -8,9 +8,9 @@
 //! decompresses one — and never reads a file a second time to hash it.
 //! This module must never hash anything but the bytes that actually passed.
 
-use md5::{Digest, Md5};
+use super::md5::Md5;
 use serde::Serialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 
 use crate::report::ui::Ui;
@@ -30,7 +30,7 @@ pub use crate::util::hex;
 /// The md5 of `data`, raw (S3 parts: `Content-MD5` and the multipart ETag
 /// are built from it).
 pub fn md5(data: &[u8]) -> [u8; 16] {
-    Md5::digest(data).into()
+    Md5::digest(data)
 }
 
 /// md5 and sha256 of a stream, fed piece by piece, with its size.

@@ -12,5 +12,6 @@ pub mod atomic;
 pub mod compress;
 pub mod digest;
 pub mod manifest;
+pub mod md5;
 pub mod naming;
 pub mod tee;

@@ -10,8 +10,8 @@
 //! never report digests of anything but the bytes the inner writer took.
 
 use super::digest::{Digests, Hasher, hex};
-use md5::{Digest, Md5};
-use sha2::Sha256;
+use super::md5::Md5;
+use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -64,7 +64,7 @@ impl HashThreads {
                         forward = None;
                     }
                 }
-                h.finalize().into()
+                h.finalize()
             })?;
         Ok(HashThreads {
             to_md5,

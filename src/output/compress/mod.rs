@@ -135,8 +135,8 @@ mod tests {
     use super::*;
     use crate::output::digest::hex;
     use crate::output::tee::HashTee;
-    use md5::{Digest, Md5};
-    use sha2::Sha256;
+    use md5_reference::Md5;
+    use sha2::{Digest, Sha256};
     use std::io::Read;
 
     struct Full(usize);
