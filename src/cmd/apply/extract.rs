@@ -12,9 +12,11 @@
 //! checked ([`relative`]) and its parent opened through
 //! [`Target`], so a name that leaves the target, goes through a symlink,
 //! or a hardlink to anything not extracted earlier in this run is refused
-//! and listed, never written. Metadata that cannot be set is a warning.
-//! Memory: 8 bytes per extracted non-directory (for hardlinks) and the
-//! metadata of each directory until the end. This module must never write
+//! and listed, never written. Metadata that cannot be set is a warning. A
+//! plain file's body goes from the decompressed stream to the file
+//! ([`Body`]), not through tar-rs's copy. Memory: 8 bytes per extracted
+//! non-directory (for hardlinks) and the metadata of each directory until
+//! the end. This module must never write
 //! through a path: only through a directory descriptor and one name.
 
 use super::beneath::{Fault, Target, remove};
@@ -266,6 +268,22 @@ fn io_ctx(what: String) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), TargetError(format!("{what}: {e}")))
 }
 
+/// `e`, from writing the target, as a [`TargetError`] that says `what`.
+pub(super) fn target_error(what: &str, e: io::Error) -> io::Error {
+    io_ctx(what.to_owned())(e)
+}
+
+/// The decompressed stream the tar reader reads, when a plain file's body
+/// can be written to the file from it directly: tar-rs only copies a body
+/// into its caller's buffer, one more pass over every byte extracted.
+pub(super) trait Body {
+    /// Writes the stream's next `len` bytes (fewer only at its end) to
+    /// `w`, and has the tar reader count them through without copying
+    /// when it next skips them — as it does the rest of an entry's body,
+    /// unread, before the next header. The bytes written.
+    fn write_next(&self, w: &mut File, len: u64) -> io::Result<u64>;
+}
+
 fn ts((sec, nsec): (i64, u32)) -> Timestamps {
     let t = Timespec {
         tv_sec: sec,
@@ -298,10 +316,13 @@ impl Extractor {
 
     /// Writes one entry. `Err` only when the target cannot be written or
     /// the archive cannot be read; refusals are listed.
+    /// `body`: the stream `e` is read from, to write a plain file's body
+    /// from directly.
     pub(super) fn entry<R: Read>(
         &mut self,
         e: &mut tar::Entry<'_, R>,
         pax_raw: Option<&[u8]>,
+        body: Option<&dyn Body>,
     ) -> io::Result<()> {
         let et = e.header().entry_type();
         if et.is_pax_global_extensions() {
@@ -387,7 +408,7 @@ impl Extractor {
             self.finish_at(parent, name, &rel, &meta, false);
             true
         } else if et.is_file() || et.is_contiguous() || et.is_gnu_sparse() {
-            self.file(e, &pax, parent, name, &rel, &meta, &shown)?;
+            self.file(e, &pax, parent, name, &rel, &meta, &shown, body)?;
             true
         } else {
             self.applied.refused.push(format!(
@@ -630,6 +651,7 @@ impl Extractor {
         rel: &[u8],
         meta: &Meta,
         shown: &str,
+        body: Option<&dyn Body>,
     ) -> io::Result<()> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -660,6 +682,11 @@ impl Extractor {
                 .realsize
                 .ok_or_else(|| bad(shown, "no GNU.sparse.realsize or GNU.sparse.size"))?;
             self.segments(e, &mut file, segs, e.size(), realsize, shown)?;
+        } else if let Some(body) = body.filter(|_| !e.header().entry_type().is_gnu_sparse()) {
+            // The body, as it stands in the stream (an old GNU sparse
+            // entry's is not: tar-rs puts its holes back).
+            let n = body.write_next(&mut file, e.size())?;
+            self.applied.bytes += n;
         } else {
             self.copy(e, &mut file, u64::MAX)?;
         }

@@ -8,7 +8,8 @@
 //! worker threads, handed on whole) into chunks (at most [`QUEUED`]
 //! bytes queued); this thread bounds the tar headers (`verify`'s
 //! [`Guard`]) and writes each entry with [`extract`] beneath the target
-//! ([`beneath`]). A marker file (`.goldcap-apply-incomplete`) is at the
+//! ([`beneath`]), a plain file's body straight from the decompressed
+//! members ([`extract::Body`]). A marker file (`.goldcap-apply-incomplete`) is at the
 //! target's root from before the first entry until everything is written
 //! and the digests matched; a mismatch, a refused entry or an unreadable
 //! archive leaves it, with why, and exits 4. Without a MANIFEST, stderr and
@@ -768,19 +769,20 @@ fn stream(
         let reader = std::thread::Builder::new()
             .name("apply-read".into())
             .spawn_scoped(s, move || read_side(decoder, &tx, &spare_rx))?;
-        let mut chunks = Chunks {
+        let chunks = SharedChunks(std::rc::Rc::new(std::cell::RefCell::new(Chunks {
             rx,
             spare: spare_tx,
             cur: Vec::new(),
             pos: 0,
-        };
+            written_ahead: 0,
+        })));
         let pax = PaxSink::default();
-        let mut ar = tar::Archive::new(Guard::new(&mut chunks).with_pax_sink(pax.clone()));
+        let mut ar = tar::Archive::new(Guard::new(chunks.clone()).with_pax_sink(pax.clone()));
         let walked = (|| -> io::Result<()> {
             for entry in ar.entries()? {
                 let mut e = entry?;
                 let records = pax.borrow_mut().take();
-                ex.entry(&mut e, records.as_deref())?;
+                ex.entry(&mut e, records.as_deref(), Some(&chunks))?;
                 ui.add_entry();
             }
             Ok(())
@@ -873,16 +875,22 @@ fn fill<R: Read>(decoder: &mut R, mut buf: Vec<u8>) -> (Vec<u8>, io::Result<()>)
     (buf, read)
 }
 
-/// The extracting side of the channel, as a reader.
+/// The extracting side of the channel: the decompressed stream, read by
+/// the tar reader and — a plain file's body — written straight to the file
+/// by the extractor ([`extract::Body`]).
 struct Chunks {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     spare: mpsc::Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// Bytes the extractor wrote from the stream that the tar reader has
+    /// not yet passed: the rest of the body it is about to skip.
+    written_ahead: u64,
 }
 
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Chunks {
+    /// Makes `cur[pos..]` hold unread bytes; `false` at the stream's end.
+    fn fill(&mut self) -> io::Result<bool> {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(next)) => {
@@ -891,13 +899,58 @@ impl Read for Chunks {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(mpsc::RecvError) => return Ok(0),
+                Err(mpsc::RecvError) => return Ok(false),
             }
+        }
+        Ok(true)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.written_ahead > 0 {
+            // The tar reader skipping a body the extractor already wrote
+            // (tar-rs reads a body it skips into a buffer it discards):
+            // the bytes are counted through, not copied.
+            let n = buf
+                .len()
+                .min(usize::try_from(self.written_ahead).unwrap_or(usize::MAX));
+            self.written_ahead -= n as u64;
+            return Ok(n);
+        }
+        if !self.fill()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// [`Chunks`], shared by the tar reader (through the guard) and the
+/// extractor on the one extracting thread.
+#[derive(Clone)]
+struct SharedChunks(std::rc::Rc<std::cell::RefCell<Chunks>>);
+
+impl Read for SharedChunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+impl extract::Body for SharedChunks {
+    fn write_next(&self, w: &mut std::fs::File, len: u64) -> io::Result<u64> {
+        let mut c = self.0.borrow_mut();
+        debug_assert_eq!(c.written_ahead, 0, "a body is written once, then skipped");
+        let mut left = len;
+        while left > 0 && c.fill()? {
+            let n = (c.cur.len() - c.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+            w.write_all(&c.cur[c.pos..c.pos + n])
+                .map_err(|e| extract::target_error("cannot write", e))?;
+            c.pos += n;
+            c.written_ahead += n as u64;
+            left -= n as u64;
+        }
+        Ok(len - left)
     }
 }
 
