@@ -210,6 +210,34 @@ fn without_a_manifest_it_applies_and_says_nothing_was_verified() {
     assert!(!dest.join(MARKER).exists());
 }
 
+#[test]
+fn an_archive_cut_inside_a_file_exits_4_and_says_where() {
+    require_tool("tar");
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("first"), b"whole").unwrap();
+    std::fs::write(src.join("big"), &body).unwrap();
+    let tar = env.path("cut.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["-cf"])
+        .arg(&tar)
+        .args(["first", "big"]));
+    // GNU tar: headers and bodies in 512-byte blocks; cut 1 MB into big's.
+    let whole = std::fs::read(&tar).unwrap();
+    std::fs::write(&tar, &whole[..1_000_000]).unwrap();
+    let dest = env.path("applied");
+    let out = apply(&tar, &dest, &[]);
+    assert_code(&out, 4);
+    let err = stderr(&out);
+    assert!(err.contains("cut short inside big"), "{err}");
+    assert!(dest.join(MARKER).is_file());
+    assert_eq!(std::fs::read(dest.join("first")).unwrap(), b"whole");
+}
+
 /// Writes `script` (Python, with `t` an open `tarfile` and helpers `f`,
 /// `sym`, `hard`, `d`) into the archive `path`.
 fn python_tar(path: &Path, script: &str) {

@@ -280,7 +280,9 @@ pub(super) trait Body {
     /// Writes the stream's next `len` bytes (fewer only at its end) to
     /// `w`, and has the tar reader count them through without copying
     /// when it next skips them — as it does the rest of an entry's body,
-    /// unread, before the next header. The bytes written.
+    /// unread, before the next header. The bytes written. Once it was
+    /// called, the entry must not be read: its reads would count bytes
+    /// without filling the buffer.
     fn write_next(&self, w: &mut File, len: u64) -> io::Result<u64>;
 }
 
@@ -687,6 +689,12 @@ impl Extractor {
             // entry's is not: tar-rs puts its holes back).
             let n = body.write_next(&mut file, e.size())?;
             self.applied.bytes += n;
+            if n < e.size() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("cut short inside {shown}"),
+                ));
+            }
         } else {
             self.copy(e, &mut file, u64::MAX)?;
         }

@@ -1,7 +1,8 @@
 //! The fuzz target `apply` and `verify` share: seeded hostile archives —
 //! names with `..` or a `/` in front, files below symlinks that lead out,
 //! hard links out, a PAX xattr and mtime, a PAX 1.0 sparse file, a GNU
-//! long name, a machine-id and a hard link to it — mutated as plain tar,
+//! long name, a machine-id and a hard link to it, a body sized by PAX
+//! alone, a contiguous file, a hard link with a body — mutated as plain tar,
 //! before and after gzip or zstd compression, and in goldcap's own layout
 //! (several 1 MiB gzip members or 2 MiB zstd frames, the parallel
 //! decoder's input) with their compressed bytes mutated; and random bytes.
@@ -59,6 +60,20 @@ fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
     meta(out, b'x', &body);
 }
 
+/// The body of the seed's file sized by its PAX header alone.
+const PAX_SIZED: [u8; 700] = {
+    let mut b = [b'p'; 700];
+    b[699] = b'!';
+    b
+};
+
+/// The seed's filler file, `len` bytes.
+fn fill(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
 /// The seed: every entry kind the readers treat with care; `sentinel` is
 /// the absolute path of the directory beside the target; `filler` bytes of
 /// a regular file make it span several blocks when it is large.
@@ -103,11 +118,16 @@ fn seed(sentinel: &[u8], filler: usize) -> Vec<u8> {
     body.extend_from_slice(b"abc");
     member(&mut a, b'0', b"./d/GNUSparseFile.0/sparse", b"", &body);
     member(&mut a, b'6', b"./d/fifo", b"", b"");
+    // A body whose size only the PAX header gives (the ustar one says 0),
+    // a contiguous file, a hard link that carries a body.
+    pax(&mut a, &[("size", b"700")]);
+    member(&mut a, b'0', b"./d/paxsize", b"", b"");
+    a.extend(PAX_SIZED);
+    a.resize(a.len().next_multiple_of(512), 0);
+    member(&mut a, b'7', b"./d/c7", b"", b"seven");
+    member(&mut a, b'1', b"./h3", b"./d/f", b"skipped");
     if filler > 0 {
-        let fill: Vec<u8> = (0..filler as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        member(&mut a, b'0', b"./srv/fill", b"", &fill);
+        member(&mut a, b'0', b"./srv/fill", b"", &fill(filler));
     }
     a.extend_from_slice(&[0; 1024]);
     a
@@ -144,8 +164,9 @@ fn listing(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 }
 
 /// `apply`'s read of `path` into `target`: the stream as `run` drives it,
-/// then the directories' and the root's metadata. What it refused.
-fn apply_file(path: &Path, target: &Path, threads: usize) -> u64 {
+/// then the directories' and the root's metadata. What it refused, and
+/// whether the archive read to its end without an error.
+fn apply_file(path: &Path, target: &Path, threads: usize) -> (u64, bool) {
     let src = Source {
         artifact: Artifact::File(path.to_owned()),
         shown: path.display().to_string(),
@@ -154,10 +175,10 @@ fn apply_file(path: &Path, target: &Path, threads: usize) -> u64 {
     let ui = Ui::new(-1, false);
     let mut ex = Extractor::new(Target::open(target).unwrap());
     let input = Box::new(std::fs::File::open(path).unwrap());
-    let _ = stream(input, &src, Some(threads), &mut ex, &ui);
+    let read = stream(input, &src, Some(threads), &mut ex, &ui);
     ex.finish_dirs();
     let _ = ex.finish_root(|_| Ok(()));
-    ex.applied.refused.count
+    (ex.applied.refused.count, matches!(read, Ok((_, _, Ok(())))))
 }
 
 #[test]
@@ -214,13 +235,22 @@ fn hostile_archives_never_panic_nor_write_beside_the_target() {
         let _ = crate::cmd::verify::verify(&path, None);
         let _ = std::fs::remove_dir_all(&target);
         std::fs::create_dir(&target).unwrap();
-        let refused = apply_file(&path, &target, 1 + round % 3);
+        let (refused, read) = apply_file(&path, &target, 1 + round % 3);
         if pristine {
-            // The four escapes refused, the rest written.
+            // The four escapes refused, the rest written as it was.
+            assert!(read, "round {round}: the archive read failed");
             assert_eq!(refused, 4, "round {round}");
-            assert_eq!(std::fs::read(target.join("h")).unwrap(), b"data");
-            let sparse = std::fs::read(target.join("d/sparse")).unwrap();
+            let file = |name: &str| std::fs::read(target.join(name)).unwrap();
+            assert_eq!(file("h"), b"data");
+            assert_eq!(file("h3"), b"data");
+            assert_eq!(file("d/c7"), b"seven");
+            assert_eq!(file("d/paxsize"), PAX_SIZED);
+            let sparse = file("d/sparse");
             assert_eq!((sparse.len(), &sparse[4096..4099]), (100_000, &b"abc"[..]));
+            if round % 8 != 0 {
+                // goldcap's layout: the file that spans members.
+                assert!(file("srv/fill") == fill(5 << 20), "round {round}: srv/fill");
+            }
         }
         let beside = names(t.path());
         assert_eq!(

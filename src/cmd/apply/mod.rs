@@ -788,8 +788,17 @@ fn stream(
             Ok(())
         })();
         let mut guard = ar.into_inner();
-        // The rest of the decompressed stream (end-of-archive blocks).
-        let archive = walked.and_then(|()| io::copy(&mut guard, &mut io::sink()).map(drop));
+        // The rest of the decompressed stream (end-of-archive blocks), once
+        // the last body written straight from it was passed.
+        let archive = walked
+            .and_then(|()| match chunks.0.borrow().written_ahead {
+                0 => Ok(()),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "internal error: the archive ended inside a file body",
+                )),
+            })
+            .and_then(|()| io::copy(&mut guard, &mut io::sink()).map(drop));
         // Stops the reading thread's decompression if we stopped early; it
         // still hashes the rest of the file.
         drop(guard);
@@ -940,7 +949,14 @@ impl Read for SharedChunks {
 impl extract::Body for SharedChunks {
     fn write_next(&self, w: &mut std::fs::File, len: u64) -> io::Result<u64> {
         let mut c = self.0.borrow_mut();
-        debug_assert_eq!(c.written_ahead, 0, "a body is written once, then skipped");
+        if c.written_ahead != 0 {
+            // A body written before the last was skipped: the next header
+            // would be counted through, not read.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "internal error: a file body was written before the last one was passed",
+            ));
+        }
         let mut left = len;
         while left > 0 && c.fill()? {
             let n = (c.cur.len() - c.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
