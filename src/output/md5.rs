@@ -446,6 +446,7 @@ impl Md5 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::Rng;
     use crate::util::hex;
 
     /// RFC 1321 appendix A.5.
@@ -474,16 +475,9 @@ mod tests {
         }
     }
 
+    /// `len` bytes that differ with `seed`.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        Rng(seed | 1).bytes(len)
     }
 
     fn reference(data: &[u8]) -> [u8; 16] {
@@ -505,21 +499,18 @@ mod tests {
     /// digest, and the crate's.
     #[test]
     fn pieces_do_not_change_the_digest() {
-        let mut cut = 99u64;
+        let mut cut = Rng(99);
         for round in 0..200u64 {
             let len = (round * 977 % 5000) as usize + (round as usize % 3) * 70_000;
             let data = noise(len, round + 1);
             let mut h = Md5::new();
             let mut at = 0;
             while at < data.len() {
-                cut ^= cut << 13;
-                cut ^= cut >> 7;
-                cut ^= cut << 17;
-                let step = match cut % 4 {
+                let step = match cut.below(4) {
                     0 => 0,
-                    1 => (cut >> 8) as usize % 64,
-                    2 => (cut >> 8) as usize % 300,
-                    _ => (cut >> 8) as usize % 20_000,
+                    1 => cut.below(64),
+                    2 => cut.below(300),
+                    _ => cut.below(20_000),
                 };
                 let end = (at + step).min(data.len());
                 h.update(&data[at..end]);
