@@ -49,6 +49,49 @@ const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
 const BLOCK: usize = 64;
 
+/// The 64 steps (RFC 1321 §3.4), handed to `$then!` as
+/// `round(a, b, c, d, i, g, s)`: `a = b + ((a + M[g] + K[i] + round(b, c,
+/// d)) <<< s)`, with the state's variables `$a`…`$d` in that step's order.
+/// The one schedule both block functions follow.
+macro_rules! steps {
+    ($then:ident, $a:ident, $b:ident, $c:ident, $d:ident) => {
+        $then! {
+            f($a, $b, $c, $d, 0, 0, 7) f($d, $a, $b, $c, 1, 1, 12)
+            f($c, $d, $a, $b, 2, 2, 17) f($b, $c, $d, $a, 3, 3, 22)
+            f($a, $b, $c, $d, 4, 4, 7) f($d, $a, $b, $c, 5, 5, 12)
+            f($c, $d, $a, $b, 6, 6, 17) f($b, $c, $d, $a, 7, 7, 22)
+            f($a, $b, $c, $d, 8, 8, 7) f($d, $a, $b, $c, 9, 9, 12)
+            f($c, $d, $a, $b, 10, 10, 17) f($b, $c, $d, $a, 11, 11, 22)
+            f($a, $b, $c, $d, 12, 12, 7) f($d, $a, $b, $c, 13, 13, 12)
+            f($c, $d, $a, $b, 14, 14, 17) f($b, $c, $d, $a, 15, 15, 22)
+            g($a, $b, $c, $d, 16, 1, 5) g($d, $a, $b, $c, 17, 6, 9)
+            g($c, $d, $a, $b, 18, 11, 14) g($b, $c, $d, $a, 19, 0, 20)
+            g($a, $b, $c, $d, 20, 5, 5) g($d, $a, $b, $c, 21, 10, 9)
+            g($c, $d, $a, $b, 22, 15, 14) g($b, $c, $d, $a, 23, 4, 20)
+            g($a, $b, $c, $d, 24, 9, 5) g($d, $a, $b, $c, 25, 14, 9)
+            g($c, $d, $a, $b, 26, 3, 14) g($b, $c, $d, $a, 27, 8, 20)
+            g($a, $b, $c, $d, 28, 13, 5) g($d, $a, $b, $c, 29, 2, 9)
+            g($c, $d, $a, $b, 30, 7, 14) g($b, $c, $d, $a, 31, 12, 20)
+            h($a, $b, $c, $d, 32, 5, 4) h($d, $a, $b, $c, 33, 8, 11)
+            h($c, $d, $a, $b, 34, 11, 16) h($b, $c, $d, $a, 35, 14, 23)
+            h($a, $b, $c, $d, 36, 1, 4) h($d, $a, $b, $c, 37, 4, 11)
+            h($c, $d, $a, $b, 38, 7, 16) h($b, $c, $d, $a, 39, 10, 23)
+            h($a, $b, $c, $d, 40, 13, 4) h($d, $a, $b, $c, 41, 0, 11)
+            h($c, $d, $a, $b, 42, 3, 16) h($b, $c, $d, $a, 43, 6, 23)
+            h($a, $b, $c, $d, 44, 9, 4) h($d, $a, $b, $c, 45, 12, 11)
+            h($c, $d, $a, $b, 46, 15, 16) h($b, $c, $d, $a, 47, 2, 23)
+            i($a, $b, $c, $d, 48, 0, 6) i($d, $a, $b, $c, 49, 7, 10)
+            i($c, $d, $a, $b, 50, 14, 15) i($b, $c, $d, $a, 51, 5, 21)
+            i($a, $b, $c, $d, 52, 12, 6) i($d, $a, $b, $c, 53, 3, 10)
+            i($c, $d, $a, $b, 54, 10, 15) i($b, $c, $d, $a, 55, 1, 21)
+            i($a, $b, $c, $d, 56, 8, 6) i($d, $a, $b, $c, 57, 15, 10)
+            i($c, $d, $a, $b, 58, 6, 15) i($b, $c, $d, $a, 59, 13, 21)
+            i($a, $b, $c, $d, 60, 4, 6) i($d, $a, $b, $c, 61, 11, 10)
+            i($c, $d, $a, $b, 62, 2, 15) i($b, $c, $d, $a, 63, 9, 21)
+        }
+    };
+}
+
 /// One 64-byte block into the state, in portable Rust.
 #[cfg(any(test, not(all(target_arch = "x86_64", target_pointer_width = "64"))))]
 fn compress_portable(state: &mut [u32; 4], block: &[u8; BLOCK]) {
@@ -57,110 +100,34 @@ fn compress_portable(state: &mut [u32; 4], block: &[u8; BLOCK]) {
         *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
     let [mut a, mut b, mut c, mut d] = *state;
-    // Each step: `$a = $b + (($a + M[$g] + K[$i] + f) <<< $s)`.
-    macro_rules! f {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:expr, $g:expr, $s:expr) => {
-            let t = $a.wrapping_add(m[$g]).wrapping_add(K[$i]);
-            $a = t
-                .wrapping_add((($c ^ $d) & $b) ^ $d)
-                .rotate_left($s)
-                .wrapping_add($b);
+    // The round functions.
+    macro_rules! fun {
+        (f, $b:ident, $c:ident, $d:ident) => {
+            (($c ^ $d) & $b) ^ $d
+        };
+        (g, $b:ident, $c:ident, $d:ident) => {
+            ($b & $d) | ($c & !$d)
+        };
+        (h, $b:ident, $c:ident, $d:ident) => {
+            $b ^ $c ^ $d
+        };
+        (i, $b:ident, $c:ident, $d:ident) => {
+            $c ^ ($b | !$d)
         };
     }
-    macro_rules! g {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:expr, $g:expr, $s:expr) => {
-            let t = $a.wrapping_add(m[$g]).wrapping_add(K[$i]);
-            $a = t
-                .wrapping_add(($b & $d) | ($c & !$d))
-                .rotate_left($s)
-                .wrapping_add($b);
+    macro_rules! run {
+        ($($f:ident($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal))*) => {
+            $(
+                $a = $a
+                    .wrapping_add(m[$g])
+                    .wrapping_add(K[$i])
+                    .wrapping_add(fun!($f, $b, $c, $d))
+                    .rotate_left($s)
+                    .wrapping_add($b);
+            )*
         };
     }
-    macro_rules! h {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:expr, $g:expr, $s:expr) => {
-            let t = $a.wrapping_add(m[$g]).wrapping_add(K[$i]);
-            $a = t
-                .wrapping_add($b ^ $c ^ $d)
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-    }
-    macro_rules! i {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:expr, $g:expr, $s:expr) => {
-            let t = $a.wrapping_add(m[$g]).wrapping_add(K[$i]);
-            $a = t
-                .wrapping_add($c ^ ($b | !$d))
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-    }
-    f!(a, b, c, d, 0, 0, 7);
-    f!(d, a, b, c, 1, 1, 12);
-    f!(c, d, a, b, 2, 2, 17);
-    f!(b, c, d, a, 3, 3, 22);
-    f!(a, b, c, d, 4, 4, 7);
-    f!(d, a, b, c, 5, 5, 12);
-    f!(c, d, a, b, 6, 6, 17);
-    f!(b, c, d, a, 7, 7, 22);
-    f!(a, b, c, d, 8, 8, 7);
-    f!(d, a, b, c, 9, 9, 12);
-    f!(c, d, a, b, 10, 10, 17);
-    f!(b, c, d, a, 11, 11, 22);
-    f!(a, b, c, d, 12, 12, 7);
-    f!(d, a, b, c, 13, 13, 12);
-    f!(c, d, a, b, 14, 14, 17);
-    f!(b, c, d, a, 15, 15, 22);
-
-    g!(a, b, c, d, 16, 1, 5);
-    g!(d, a, b, c, 17, 6, 9);
-    g!(c, d, a, b, 18, 11, 14);
-    g!(b, c, d, a, 19, 0, 20);
-    g!(a, b, c, d, 20, 5, 5);
-    g!(d, a, b, c, 21, 10, 9);
-    g!(c, d, a, b, 22, 15, 14);
-    g!(b, c, d, a, 23, 4, 20);
-    g!(a, b, c, d, 24, 9, 5);
-    g!(d, a, b, c, 25, 14, 9);
-    g!(c, d, a, b, 26, 3, 14);
-    g!(b, c, d, a, 27, 8, 20);
-    g!(a, b, c, d, 28, 13, 5);
-    g!(d, a, b, c, 29, 2, 9);
-    g!(c, d, a, b, 30, 7, 14);
-    g!(b, c, d, a, 31, 12, 20);
-
-    h!(a, b, c, d, 32, 5, 4);
-    h!(d, a, b, c, 33, 8, 11);
-    h!(c, d, a, b, 34, 11, 16);
-    h!(b, c, d, a, 35, 14, 23);
-    h!(a, b, c, d, 36, 1, 4);
-    h!(d, a, b, c, 37, 4, 11);
-    h!(c, d, a, b, 38, 7, 16);
-    h!(b, c, d, a, 39, 10, 23);
-    h!(a, b, c, d, 40, 13, 4);
-    h!(d, a, b, c, 41, 0, 11);
-    h!(c, d, a, b, 42, 3, 16);
-    h!(b, c, d, a, 43, 6, 23);
-    h!(a, b, c, d, 44, 9, 4);
-    h!(d, a, b, c, 45, 12, 11);
-    h!(c, d, a, b, 46, 15, 16);
-    h!(b, c, d, a, 47, 2, 23);
-
-    i!(a, b, c, d, 48, 0, 6);
-    i!(d, a, b, c, 49, 7, 10);
-    i!(c, d, a, b, 50, 14, 15);
-    i!(b, c, d, a, 51, 5, 21);
-    i!(a, b, c, d, 52, 12, 6);
-    i!(d, a, b, c, 53, 3, 10);
-    i!(c, d, a, b, 54, 10, 15);
-    i!(b, c, d, a, 55, 1, 21);
-    i!(a, b, c, d, 56, 8, 6);
-    i!(d, a, b, c, 57, 15, 10);
-    i!(c, d, a, b, 58, 6, 15);
-    i!(b, c, d, a, 59, 13, 21);
-    i!(a, b, c, d, 60, 4, 6);
-    i!(d, a, b, c, 61, 11, 10);
-    i!(c, d, a, b, 62, 2, 15);
-    i!(b, c, d, a, 63, 9, 21);
+    steps!(run, a, b, c, d);
 
     state[0] = state[0].wrapping_add(a);
     state[1] = state[1].wrapping_add(b);
@@ -174,97 +141,111 @@ fn compress_portable(state: &mut [u32; 4], block: &[u8; BLOCK]) {
 /// `c & !d`, all before the previous step's result is needed.
 #[cfg(all(target_arch = "x86_64", target_pointer_width = "64"))]
 fn compress(state: &mut [u32; 4], block: &[u8; BLOCK]) {
-    // The `asm!` text of a step of each round: `$a = $b + (($a + M[$g] +
-    // K[$i] + f($b, $c, $d)) <<< $s)`, with operands named `a`…`d`, `t`,
-    // `m` (the block) and `k` (the constants).
-    macro_rules! step {
-        ($a:ident, $g:literal, $i:literal, [$($f:expr),*], $s:literal, $b:ident) => {
-            concat!(
-                "add {", stringify!($a), ":e}, dword ptr [{m} + 4*", stringify!($g), "]\n",
-                "add {", stringify!($a), ":e}, dword ptr [{k} + 4*", stringify!($i), "]\n",
-                $($f, "\n",)*
-                "add {", stringify!($a), ":e}, {t:e}\n",
-                "rol {", stringify!($a), ":e}, ", stringify!($s), "\n",
-                "add {", stringify!($a), ":e}, {", stringify!($b), ":e}\n",
-            )
-        };
-    }
     macro_rules! r {
         ($x:ident) => {
             concat!("{", stringify!($x), ":e}")
         };
     }
-    // f = ((c ^ d) & b) ^ d
-    macro_rules! f {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal) => {
-            step!(
-                $a,
-                $g,
-                $i,
-                [
-                    concat!("mov {t:e}, ", r!($c)),
-                    concat!("xor {t:e}, ", r!($d)),
-                    concat!("and {t:e}, ", r!($b)),
-                    concat!("xor {t:e}, ", r!($d))
-                ],
-                $s,
-                $b
+    // The `asm!` text that leaves a round function in `t`.
+    macro_rules! fun {
+        // f = ((c ^ d) & b) ^ d
+        (f, $a:ident, $b:ident, $c:ident, $d:ident) => {
+            concat!(
+                "mov {t:e}, ",
+                r!($c),
+                "\n",
+                "xor {t:e}, ",
+                r!($d),
+                "\n",
+                "and {t:e}, ",
+                r!($b),
+                "\n",
+                "xor {t:e}, ",
+                r!($d),
+                "\n",
+            )
+        };
+        // g = (b & d) | (c & !d): the halves share no bit, so `|` is `+`,
+        // and `c & !d` is added to `a` before `b` is needed.
+        (g, $a:ident, $b:ident, $c:ident, $d:ident) => {
+            concat!(
+                "mov {t:e}, ",
+                r!($d),
+                "\n",
+                "not {t:e}\n",
+                "and {t:e}, ",
+                r!($c),
+                "\n",
+                "add ",
+                r!($a),
+                ", {t:e}\n",
+                "mov {t:e}, ",
+                r!($d),
+                "\n",
+                "and {t:e}, ",
+                r!($b),
+                "\n",
+            )
+        };
+        // h = b ^ c ^ d
+        (h, $a:ident, $b:ident, $c:ident, $d:ident) => {
+            concat!(
+                "mov {t:e}, ",
+                r!($c),
+                "\n",
+                "xor {t:e}, ",
+                r!($d),
+                "\n",
+                "xor {t:e}, ",
+                r!($b),
+                "\n",
+            )
+        };
+        // i = c ^ (b | !d)
+        (i, $a:ident, $b:ident, $c:ident, $d:ident) => {
+            concat!(
+                "mov {t:e}, ",
+                r!($d),
+                "\n",
+                "not {t:e}\n",
+                "or {t:e}, ",
+                r!($b),
+                "\n",
+                "xor {t:e}, ",
+                r!($c),
+                "\n",
             )
         };
     }
-    // g = (b & d) | (c & !d): the halves share no bit, so `|` is `+`, and
-    // `c & !d` is added to `a` before `b` is needed.
-    macro_rules! g {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal) => {
-            step!(
-                $a,
-                $g,
-                $i,
-                [
-                    concat!("mov {t:e}, ", r!($d)),
-                    "not {t:e}",
-                    concat!("and {t:e}, ", r!($c)),
-                    concat!("add ", r!($a), ", {t:e}"),
-                    concat!("mov {t:e}, ", r!($d)),
-                    concat!("and {t:e}, ", r!($b))
-                ],
-                $s,
-                $b
-            )
-        };
-    }
-    // h = b ^ c ^ d
-    macro_rules! h {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal) => {
-            step!(
-                $a,
-                $g,
-                $i,
-                [
-                    concat!("mov {t:e}, ", r!($c)),
-                    concat!("xor {t:e}, ", r!($d)),
-                    concat!("xor {t:e}, ", r!($b))
-                ],
-                $s,
-                $b
-            )
-        };
-    }
-    // i = c ^ (b | !d)
-    macro_rules! i {
-        ($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal) => {
-            step!(
-                $a,
-                $g,
-                $i,
-                [
-                    concat!("mov {t:e}, ", r!($d)),
-                    "not {t:e}",
-                    concat!("or {t:e}, ", r!($b)),
-                    concat!("xor {t:e}, ", r!($c))
-                ],
-                $s,
-                $b
+    // The `asm!` text of a step, with operands named `a`…`d`, `t`, `m`
+    // (the block) and `k` (the constants).
+    macro_rules! step {
+        ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal) => {
+            concat!(
+                "add ",
+                r!($a),
+                ", dword ptr [{m} + 4*",
+                stringify!($g),
+                "]\n",
+                "add ",
+                r!($a),
+                ", dword ptr [{k} + 4*",
+                stringify!($i),
+                "]\n",
+                fun!($f, $a, $b, $c, $d),
+                "add ",
+                r!($a),
+                ", {t:e}\n",
+                "rol ",
+                r!($a),
+                ", ",
+                stringify!($s),
+                "\n",
+                "add ",
+                r!($a),
+                ", ",
+                r!($b),
+                "\n",
             )
         };
     }
@@ -273,80 +254,22 @@ fn compress(state: &mut [u32; 4], block: &[u8; BLOCK]) {
     // `[u32; 64]`), writes only the named registers and the flags, touches
     // no stack.
     unsafe {
-        core::arch::asm!(
-            f!(a, b, c, d, 0, 0, 7),
-            f!(d, a, b, c, 1, 1, 12),
-            f!(c, d, a, b, 2, 2, 17),
-            f!(b, c, d, a, 3, 3, 22),
-            f!(a, b, c, d, 4, 4, 7),
-            f!(d, a, b, c, 5, 5, 12),
-            f!(c, d, a, b, 6, 6, 17),
-            f!(b, c, d, a, 7, 7, 22),
-            f!(a, b, c, d, 8, 8, 7),
-            f!(d, a, b, c, 9, 9, 12),
-            f!(c, d, a, b, 10, 10, 17),
-            f!(b, c, d, a, 11, 11, 22),
-            f!(a, b, c, d, 12, 12, 7),
-            f!(d, a, b, c, 13, 13, 12),
-            f!(c, d, a, b, 14, 14, 17),
-            f!(b, c, d, a, 15, 15, 22),
-            g!(a, b, c, d, 16, 1, 5),
-            g!(d, a, b, c, 17, 6, 9),
-            g!(c, d, a, b, 18, 11, 14),
-            g!(b, c, d, a, 19, 0, 20),
-            g!(a, b, c, d, 20, 5, 5),
-            g!(d, a, b, c, 21, 10, 9),
-            g!(c, d, a, b, 22, 15, 14),
-            g!(b, c, d, a, 23, 4, 20),
-            g!(a, b, c, d, 24, 9, 5),
-            g!(d, a, b, c, 25, 14, 9),
-            g!(c, d, a, b, 26, 3, 14),
-            g!(b, c, d, a, 27, 8, 20),
-            g!(a, b, c, d, 28, 13, 5),
-            g!(d, a, b, c, 29, 2, 9),
-            g!(c, d, a, b, 30, 7, 14),
-            g!(b, c, d, a, 31, 12, 20),
-            h!(a, b, c, d, 32, 5, 4),
-            h!(d, a, b, c, 33, 8, 11),
-            h!(c, d, a, b, 34, 11, 16),
-            h!(b, c, d, a, 35, 14, 23),
-            h!(a, b, c, d, 36, 1, 4),
-            h!(d, a, b, c, 37, 4, 11),
-            h!(c, d, a, b, 38, 7, 16),
-            h!(b, c, d, a, 39, 10, 23),
-            h!(a, b, c, d, 40, 13, 4),
-            h!(d, a, b, c, 41, 0, 11),
-            h!(c, d, a, b, 42, 3, 16),
-            h!(b, c, d, a, 43, 6, 23),
-            h!(a, b, c, d, 44, 9, 4),
-            h!(d, a, b, c, 45, 12, 11),
-            h!(c, d, a, b, 46, 15, 16),
-            h!(b, c, d, a, 47, 2, 23),
-            i!(a, b, c, d, 48, 0, 6),
-            i!(d, a, b, c, 49, 7, 10),
-            i!(c, d, a, b, 50, 14, 15),
-            i!(b, c, d, a, 51, 5, 21),
-            i!(a, b, c, d, 52, 12, 6),
-            i!(d, a, b, c, 53, 3, 10),
-            i!(c, d, a, b, 54, 10, 15),
-            i!(b, c, d, a, 55, 1, 21),
-            i!(a, b, c, d, 56, 8, 6),
-            i!(d, a, b, c, 57, 15, 10),
-            i!(c, d, a, b, 58, 6, 15),
-            i!(b, c, d, a, 59, 13, 21),
-            i!(a, b, c, d, 60, 4, 6),
-            i!(d, a, b, c, 61, 11, 10),
-            i!(c, d, a, b, 62, 2, 15),
-            i!(b, c, d, a, 63, 9, 21),
-            a = inout(reg) a,
-            b = inout(reg) b,
-            c = inout(reg) c,
-            d = inout(reg) d,
-            t = out(reg) _,
-            m = in(reg) block.as_ptr(),
-            k = in(reg) K.as_ptr(),
-            options(nostack, readonly),
-        );
+        macro_rules! run {
+            ($($f:ident($a:ident, $b:ident, $c:ident, $d:ident, $i:literal, $g:literal, $s:literal))*) => {
+                core::arch::asm!(
+                    $(step!($f, $a, $b, $c, $d, $i, $g, $s),)*
+                    a = inout(reg) a,
+                    b = inout(reg) b,
+                    c = inout(reg) c,
+                    d = inout(reg) d,
+                    t = out(reg) _,
+                    m = in(reg) block.as_ptr(),
+                    k = in(reg) K.as_ptr(),
+                    options(nostack, readonly),
+                );
+            };
+        }
+        steps!(run, a, b, c, d);
     }
     state[0] = state[0].wrapping_add(a);
     state[1] = state[1].wrapping_add(b);

@@ -9,15 +9,15 @@
 //! tar-rs's parser, which splits values at newlines.
 //!
 //! Part of apply, after the tar reader: one entry at a time, each name
-//! checked ([`relative`]) and its parent opened through
-//! [`Target`], so a name that leaves the target, goes through a symlink,
-//! or a hardlink to anything not extracted earlier in this run is refused
-//! and listed, never written. Metadata that cannot be set is a warning. A
-//! plain file's body goes from the decompressed stream to the file
-//! ([`Body`]), not through tar-rs's copy. Memory: 8 bytes per extracted
-//! non-directory (for hardlinks) and the metadata of each directory until
-//! the end. This module must never write
-//! through a path: only through a directory descriptor and one name.
+//! checked ([`relative`]) and its parent opened through [`Target`], so a
+//! name that leaves the target, goes through a symlink, or a hardlink to
+//! anything not extracted earlier in this run is refused and listed, never
+//! written. Metadata that cannot be set is a warning. A plain file's body
+//! goes from the decompressed stream to the file ([`Body`]), not through
+//! tar-rs's copy. Memory: 8 bytes per extracted non-directory (for
+//! hardlinks) and the metadata of each directory until the end. This module
+//! must never write through a path: only through a directory descriptor and
+//! one name.
 
 use super::beneath::{Fault, Target, remove};
 use crate::cmd::verify::guard::MAX_META;

@@ -5,21 +5,21 @@
 //! reading thread bounds its compressed bytes by the MANIFEST's size,
 //! hashes them (md5, sha256: `output::digest`) and decompresses them (gzip
 //! or zstd by magic: `verify`'s [`Decoder`]; goldcap's own members on
-//! worker threads, handed on whole) into chunks (at most [`QUEUED`]
-//! bytes queued); this thread bounds the tar headers (`verify`'s
-//! [`Guard`]) and writes each entry with [`extract`] beneath the target
-//! ([`beneath`]), a plain file's body straight from the decompressed
-//! members ([`extract::Body`]). A marker file (`.goldcap-apply-incomplete`) is at the
-//! target's root from before the first entry until everything is written
-//! and the digests matched; a mismatch, a refused entry or an unreadable
-//! archive leaves it, with why, and exits 4. Without a MANIFEST, stderr and
-//! the summary say that nothing was verified. Once the entries are
-//! written and checked, this machine's files ([`personalise`], [`machine`])
-//! go beneath the target through the same descriptors, the directories get
-//! their metadata, `--hook`s run chrooted into it (capture's runner,
-//! [`hooks`]), and the apply report ([`REPORT`]) is written last, before
-//! the marker goes. This module must never write outside the target, nor
-//! remove the marker of a run that failed.
+//! worker threads, handed on whole) into chunks (at most [`QUEUED`] bytes
+//! queued); this thread bounds the tar headers (`verify`'s [`Guard`]) and
+//! writes each entry with [`extract`] beneath the target ([`beneath`]), a
+//! plain file's body straight from the decompressed members
+//! ([`extract::Body`]). A marker file (`.goldcap-apply-incomplete`) is at
+//! the target's root from before the first entry until everything is
+//! written and the digests matched; a mismatch, a refused entry or an
+//! unreadable archive leaves it, with why, and exits 4. Without a MANIFEST,
+//! stderr and the summary say that nothing was verified. Once the entries
+//! are written and checked, this machine's files ([`personalise`],
+//! [`machine`]) go beneath the target through the same descriptors, the
+//! directories get their metadata, `--hook`s run chrooted into it
+//! (capture's runner, [`hooks`]), and the apply report ([`REPORT`]) is
+//! written last, before the marker goes. This module must never write
+//! outside the target, nor remove the marker of a run that failed.
 
 mod beneath;
 mod extract;
