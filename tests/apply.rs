@@ -238,6 +238,23 @@ fn an_archive_cut_inside_a_file_exits_4_and_says_where() {
     assert_eq!(std::fs::read(dest.join("first")).unwrap(), b"whole");
 }
 
+#[test]
+fn a_full_target_exits_1_names_the_file_and_leaves_the_marker() {
+    // 5 MiB of noise does not fit a 1 MiB filesystem.
+    let (env, _) = multi_block_env();
+    let run = env.capture("out", NO_SCRUB);
+    run.ok();
+    let dest = env.path("small");
+    let _small = MountGuard::mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &dest);
+    let out = apply(&run.file(MANIFEST_JSON), &dest, &[]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("cannot write ./"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let marker = std::fs::read_to_string(dest.join(MARKER)).unwrap();
+    assert!(marker.contains("No space left on device"), "{marker}");
+}
+
 /// Writes `script` (Python, with `t` an open `tarfile` and helpers `f`,
 /// `sym`, `hard`, `d`) into the archive `path`.
 fn python_tar(path: &Path, script: &str) {

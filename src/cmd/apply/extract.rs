@@ -268,9 +268,9 @@ fn io_ctx(what: String) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), TargetError(format!("{what}: {e}")))
 }
 
-/// `e`, from writing the target, as a [`TargetError`] that says `what`.
-pub(super) fn target_error(what: &str, e: io::Error) -> io::Error {
-    io_ctx(what.to_owned())(e)
+/// `e`, from writing the file `shown`, as a [`TargetError`].
+pub(super) fn write_error(shown: &str, e: io::Error) -> io::Error {
+    io_ctx(format!("cannot write {shown}"))(e)
 }
 
 /// The decompressed stream the tar reader reads, when a plain file's body
@@ -278,12 +278,12 @@ pub(super) fn target_error(what: &str, e: io::Error) -> io::Error {
 /// into its caller's buffer, one more pass over every byte extracted.
 pub(super) trait Body {
     /// Writes the stream's next `len` bytes (fewer only at its end) to
-    /// `w`, and has the tar reader count them through without copying
+    /// `w`, the file `shown`, and has the tar reader count them through without copying
     /// when it next skips them — as it does the rest of an entry's body,
     /// unread, before the next header. The bytes written. Once it was
     /// called, the entry must not be read: its reads would count bytes
     /// without filling the buffer.
-    fn write_next(&self, w: &mut File, len: u64) -> io::Result<u64>;
+    fn write_next(&self, w: &mut File, len: u64, shown: &str) -> io::Result<u64>;
 }
 
 fn ts((sec, nsec): (i64, u32)) -> Timestamps {
@@ -687,7 +687,7 @@ impl Extractor {
         } else if let Some(body) = body.filter(|_| !e.header().entry_type().is_gnu_sparse()) {
             // The body, as it stands in the stream (an old GNU sparse
             // entry's is not: tar-rs puts its holes back).
-            let n = body.write_next(&mut file, e.size())?;
+            let n = body.write_next(&mut file, e.size(), shown)?;
             self.applied.bytes += n;
             if n < e.size() {
                 return Err(io::Error::new(
@@ -696,14 +696,15 @@ impl Extractor {
                 ));
             }
         } else {
-            self.copy(e, &mut file, u64::MAX)?;
+            self.copy(e, &mut file, u64::MAX, shown)?;
         }
         self.finish_fd(&file, rel, meta);
         Ok(())
     }
 
-    /// Copies up to `len` bytes of `r` to `w`; the number copied.
-    fn copy(&mut self, r: &mut impl Read, w: &mut File, len: u64) -> io::Result<u64> {
+    /// Copies up to `len` bytes of `r` to `w` (the file `shown`); the
+    /// number copied.
+    fn copy(&mut self, r: &mut impl Read, w: &mut File, len: u64, shown: &str) -> io::Result<u64> {
         let mut left = len;
         while left > 0 {
             let want = self
@@ -717,7 +718,7 @@ impl Extractor {
                 Err(e) => return Err(e),
             };
             w.write_all(&self.buf[..n])
-                .map_err(io_ctx("cannot write".into()))?;
+                .map_err(|e| write_error(shown, e))?;
             left -= n as u64;
             self.applied.bytes += n as u64;
         }
@@ -790,7 +791,7 @@ impl Extractor {
             };
             file.seek(SeekFrom::Start(off))
                 .map_err(io_ctx(format!("cannot write {shown}")))?;
-            if self.copy(r, file, len)? != len {
+            if self.copy(r, file, len, shown)? != len {
                 return Err(bad(shown, "sparse data cut short"));
             }
             left -= len;

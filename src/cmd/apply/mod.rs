@@ -947,7 +947,7 @@ impl Read for SharedChunks {
 }
 
 impl extract::Body for SharedChunks {
-    fn write_next(&self, w: &mut std::fs::File, len: u64) -> io::Result<u64> {
+    fn write_next(&self, w: &mut std::fs::File, len: u64, shown: &str) -> io::Result<u64> {
         let mut c = self.0.borrow_mut();
         if c.written_ahead != 0 {
             // A body written before the last was skipped: the next header
@@ -961,7 +961,7 @@ impl extract::Body for SharedChunks {
         while left > 0 && c.fill()? {
             let n = (c.cur.len() - c.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
             w.write_all(&c.cur[c.pos..c.pos + n])
-                .map_err(|e| extract::target_error("cannot write", e))?;
+                .map_err(|e| extract::write_error(shown, e))?;
             c.pos += n;
             c.written_ahead += n as u64;
             left -= n as u64;
